@@ -1,0 +1,74 @@
+"""The data that flows between Verity's seams.
+
+Every stage of the RL loop speaks in these types: a sampler yields ``Item``s, an engine turns prompts into
+``Completion``s, verifiers turn completions into ``Score``s, and the loop packs ``Rollout``s into training tensors
+(``verity.train.batching``). This module imports no torch, so reward workers start fast.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any
+
+
+@dataclass(frozen=True)
+class Item:
+    """One task instance: a prompt and what a verifier needs to score an answer to it.
+
+    ``meta`` carries every extra field of the source row (reasoning-gym's entry, a jsonl row's other columns);
+    verifiers receive it as keyword arguments.
+    """
+
+    id: str
+    task: str
+    prompt: str
+    answer: str | None = None
+    meta: dict[str, Any] = field(default_factory=dict)
+
+
+@dataclass(frozen=True)
+class Score:
+    """A verifier's verdict. ``value`` is the reward; ``reason`` says why a score is a failure (crash, timeout,
+    garbage output), and ``components`` keeps the parts of a composed reward for logging."""
+
+    value: float
+    reason: str | None = None
+    components: dict[str, float] = field(default_factory=dict)
+
+    @property
+    def failed(self) -> bool:
+        return self.reason is not None
+
+
+@dataclass
+class Completion:
+    """What an engine returns for one sampled sequence.
+
+    ``logprobs[i]`` is the behaviour policy's log-probability of ``token_ids[i]`` (under the tempered, untruncated
+    distribution); ``finish_reason`` is ``"stop"`` (eos or a stop token) or ``"length"`` (hit max new tokens).
+    """
+
+    token_ids: list[int]
+    logprobs: list[float]
+    text: str
+    finish_reason: str
+    version: int = 0
+
+
+@dataclass
+class Rollout:
+    """One scored sample: the prompt tokens, the completion, its reward and its group.
+
+    ``loss_mask`` marks the completion tokens that are trained on (1) and tokens written by an environment (0).
+    """
+
+    item: Item
+    group: int
+    prompt_ids: list[int]
+    completion: Completion
+    score: Score
+    loss_mask: list[int] | None = None
+
+    @property
+    def reward(self) -> float:
+        return self.score.value
