@@ -1,0 +1,183 @@
+"""Advantage estimators: rewards (and values) in, advantages out.
+
+Sequence-level estimators map rewards (N,) to advantages (N,), which ``broadcast_to_tokens`` spreads over each
+completion; token-level ones (REINFORCE++, GAE) work on (N, T) token rewards. ``group_ids`` (N,) says which
+samples answer the same prompt. A group with a single sample has no baseline to compare with, so group-based
+estimators give it advantage 0 rather than a spurious signal.
+"""
+
+from __future__ import annotations
+
+import torch
+from torch import Tensor
+
+from verity.algo.reduce import masked_whiten
+
+
+def _group_index(group_ids: Tensor) -> tuple[Tensor, Tensor]:
+    """Dense group index per sample (N,) and the size of each group (G,)."""
+    if group_ids.dim() != 1:
+        raise ValueError(f"group_ids must be 1-D (N,), got shape {tuple(group_ids.shape)}")
+    _, index = torch.unique(group_ids, return_inverse=True)
+    sizes = torch.bincount(index).to(torch.float64)
+    return index, sizes
+
+
+def _group_mean_std(values: Tensor, index: Tensor, sizes: Tensor) -> tuple[Tensor, Tensor]:
+    """Per-sample group mean and unbiased group std (N,), computed in float64."""
+    x = values.to(torch.float64)
+    sums = torch.zeros_like(sizes).index_add_(0, index, x)
+    mean = (sums / sizes)[index]
+    squares = torch.zeros_like(sizes).index_add_(0, index, (x - mean) ** 2)
+    std = (squares / (sizes - 1).clamp(min=1)).sqrt()[index]
+    return mean, std
+
+
+def group_relative_advantages(
+    rewards: Tensor, group_ids: Tensor, scale_by_std: bool = True, eps: float = 1e-6
+) -> Tensor:
+    """GRPO: ``A_i = (r_i - mean_g(r)) / (std_g(r) + eps)`` over the G samples of prompt g (DeepSeekMath,
+    arXiv:2402.03300). ``scale_by_std=False`` is Dr. GRPO's ``A_i = r_i - mean_g(r)`` (arXiv:2503.20783), which
+    stops the std from up-weighting prompts that are almost always solved or failed. (N,)."""
+    index, sizes = _group_index(group_ids)
+    mean, std = _group_mean_std(rewards, index, sizes)
+    centred = rewards.to(torch.float64) - mean
+    adv = centred / (std + eps) if scale_by_std else centred
+    return torch.where(sizes[index] > 1, adv, torch.zeros_like(adv)).to(rewards.dtype)
+
+
+def rloo_advantages(rewards: Tensor, group_ids: Tensor) -> Tensor:
+    """RLOO: ``A_i = r_i - (1/(G-1)) sum_{j != i} r_j`` (Ahmadian et al., arXiv:2402.14740), computed as
+    ``G/(G-1) (r_i - mean_g(r))``. The baseline excludes the sample itself, so the estimate is unbiased. (N,)."""
+    index, sizes = _group_index(group_ids)
+    mean, _ = _group_mean_std(rewards, index, sizes)
+    size = sizes[index]
+    adv = size / (size - 1).clamp(min=1) * (rewards.to(torch.float64) - mean)
+    return torch.where(size > 1, adv, torch.zeros_like(adv)).to(rewards.dtype)
+
+
+def task_normalized_advantages(rewards: Tensor, group_ids: Tensor, task_ids: Tensor, eps: float = 1e-6) -> Tensor:
+    """Task-specific normalisation (QwenLong-L1.5): ``A_i = (r_i - mean_g(r)) / (std_k(r) +
+    eps)`` where the std runs over all samples of task family k in the batch rather than over the group or the
+    mixed batch, so a task with dense rewards does not set the scale of a task with sparse ones. (N,)."""
+    centred = group_relative_advantages(rewards, group_ids, scale_by_std=False).to(torch.float64)
+    task_index, task_sizes = _group_index(task_ids)
+    _, task_std = _group_mean_std(rewards, task_index, task_sizes)
+    return (centred / (task_std + eps)).to(rewards.dtype)
+
+
+def broadcast_to_tokens(advantages: Tensor, mask: Tensor) -> Tensor:
+    """Spread sequence advantages (N,) over the response tokens: (N, T), zero where ``mask`` is 0."""
+    return advantages.unsqueeze(-1).to(mask.dtype if mask.is_floating_point() else advantages.dtype) * mask
+
+
+def token_level_rewards(rewards: Tensor, mask: Tensor, token_penalty: Tensor | None = None) -> Tensor:
+    """(N, T) rewards: the sequence reward on each sequence's last response token, minus an optional per-token
+    penalty (a KL term when the KL sits in the reward). Zero where ``mask`` is 0."""
+    positions = torch.arange(mask.shape[-1], device=mask.device)
+    last = (positions * mask.bool()).argmax(-1)  # (N,)
+    out = torch.zeros(mask.shape, dtype=torch.float32, device=mask.device)
+    out[torch.arange(mask.shape[0], device=mask.device), last] = rewards.float()
+    if token_penalty is not None:
+        out = out - token_penalty.float()
+    return out * mask
+
+
+def discounted_returns(token_rewards: Tensor, mask: Tensor, gamma: float = 1.0) -> Tensor:
+    """``G_t = sum_{k >= t, mask_k = 1} gamma^(#masked tokens between) r_k`` (N, T); masked positions (e.g. a
+    tool's observation tokens) are skipped, not discounted over."""
+    returns = torch.zeros_like(token_rewards, dtype=torch.float32)
+    running = torch.zeros(token_rewards.shape[0], dtype=torch.float32, device=token_rewards.device)
+    for t in reversed(range(token_rewards.shape[-1])):
+        live = mask[:, t].bool()
+        running = torch.where(live, token_rewards[:, t] + gamma * running, running)
+        returns[:, t] = running
+    return returns * mask
+
+
+def reinforce_pp_advantages(
+    token_rewards: Tensor, mask: Tensor, gamma: float = 1.0, eps: float = 1e-6, baseline: Tensor | None = None
+) -> Tensor:
+    """REINFORCE++ (arXiv:2501.03262): token returns ``G_t`` whitened over every response token of the batch
+    (global normalisation instead of a per-prompt std). ``baseline`` (N,) subtracted from the returns first
+    gives REINFORCE++ with a group baseline (pass each sample's group-mean reward). (N, T)."""
+    returns = discounted_returns(token_rewards, mask, gamma)
+    if baseline is not None:
+        returns = (returns - baseline.unsqueeze(-1).float()) * mask
+    return masked_whiten(returns, mask, eps)
+
+
+def gae_advantages(
+    token_rewards: Tensor, values: Tensor, mask: Tensor, gamma: float = 1.0, lam: float = 1.0
+) -> tuple[Tensor, Tensor]:
+    """Generalised advantage estimation (Schulman et al., arXiv:1506.02438): ``delta_t = r_t + gamma V_{t+1} -
+    V_t``, ``A_t = delta_t + gamma lambda A_{t+1}``, with V = 0 after the last response token. Masked positions
+    are skipped so that observation tokens inside a multi-turn episode do not break the recursion. Returns
+    ``(advantages, returns = A + V)``, both (N, T) and detached."""
+    values = values.detach().float()
+    adv = torch.zeros_like(values)
+    next_value = torch.zeros(values.shape[0], dtype=torch.float32, device=values.device)
+    next_adv = torch.zeros_like(next_value)
+    for t in reversed(range(values.shape[-1])):
+        live = mask[:, t].bool()
+        delta = token_rewards[:, t] + gamma * next_value - values[:, t]
+        current = delta + gamma * lam * next_adv
+        next_adv = torch.where(live, current, next_adv)
+        next_value = torch.where(live, values[:, t], next_value)
+        adv[:, t] = next_adv
+    adv = adv * mask
+    return adv, (adv + values) * mask
+
+
+def trloo_advantages(turn_rewards: Tensor, turn_mask: Tensor, group_ids: Tensor, gamma: float = 1.0) -> Tensor:
+    """TRLOO, turn-level leave-one-out (Dr. Kernel / KernelGYM), over (N, K) turn rewards.
+
+    Each turn k of episode i gets the return ``G_ik = sum_{k' >= k} gamma^(k'-k) r_ik'`` and the advantage
+    ``A_ik = G_ik - mean_{j != i, j has turn k} G_jk`` over the other episodes of the same group that reached
+    turn k. Leaving the episode out of its own baseline removes GRPO's self-inclusion bias (which shrinks the
+    gradient by (G-1)/G, and worse for late turns that few episodes reach). A turn no other episode reached
+    gets advantage 0. Returns (N, K), zero where ``turn_mask`` is 0.
+    """
+    returns = discounted_returns(turn_rewards, turn_mask, gamma).double()  # (N, K)
+    index, _ = _group_index(group_ids)
+    live = turn_mask.double()
+    groups = int(index.max()) + 1
+    sums = torch.zeros(groups, returns.shape[1], dtype=torch.float64).index_add_(0, index, returns * live)
+    counts = torch.zeros_like(sums).index_add_(0, index, live)
+    others = counts[index] - live  # (N, K)
+    baseline = (sums[index] - returns * live) / others.clamp(min=1)
+    adv = torch.where(others > 0, returns - baseline, torch.zeros_like(returns)) * live
+    return adv.to(turn_rewards.dtype)
+
+
+def turns_to_tokens(turn_values: Tensor, token_turns: Tensor) -> Tensor:
+    """Spread per-turn values (N, K) over tokens: ``token_turns`` (N, T) holds each token's turn index, or -1
+    for tokens outside any trained turn (prompt, observations, padding), which get 0."""
+    gathered = turn_values.gather(1, token_turns.clamp(min=0))
+    return torch.where(token_turns >= 0, gathered, torch.zeros_like(gathered))
+
+
+def filter_outliers(advantages: Tensor, sigma: float, mask: Tensor | None = None) -> Tensor:
+    """StableReinforce advantage filter (R1-Reward, arXiv:2505.02835): zero every advantage whose z-score over
+    the batch (over the ``mask``-ed positions when given) exceeds ``sigma`` (the 3-sigma rule), so a few extreme
+    samples cannot dominate a step. Any shape."""
+    mask = torch.ones_like(advantages) if mask is None else mask
+    z = masked_whiten(advantages, mask, eps=0.0)
+    outlier = torch.nan_to_num(z, nan=0.0).abs() > sigma
+    return torch.where(outlier, torch.zeros_like(advantages), advantages)
+
+
+def rareness_weights(rewards: Tensor, group_ids: Tensor, alpha: float) -> Tensor:
+    """Group-rareness weight per sample (N,): ``w_i ∝ (1 / p_i)^alpha`` with ``p_i`` the share of its group
+    that got the same reward, normalised to mean 1 within the group.
+
+    Our reading of CalibRL's distribution-aware weighting: the one success among many
+    failures (or the one failure among successes) is the informative sample, so it moves the policy more;
+    a group where all rewards agree keeps weight 1. ``alpha = 0`` gives all ones.
+    """
+    index, sizes = _group_index(group_ids)
+    same = (index.unsqueeze(0) == index.unsqueeze(1)) & (rewards.unsqueeze(0) == rewards.unsqueeze(1))
+    share = same.double().sum(1) / sizes[index]
+    raw = share.pow(-alpha)
+    group_mean = torch.zeros_like(sizes).index_add_(0, index, raw) / sizes
+    return (raw / group_mean[index]).to(rewards.dtype)

@@ -1,0 +1,161 @@
+"""The ``algo:`` section of a Verity config: which advantage estimator, policy loss, regularisers and reward
+shapers one training run uses.
+
+The defaults give plain GRPO (group mean/std advantages, PPO clip at 0.2, token-mean aggregation, no KL, no
+entropy bonus). Each field is documented once, here; ``docs/algorithms.md`` maps every option to its paper.
+The math in ``verity.algo`` never sees this object: ``verity.algo.objective`` unpacks it into numbers.
+"""
+
+from __future__ import annotations
+
+from typing import Literal
+
+from pydantic import BaseModel, ConfigDict, Field, model_validator
+
+Advantage = Literal[
+    "grpo",
+    "dr_grpo",
+    "rloo",
+    "reinforce_pp",
+    "reinforce_pp_baseline",
+    "gae",
+    "task_norm_grpo",
+    "single_rollout",
+    "trloo",
+]
+Loss = Literal["ppo_clip", "gspo", "decoupled_ppo"]
+Aggregation = Literal["token_mean", "seq_mean_token_mean", "seq_mean_token_sum", "constant"]
+
+
+class AlgoConfig(BaseModel):
+    """Algorithm settings; ``extra="forbid"`` turns a misspelt key into an error that names it."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    # --- advantage estimation -------------------------------------------------------------------------------
+    advantage: Advantage = Field(
+        "grpo",
+        description="Advantage estimator: grpo (group mean/std), dr_grpo (group mean only), rloo (leave-one-out), "
+        "reinforce_pp (batch-normalised returns), reinforce_pp_baseline (group mean, then batch-normalised), "
+        "gae (learned critic), task_norm_grpo (group mean, std within task family), single_rollout (running "
+        "per-item or per-task baseline, G = 1), trloo (turn-level leave-one-out for multi-turn episodes).",
+    )
+    adv_eps: float = Field(1e-6, gt=0, description="Added to standard deviations before dividing by them.")
+    gamma: float = Field(1.0, ge=0, le=1, description="Discount over tokens (gae, reinforce_pp) or turns (trloo).")
+    gae_lambda: float = Field(1.0, ge=0, le=1, description="GAE lambda: 1 gives Monte-Carlo returns minus V.")
+    gae_whiten: bool = Field(True, description="Whiten GAE advantages over the batch's masked tokens.")
+    baseline_key: Literal["item", "task"] = Field(
+        "item", description="single_rollout: keep one running baseline per item id or per task family."
+    )
+    baseline_decay: float = Field(
+        0.9, ge=0, lt=1, description="single_rollout: EMA decay of the running baseline (higher = slower)."
+    )
+    adv_outlier_sigma: float | None = Field(
+        None,
+        gt=0,
+        description="StableReinforce advantage filter: zero the advantage of samples whose batch z-score exceeds "
+        "this many standard deviations (3.0 in the paper). None disables it.",
+    )
+    rareness_alpha: float = Field(
+        0.0,
+        ge=0,
+        description="CalibRL-style rareness weighting: scale each sample's advantage by (1/p)^alpha normalised "
+        "to mean 1 in its group, p = share of the group with the same reward. 0 disables it.",
+    )
+    entropy_adv_alpha: float = Field(
+        0.0,
+        ge=0,
+        description="Entropy-based advantage shaping (MSSR): A' = A + min(alpha * H_t, |A| / kappa), H_t the "
+        "detached token entropy. 0 disables it; needs the learner to pass entropy.",
+    )
+    entropy_adv_kappa: float = Field(2.0, gt=0, description="Cap divisor kappa of entropy advantage shaping.")
+
+    # --- policy loss ----------------------------------------------------------------------------------------
+    loss: Loss = Field(
+        "ppo_clip",
+        description="Policy loss: ppo_clip (token ratio), gspo (sequence ratio, geometric mean over tokens), "
+        "decoupled_ppo (clip around a proximal policy, behaviour importance weight; needs prox log-probs).",
+    )
+    clip_low: float = Field(0.2, ge=0, description="Lower clip epsilon: ratio floor is 1 - clip_low.")
+    clip_high: float = Field(
+        0.2, ge=0, description="Upper clip epsilon (DAPO clip-higher sets it above clip_low)."
+    )
+    dual_clip: float | None = Field(
+        None, gt=1, description="Dual-clip constant c > 1: loss of negative-advantage tokens is at most -c * A."
+    )
+    log_ratio_clamp: float | None = Field(
+        20.0,
+        gt=0,
+        description="Safe ratio (StableReinforce): clamp log(pi/pi_old) to [-x, x] before exp. None disables.",
+    )
+    tis_cap: float | None = Field(
+        None,
+        gt=0,
+        description="Truncated importance sampling: cap on the behaviour weight pi_prox/pi_behaviour that "
+        "corrects rollout-vs-training mismatch. Needs prox log-probs. None disables it.",
+    )
+    aggregation: Aggregation = Field(
+        "token_mean",
+        description="How token losses become one scalar: token_mean, seq_mean_token_mean, seq_mean_token_sum, "
+        "or constant (sum per sequence divided by constant_normalizer, Dr. GRPO).",
+    )
+    constant_normalizer: float = Field(
+        1024.0, gt=0, description="Divisor per sequence for aggregation=constant (e.g. the max response length)."
+    )
+
+    # --- regularisers ---------------------------------------------------------------------------------------
+    kl_coef: float = Field(0.0, ge=0, description="Coefficient beta of the KL to the reference policy.")
+    kl_estimator: Literal["k1", "k2", "k3"] = Field(
+        "k3", description="KL estimator: k1 = log r, k2 = (log r)^2 / 2, k3 = r - 1 - log r with r = pi_ref/pi."
+    )
+    kl_in: Literal["loss", "reward"] = Field(
+        "loss", description="Apply the KL penalty as a loss term or subtract it from the per-token reward."
+    )
+    kl_target: float | None = Field(
+        None, gt=0, description="Adaptive KL controller target (per-token KL); None keeps kl_coef fixed."
+    )
+    kl_horizon: int = Field(10000, gt=0, description="Adaptive KL controller horizon in samples.")
+    entropy_coef: float = Field(0.0, ge=0, description="Entropy bonus coefficient (loss -= coef * entropy).")
+    entropy_target_low: float | None = Field(
+        None, ge=0, description="Adaptive entropy controller (AEPO): lower edge of the target entropy band."
+    )
+    entropy_target_high: float | None = Field(
+        None, ge=0, description="Adaptive entropy controller (AEPO): upper edge of the target entropy band."
+    )
+    entropy_control: Literal["coef", "mask"] = Field(
+        "coef",
+        description="What the entropy controller adjusts: coef (raise/lower the entropy bonus) or mask (above the "
+        "band drop negative-advantage tokens, which push entropy up, until entropy falls below the band).",
+    )
+    entropy_coef_step: float = Field(1e-3, gt=0, description="Entropy controller's additive step per update.")
+    entropy_coef_max: float = Field(0.05, ge=0, description="Upper bound on the controlled entropy coefficient.")
+
+    # --- reward shaping -------------------------------------------------------------------------------------
+    overlong_max_len: int | None = Field(
+        None, gt=0, description="DAPO soft overlong penalty: max completion length; None disables it."
+    )
+    overlong_buffer: int = Field(
+        512, ge=1, description="DAPO soft overlong penalty: length of the linear-penalty zone before the max."
+    )
+    overlong_coef: float = Field(1.0, ge=0, description="DAPO soft overlong penalty: penalty at the max length.")
+    long2short_coef: float = Field(
+        0.0, ge=0, description="Kimi k1.5 long2short length reward weight relative to the group; 0 disables."
+    )
+    correct_threshold: float = Field(
+        0.5, description="A reward above this counts as correct (long2short treats correct answers differently)."
+    )
+    repetition_coef: float = Field(
+        0.0, ge=0, description="n-gram repetition penalty weight (MiroMind-style); 0 disables it."
+    )
+    repetition_ngram: int = Field(4, ge=1, description="n of the n-grams the repetition penalty counts.")
+
+    @model_validator(mode="after")
+    def _check_bands(self) -> AlgoConfig:
+        low, high = self.entropy_target_low, self.entropy_target_high
+        if (low is None) != (high is None):
+            raise ValueError("algo.entropy_target_low and algo.entropy_target_high must be set together")
+        if low is not None and high is not None and low >= high:
+            raise ValueError(f"algo.entropy_target_low ({low}) must be below algo.entropy_target_high ({high})")
+        if self.advantage == "gae" and self.loss == "gspo":
+            raise ValueError("algo.loss=gspo needs a sequence-level advantage; it cannot use advantage=gae")
+        return self

@@ -1,0 +1,305 @@
+"""The algorithm as the loop and learner see it: three functions that read ``AlgoConfig`` and call the math.
+
+- ``shape_rewards``: verifier rewards -> shaped rewards (N,).
+- ``compute_advantages``: rewards -> token advantages (N, T); ``critic_targets`` gives GAE's value targets.
+- ``policy_loss``: log-probs and advantages of one micro-batch -> scalar loss and float metrics.
+
+The learner stays algorithm-blind: it runs forwards, calls ``policy_loss`` and back-propagates.
+``needs_proximal(cfg)`` tells it when to also record its own pre-update log-probs (``prox_logprobs``).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import torch
+from torch import Tensor
+
+from verity.algo import advantages as adv_fns
+from verity.algo.config import AlgoConfig
+from verity.algo.kl import kl_estimate
+from verity.algo.losses import (
+    behaviour_weight,
+    clipped_surrogate,
+    entropy_shaped_advantages,
+    gspo_log_ratio,
+    safe_log_ratio,
+)
+from verity.algo.reduce import aggregate, masked_mean, masked_whiten
+from verity.algo.shaping import long2short_reward, repetition_penalty, soft_overlong_penalty
+from verity.algo.state import AlgoState
+
+SEQUENCE_ESTIMATORS = ("grpo", "dr_grpo", "rloo", "task_norm_grpo", "single_rollout")
+
+
+def _check_same_shape(reference: str, ref: Tensor, **others: Tensor | None) -> None:
+    for name, tensor in others.items():
+        if tensor is not None and tensor.shape != ref.shape:
+            raise ValueError(f"{name} has shape {tuple(tensor.shape)} but {reference} has {tuple(ref.shape)}")
+
+
+def needs_proximal(cfg: AlgoConfig) -> bool:
+    """True when ``policy_loss`` needs ``prox_logprobs``: the learner's own log-probs of the batch before this
+    update (no grad), as opposed to the engine's behaviour log-probs."""
+    return cfg.loss == "decoupled_ppo" or cfg.tis_cap is not None
+
+
+def shape_rewards(
+    cfg: AlgoConfig,
+    rewards: Tensor,
+    lengths: Tensor,
+    group_ids: Tensor,
+    completion_ids: Sequence[Sequence[int]] | None = None,
+) -> tuple[Tensor, dict[str, float]]:
+    """Add the configured shaping terms to verifier rewards (N,); returns shaped rewards and the mean of each term.
+
+    ``lengths`` (N,) are completion lengths in tokens; ``completion_ids`` are needed by the repetition penalty.
+    """
+    _check_same_shape("rewards", rewards, lengths=lengths, group_ids=group_ids)
+    shaped = rewards.float().clone()
+    metrics: dict[str, float] = {}
+    if cfg.overlong_max_len is not None:
+        term = cfg.overlong_coef * soft_overlong_penalty(lengths, cfg.overlong_max_len, cfg.overlong_buffer)
+        shaped += term
+        metrics["shaping/overlong"] = term.mean().item()
+    if cfg.long2short_coef > 0:
+        correct = rewards > cfg.correct_threshold
+        term = cfg.long2short_coef * long2short_reward(lengths, correct, group_ids)
+        shaped += term
+        metrics["shaping/long2short"] = term.mean().item()
+    if cfg.repetition_coef > 0:
+        if completion_ids is None or len(completion_ids) != rewards.shape[0]:
+            raise ValueError("algo.repetition_coef > 0 needs completion_ids: one token list per reward")
+        term = cfg.repetition_coef * repetition_penalty(completion_ids, cfg.repetition_ngram)
+        shaped += term
+        metrics["shaping/repetition"] = term.mean().item()
+    return shaped.to(rewards.dtype), metrics
+
+
+def _kl_penalty(cfg: AlgoConfig, kl_coef: float, old_logprobs: Tensor | None, ref_logprobs: Tensor | None):
+    """Per-token KL penalty for ``kl_in == "reward"`` (N, T), or None when the KL is not in the reward."""
+    if cfg.kl_in != "reward" or kl_coef == 0:
+        return None
+    if old_logprobs is None or ref_logprobs is None:
+        raise ValueError("algo.kl_in=reward needs old_logprobs and ref_logprobs in compute_advantages")
+    return kl_coef * kl_estimate(old_logprobs, ref_logprobs, cfg.kl_estimator).detach()
+
+
+def _sequence_advantages(
+    cfg: AlgoConfig,
+    rewards: Tensor,
+    group_ids: Tensor,
+    tasks: Sequence[str] | None,
+    item_ids: Sequence[str] | None,
+    state: AlgoState | None,
+) -> Tensor:
+    if cfg.advantage in ("grpo", "dr_grpo"):
+        return adv_fns.group_relative_advantages(rewards, group_ids, cfg.advantage == "grpo", cfg.adv_eps)
+    if cfg.advantage == "rloo":
+        return adv_fns.rloo_advantages(rewards, group_ids)
+    if cfg.advantage == "task_norm_grpo":
+        if tasks is None or len(tasks) != rewards.shape[0]:
+            raise ValueError("algo.advantage=task_norm_grpo needs tasks: one task name per reward")
+        task_ids = torch.tensor([sorted(set(tasks)).index(t) for t in tasks])
+        return adv_fns.task_normalized_advantages(rewards, group_ids, task_ids, cfg.adv_eps)
+    keys = tasks if cfg.baseline_key == "task" else item_ids
+    if state is None or keys is None or len(keys) != rewards.shape[0]:
+        raise ValueError(
+            f"algo.advantage=single_rollout needs state (AlgoState) and one {cfg.baseline_key} key per reward "
+            f"(pass {'tasks' if cfg.baseline_key == 'task' else 'item_ids'})"
+        )
+    return state.baseline.advantages(keys, rewards)
+
+
+def _turn_advantages(cfg: AlgoConfig, group_ids: Tensor, turns: tuple[Tensor, Tensor, Tensor] | None) -> Tensor:
+    if turns is None:
+        raise ValueError(
+            "algo.advantage=trloo needs turns=(turn_rewards (N,K), turn_mask (N,K), token_turns (N,T))"
+        )
+    turn_rewards, turn_mask, token_turns = turns
+    per_turn = adv_fns.trloo_advantages(turn_rewards, turn_mask, group_ids, cfg.gamma)
+    return adv_fns.turns_to_tokens(per_turn, token_turns)
+
+
+def compute_advantages(
+    cfg: AlgoConfig,
+    rewards: Tensor,
+    group_ids: Tensor,
+    response_mask: Tensor,
+    tasks: Sequence[str] | None = None,
+    values: Tensor | None = None,
+    *,
+    item_ids: Sequence[str] | None = None,
+    state: AlgoState | None = None,
+    old_logprobs: Tensor | None = None,
+    ref_logprobs: Tensor | None = None,
+    turns: tuple[Tensor, Tensor, Tensor] | None = None,
+) -> Tensor:
+    """Token advantages (N, T) for ``rewards`` (N,), zero where ``response_mask`` is 0.
+
+    ``values`` (N, T) are the critic's for ``gae``; ``item_ids``/``tasks`` and ``state`` key the single-rollout
+    baseline; ``old_logprobs``/``ref_logprobs`` (N, T) are needed when the KL sits in the reward (its
+    coefficient comes from ``state`` when given); ``turns`` carries the multi-turn structure for ``trloo``.
+    """
+    if rewards.dim() != 1 or response_mask.dim() != 2 or response_mask.shape[0] != rewards.shape[0]:
+        raise ValueError(
+            f"expected rewards (N,) and response_mask (N, T); got {tuple(rewards.shape)} and "
+            f"{tuple(response_mask.shape)}"
+        )
+    _check_same_shape("rewards", rewards, group_ids=group_ids)
+    _check_same_shape("response_mask", response_mask, values=values, old_logprobs=old_logprobs)
+    mask = response_mask.float()
+    kl_coef = state.kl.coef if state is not None else cfg.kl_coef
+    penalty = _kl_penalty(cfg, kl_coef, old_logprobs, ref_logprobs)
+    if cfg.advantage in SEQUENCE_ESTIMATORS or cfg.advantage == "trloo":
+        seq_rewards = rewards.float() if penalty is None else rewards.float() - (penalty * mask).sum(-1)
+        if cfg.advantage == "trloo":
+            token_adv = _turn_advantages(cfg, group_ids, turns).float() * mask
+        else:
+            seq_adv = _sequence_advantages(cfg, seq_rewards, group_ids, tasks, item_ids, state).float()
+            token_adv = adv_fns.broadcast_to_tokens(seq_adv, mask)
+    else:
+        token_rewards = adv_fns.token_level_rewards(rewards, mask, penalty)
+        token_adv = _token_advantages(cfg, rewards, token_rewards, group_ids, mask, values)
+    if cfg.rareness_alpha > 0:
+        token_adv = token_adv * adv_fns.rareness_weights(rewards.float(), group_ids, cfg.rareness_alpha)[:, None]
+    if cfg.adv_outlier_sigma is not None:
+        token_adv = adv_fns.filter_outliers(token_adv, cfg.adv_outlier_sigma, mask)
+    return token_adv * mask
+
+
+def _token_advantages(
+    cfg: AlgoConfig, rewards: Tensor, token_rewards: Tensor, group_ids: Tensor, mask: Tensor, values: Tensor | None
+) -> Tensor:
+    if cfg.advantage == "gae":
+        if values is None:
+            raise ValueError("algo.advantage=gae needs values (N, T) from the critic")
+        adv, _ = adv_fns.gae_advantages(token_rewards, values, mask, cfg.gamma, cfg.gae_lambda)
+        return masked_whiten(adv, mask, cfg.adv_eps) if cfg.gae_whiten else adv
+    baseline = None
+    if cfg.advantage == "reinforce_pp_baseline":
+        centred = adv_fns.group_relative_advantages(rewards.float(), group_ids, scale_by_std=False)
+        baseline = rewards.float() - centred  # the group mean (a singleton group's own reward)
+    return adv_fns.reinforce_pp_advantages(token_rewards, mask, cfg.gamma, cfg.adv_eps, baseline)
+
+
+def critic_targets(
+    cfg: AlgoConfig,
+    rewards: Tensor,
+    response_mask: Tensor,
+    values: Tensor,
+    *,
+    old_logprobs: Tensor | None = None,
+    ref_logprobs: Tensor | None = None,
+    kl_coef: float | None = None,
+) -> Tensor:
+    """GAE value targets ``A + V`` (N, T) for the critic's loss (``verity.algo.losses.value_loss``)."""
+    _check_same_shape("response_mask", response_mask, values=values)
+    mask = response_mask.float()
+    penalty = _kl_penalty(cfg, cfg.kl_coef if kl_coef is None else kl_coef, old_logprobs, ref_logprobs)
+    token_rewards = adv_fns.token_level_rewards(rewards, mask, penalty)
+    _, returns = adv_fns.gae_advantages(token_rewards, values, mask, cfg.gamma, cfg.gae_lambda)
+    return returns
+
+
+def _masked_max(values: Tensor, mask: Tensor) -> float:
+    live = values[mask.bool()]
+    return live.max().item() if live.numel() else 0.0
+
+
+def policy_loss(
+    cfg: AlgoConfig,
+    logprobs: Tensor,
+    old_logprobs: Tensor,
+    advantages: Tensor,
+    mask: Tensor,
+    *,
+    token_normalizer: float,
+    seq_normalizer: float,
+    ref_logprobs: Tensor | None = None,
+    entropy: Tensor | None = None,
+    prox_logprobs: Tensor | None = None,
+    kl_coef: float | None = None,
+    entropy_coef: float | None = None,
+    negative_adv_weight: float = 1.0,
+) -> tuple[Tensor, dict[str, float]]:
+    """Scalar loss of one micro-batch (call ``.backward()`` on it) and float metrics.
+
+    All tensors are (B, T) with ``logprobs[:, t]`` the log-prob of token t; ``mask`` is 1 on trained completion
+    tokens. ``old_logprobs`` are the behaviour policy's (the engine's); ``prox_logprobs`` the learner's own
+    before this update (see ``needs_proximal``). ``token_normalizer``/``seq_normalizer`` count the masked tokens
+    and the sequences of the whole mini-batch, so micro-batch losses sum to the mini-batch loss.
+    ``kl_coef``/``entropy_coef``/``negative_adv_weight`` come from ``AlgoState.loss_kwargs()`` and override the
+    config. Metrics: ``loss/*`` add up over micro-batches; the rest are means over this micro-batch's tokens.
+    """
+    _check_same_shape(
+        "logprobs",
+        logprobs,
+        old_logprobs=old_logprobs,
+        advantages=advantages,
+        mask=mask,
+        ref_logprobs=ref_logprobs,
+        entropy=entropy,
+        prox_logprobs=prox_logprobs,
+    )
+    if needs_proximal(cfg) and prox_logprobs is None:
+        raise ValueError("algo.loss=decoupled_ppo and algo.tis_cap need prox_logprobs (see needs_proximal)")
+    kl_coef = cfg.kl_coef if kl_coef is None else kl_coef
+    entropy_coef = cfg.entropy_coef if entropy_coef is None else entropy_coef
+    mask = mask.float()
+    anchor = old_logprobs if prox_logprobs is None else prox_logprobs
+    adv = advantages.detach()
+    if cfg.entropy_adv_alpha > 0:
+        if entropy is None:
+            raise ValueError("algo.entropy_adv_alpha > 0 needs the token entropy passed to policy_loss")
+        adv = entropy_shaped_advantages(adv, entropy, cfg.entropy_adv_alpha, cfg.entropy_adv_kappa)
+    if negative_adv_weight != 1.0:
+        adv = torch.where(adv < 0, adv * negative_adv_weight, adv)
+    if cfg.loss == "gspo":
+        log_ratio = gspo_log_ratio(logprobs, anchor, mask, cfg.log_ratio_clamp)
+    else:
+        log_ratio = safe_log_ratio(logprobs, anchor, cfg.log_ratio_clamp)
+    token_loss, clipped = clipped_surrogate(log_ratio, adv, cfg.clip_low, cfg.clip_high, cfg.dual_clip)
+    metrics: dict[str, float] = {}
+    if prox_logprobs is not None:
+        weight = behaviour_weight(prox_logprobs, old_logprobs, cfg.tis_cap)
+        token_loss = token_loss * weight
+        metrics["is_weight/mean"] = masked_mean(weight, mask).item()
+
+    def reduce(values: Tensor) -> Tensor:
+        return aggregate(
+            values,
+            mask,
+            cfg.aggregation,
+            token_normalizer=token_normalizer,
+            seq_normalizer=seq_normalizer,
+            constant_normalizer=cfg.constant_normalizer,
+        )
+
+    pg_loss = reduce(token_loss)
+    loss = pg_loss
+    ratio = torch.exp(log_ratio.detach())
+    behaviour_gap = (old_logprobs - logprobs).detach()
+    metrics |= {
+        "loss/policy": pg_loss.item(),
+        "clip_frac": masked_mean(clipped, mask).item(),
+        "ratio/mean": masked_mean(ratio, mask).item(),
+        "ratio/max": _masked_max(ratio, mask),
+        "mismatch/logprob_diff": masked_mean(behaviour_gap, mask).item(),
+        "mismatch/k3": masked_mean(kl_estimate(old_logprobs, logprobs.detach(), "k3"), mask).item(),
+    }
+    if ref_logprobs is not None:
+        kl_tokens = kl_estimate(logprobs, ref_logprobs, cfg.kl_estimator)
+        metrics["kl"] = masked_mean(kl_tokens.detach(), mask).item()
+        if cfg.kl_in == "loss" and kl_coef > 0:
+            kl_loss = kl_coef * reduce(kl_tokens)
+            loss = loss + kl_loss
+            metrics["loss/kl"] = kl_loss.item()
+    if entropy is not None:
+        metrics["entropy"] = masked_mean(entropy.detach(), mask).item()
+        if entropy_coef > 0:
+            entropy_loss = -entropy_coef * reduce(entropy)
+            loss = loss + entropy_loss
+            metrics["loss/entropy"] = entropy_loss.item()
+    metrics["loss/total"] = loss.item()
+    return loss, metrics
