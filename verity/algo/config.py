@@ -70,6 +70,16 @@ class AlgoConfig(BaseModel):
     )
     entropy_adv_kappa: float = Field(2.0, gt=0, description="Cap divisor kappa of entropy advantage shaping.")
 
+    critic: Literal["policy", "separate"] = Field(
+        "separate",
+        description="gae critic: a value head on the policy's own backbone (kept frozen for the critic; only "
+        "the head trains) or a separate model that trains whole.",
+    )
+    critic_lr: float = Field(1e-5, gt=0, description="gae critic: learning rate of the critic's optimiser.")
+    value_clip: float | None = Field(
+        0.2, gt=0, description="gae critic: clip of the value update around the rollout's values; None disables."
+    )
+
     # --- policy loss ----------------------------------------------------------------------------------------
     loss: Loss = Field(
         "ppo_clip",

@@ -91,3 +91,16 @@ def entropy_shaped_advantages(advantages: Tensor, entropy: Tensor, alpha: float,
     """
     bonus = torch.minimum(alpha * entropy.detach(), advantages.abs() / kappa)
     return advantages + bonus
+
+
+def clipped_value_loss(values: Tensor, old_values: Tensor, returns: Tensor, clip: float | None) -> Tensor:
+    """PPO's clipped value loss per token (B, T): ``0.5 max((V - R)^2, (V_clip - R)^2)`` with
+    ``V_clip = V_old + clip(V - V_old, -eps, eps)`` (arXiv:1707.06347; the clip keeps one critic update from
+    moving a value further than ``eps`` from where the rollout saw it). ``clip=None`` gives ``0.5 (V - R)^2``."""
+    returns = returns.detach()
+    plain = (values - returns) ** 2
+    if clip is None:
+        return 0.5 * plain
+    old_values = old_values.detach()
+    clipped = (old_values + (values - old_values).clamp(-clip, clip) - returns) ** 2
+    return 0.5 * torch.maximum(plain, clipped)
