@@ -1,0 +1,36 @@
+"""Misbehaving verifiers used by the executor tests (importable by worker processes as 'fixture_verifiers:...')."""
+
+import os
+import time
+
+
+def length_reward(completion: str) -> float:
+    return float(len(completion))
+
+
+def echo_setting(completion: str, *, scale: float = 1.0, **fields: object) -> float:
+    return scale * float(fields.get("bonus", 0.0))
+
+
+def hang(completion: str, **fields: object) -> float:
+    if completion == "hang":
+        time.sleep(60)
+    return 1.0
+
+
+def die(completion: str, **fields: object) -> float:
+    if completion == "die":
+        os._exit(3)
+    return 1.0
+
+
+def garbage(completion: str, **fields: object) -> object:
+    return {"nan": float("nan"), "str": "high", "list": [1.0], "none": None}.get(completion, 0.5)
+
+
+def boom(completion: str, **fields: object) -> float:
+    raise RuntimeError("verifier bug")
+
+
+def worker_pid(completion: str, **fields: object) -> float:
+    return float(os.getpid())
