@@ -55,9 +55,9 @@ def format_number(value: Any) -> str:
     return f"{number:,.0f}" if abs(number) >= 1e4 else f"{number:.4g}"
 
 
-def _table(header: Sequence[str], rows: Iterable[Sequence[str]], numeric_from: int = 1) -> str:
+def _table(header: Sequence[str] | None, rows: Iterable[Sequence[str]], numeric_from: int = 1) -> str:
     """An HTML table; cells are HTML-escaped, columns from ``numeric_from`` on are right-aligned."""
-    head = "".join(f"<th>{html.escape(h)}</th>" for h in header)
+    head = "<tr>" + "".join(f"<th>{html.escape(h)}</th>" for h in header) + "</tr>" if header else ""
     body = "".join(
         "<tr>"
         + "".join(
@@ -67,7 +67,7 @@ def _table(header: Sequence[str], rows: Iterable[Sequence[str]], numeric_from: i
         + "</tr>"
         for row in rows
     )
-    return f"<table><tr>{head}</tr>{body}</table>"
+    return f"<table>{head}{body}</table>"
 
 
 def _section(title: str, body: str) -> str:
@@ -166,7 +166,7 @@ def header_section(name: str, summary: dict[str, Any]) -> str:
         ["wall time", format_wall_time(finite(summary.get("wall_time_s")))],
         ["final model", str(summary.get("final_model") or "-")],
     ]
-    return f"<h1>Run report: {html.escape(name)}</h1>\n" + _table(["", ""], facts, numeric_from=2)
+    return f"<h1>Run report: {html.escape(name)}</h1>\n" + _table(None, facts, numeric_from=2)
 
 
 def warnings_section(summary: dict[str, Any]) -> str:
