@@ -36,6 +36,7 @@ def test_clipped_value_loss_hand_computed() -> None:
     assert clipped_value_loss(values, old, returns, None).tolist() == pytest.approx([0.5, 0.5])
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("kind", ["policy", "separate"])
 def test_value_loss_falls_on_a_fixed_batch(kind: str) -> None:
     policy = _tiny_lm(0)
