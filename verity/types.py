@@ -66,7 +66,7 @@ class Rollout:
     group: int
     prompt_ids: list[int]
     completion: Completion
-    score: Score
+    score: Score = field(default_factory=lambda: Score(0.0, reason="not scored"))
     loss_mask: list[int] | None = None
 
     @property

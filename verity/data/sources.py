@@ -1,0 +1,172 @@
+"""Task sources: reasoning-gym families, jsonl files and Python generators, each with disjoint held-out items."""
+
+from __future__ import annotations
+
+import importlib
+import json
+import random
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any, Protocol
+
+from verity.config import ConfigError, TaskConfig
+from verity.types import Item
+
+# Held-out items of a procedural source use seeds this far from the training seeds, so the two never meet.
+EVAL_SEED_OFFSET = 10**8
+
+
+class TaskSource(Protocol):
+    name: str
+
+    def train_item(self, index: int) -> Item: ...
+
+    def eval_items(self, n: int) -> list[Item]: ...
+
+
+class ReasoningGymSource:
+    """A reasoning-gym family as an endless stream: item i is entry i of the dataset seeded with ``seed``."""
+
+    def __init__(self, name: str, kwargs: dict[str, Any], seed: int) -> None:
+        import reasoning_gym
+
+        self.name = name
+        self._make = lambda s, size: reasoning_gym.create_dataset(name, seed=s, size=size, **kwargs)
+        try:
+            self._train = self._make(seed, 10**7)
+        except Exception as err:  # reasoning-gym raises ValueError/TypeError/KeyError for bad names or settings
+            raise ConfigError(f"data.tasks: reasoning-gym family {name!r} with {kwargs}: {err}") from None
+        self._eval_seed = seed + EVAL_SEED_OFFSET
+
+    def train_item(self, index: int) -> Item:
+        return self._to_item(self._train[index], f"{self.name}/train/{index}")
+
+    def eval_items(self, n: int) -> list[Item]:
+        dataset = self._make(self._eval_seed, n)
+        return [self._to_item(dataset[i], f"{self.name}/eval/{i}") for i in range(n)]
+
+    def _to_item(self, entry: dict[str, Any], item_id: str) -> Item:
+        return Item(
+            id=item_id,
+            task=self.name,
+            prompt=entry["question"],
+            answer=str(entry["answer"]),
+            meta={"rg_entry": entry},
+        )
+
+
+class JsonlSource:
+    """Rows of ``{"prompt": ..., "answer": ..., <extra fields>}``; extra fields reach verifiers as keywords.
+
+    Held-out items come from ``eval_path`` or, without one, from the last rows of the file (never trained on).
+    Training walks a fresh seeded permutation of the remaining rows each epoch.
+    """
+
+    def __init__(self, name: str, path: str, eval_path: str | None, eval_n: int, seed: int) -> None:
+        self.name = name
+        rows = read_jsonl(Path(path), name)
+        if eval_path:
+            self._eval = read_jsonl(Path(eval_path), name)
+            self._train = rows
+        else:
+            if len(rows) <= eval_n:
+                raise ConfigError(
+                    f"{path}: {len(rows)} rows cannot give {eval_n} held-out rows and leave any for training; "
+                    "set data.eval_items lower or give the task an eval_path"
+                )
+            self._train, self._eval = rows[:-eval_n], rows[-eval_n:]
+        self._seed = seed
+
+    def train_item(self, index: int) -> Item:
+        epoch, pos = divmod(index, len(self._train))
+        order = list(range(len(self._train)))
+        random.Random(self._seed * 1_000_003 + epoch).shuffle(order)
+        return self._train[order[pos]]
+
+    def eval_items(self, n: int) -> list[Item]:
+        return self._eval[:n]
+
+
+def read_jsonl(path: Path, task: str) -> list[Item]:
+    """Items of a jsonl file; a bad row is an error naming the file and line."""
+    if not path.is_file():
+        raise ConfigError(f"data.tasks[{task}].path: file not found: {path}")
+    items = []
+    with path.open() as f:
+        for line_no, line in enumerate(f, start=1):
+            if not line.strip():
+                continue
+            try:
+                row = json.loads(line)
+            except json.JSONDecodeError as err:
+                raise ConfigError(f"{path}:{line_no}: not valid JSON: {err.msg}") from None
+            items.append(_row_to_item(row, task, f"{path}:{line_no}", f"{task}/{line_no}"))
+    if not items:
+        raise ConfigError(f"{path}: no rows")
+    return items
+
+
+def _row_to_item(row: Any, task: str, where: str, item_id: str) -> Item:
+    if not isinstance(row, dict):
+        raise ConfigError(f"{where}: a row must be a JSON object, got {type(row).__name__}")
+    missing = [k for k in ("prompt", "answer") if k not in row]
+    if missing:
+        raise ConfigError(
+            f"{where}: row is missing field(s) {', '.join(missing)}; each row needs 'prompt' and 'answer'"
+        )
+    if not isinstance(row["prompt"], str):
+        raise ConfigError(f"{where}: 'prompt' must be a string, got {type(row['prompt']).__name__}")
+    meta = {k: v for k, v in row.items() if k not in ("prompt", "answer")}
+    answer = None if row["answer"] is None else str(row["answer"])
+    return Item(
+        id=str(row.get("id", item_id)),
+        task=str(row.get("task", task)),
+        prompt=row["prompt"],
+        answer=answer,
+        meta=meta,
+    )
+
+
+class GeneratorSource:
+    """A Python function ``f(seed, index, **kwargs) -> {"prompt": ..., "answer": ..., ...}`` named by import path."""
+
+    def __init__(self, name: str, function: str, kwargs: dict[str, Any], seed: int) -> None:
+        self.name = name
+        self._fn = resolve_callable(function, f"data.tasks[{name}].function")
+        self._kwargs = kwargs
+        self._seed = seed
+
+    def train_item(self, index: int) -> Item:
+        return self._item(self._seed, index, "train")
+
+    def eval_items(self, n: int) -> list[Item]:
+        return [self._item(self._seed + EVAL_SEED_OFFSET, i, "eval") for i in range(n)]
+
+    def _item(self, seed: int, index: int, split: str) -> Item:
+        row = self._fn(seed, index, **self._kwargs)
+        return _row_to_item(row, self.name, f"generator {self.name} item {index}", f"{self.name}/{split}/{index}")
+
+
+def resolve_callable(spec: str, key: str) -> Callable[..., Any]:
+    """Import ``package.module:attribute``; a failure names the config key and what went wrong."""
+    module_name, sep, attr = spec.partition(":")
+    if not sep or not module_name or not attr:
+        raise ConfigError(f"{key}: {spec!r} is not an import path of the form 'package.module:function'")
+    try:
+        module = importlib.import_module(module_name)
+    except ImportError as err:
+        raise ConfigError(f"{key}: cannot import module {module_name!r}: {err}") from None
+    fn = getattr(module, attr, None)
+    if not callable(fn):
+        raise ConfigError(f"{key}: module {module_name!r} has no callable {attr!r}")
+    return fn
+
+
+def build_source(task: TaskConfig, seed: int, eval_n: int) -> TaskSource:
+    if task.source == "reasoning_gym":
+        return ReasoningGymSource(task.name, task.kwargs, seed)
+    if task.source == "jsonl":
+        assert task.path is not None
+        return JsonlSource(task.name, task.path, task.eval_path, eval_n, seed)
+    assert task.function is not None
+    return GeneratorSource(task.name, task.function, task.kwargs, seed)

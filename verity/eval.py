@@ -1,0 +1,76 @@
+"""Held-out evaluation: greedy accuracy, pass@k (unbiased estimator) and maj@k."""
+
+from __future__ import annotations
+
+import math
+from collections import Counter
+from collections.abc import Callable, Sequence
+from typing import Any
+
+from verity.rewards.extract import extract_answer
+from verity.rollout.engine import Engine, SamplingParams
+from verity.types import Item, Score
+
+Scorer = Callable[[list[Item], list[str]], list[Score]]
+
+
+def pass_at_k(n: int, c: int, k: int) -> float:
+    """Unbiased pass@k from n samples with c correct (Chen et al. 2021, Codex): 1 - C(n-c, k) / C(n, k)."""
+    if not 0 <= c <= n or not 1 <= k <= n:
+        raise ValueError(f"pass_at_k needs 0 <= c <= n and 1 <= k <= n, got n={n}, c={c}, k={k}")
+    if n - c < k:
+        return 1.0
+    return 1.0 - math.comb(n - c, k) / math.comb(n, k)
+
+
+def majority_correct(completions: Sequence[str], correct: Sequence[bool]) -> bool:
+    """maj@k: the most frequent extracted answer (ties: first seen) is a correct one."""
+    answers = [extract_answer(c) for c in completions]
+    counted = Counter(a for a in answers if a is not None)
+    if not counted:
+        return False
+    top = max(counted, key=lambda a: (counted[a], -answers.index(a)))
+    return any(ok for a, ok in zip(answers, correct, strict=True) if a == top)
+
+
+def evaluate(
+    engine: Engine,
+    encode: Callable[[Item], list[int]],
+    items: list[Item],
+    score: Scorer,
+    *,
+    max_new_tokens: int,
+    k: int = 1,
+    temperature: float = 1.0,
+    threshold: float = 1.0,
+) -> dict[str, Any]:
+    """Greedy accuracy on ``items``; with ``k > 1`` also pass@1, pass@k and maj@k from k samples at
+    ``temperature``. An item counts as correct when its reward is at least ``threshold``. Per-task accuracy is
+    reported as ``task/<family>/accuracy``."""
+    prompts = [encode(item) for item in items]
+    greedy = [outs[0] for outs in engine.generate(prompts, SamplingParams(max_new_tokens, temperature=0.0))]
+    greedy_ok = [s.value >= threshold for s in score(items, [c.text for c in greedy])]
+    result: dict[str, Any] = {"accuracy": _mean(greedy_ok), "items": len(items)}
+    for task in sorted({item.task for item in items}):
+        hits = [ok for ok, item in zip(greedy_ok, items, strict=True) if item.task == task]
+        result[f"task/{task}/accuracy"] = _mean(hits)
+    if k > 1:
+        params = SamplingParams(max_new_tokens, temperature=temperature, n=k)
+        samples = engine.generate(prompts, params)
+        flat_items = [item for item in items for _ in range(k)]
+        flat_text = [c.text for outs in samples for c in outs]
+        ok = [s.value >= threshold for s in score(flat_items, flat_text)]
+        per_item = [ok[i * k : (i + 1) * k] for i in range(len(items))]
+        result["pass@1"] = _mean([pass_at_k(k, sum(o), 1) for o in per_item])
+        result[f"pass@{k}"] = _mean([pass_at_k(k, sum(o), k) for o in per_item])
+        texts = [flat_text[i * k : (i + 1) * k] for i in range(len(items))]
+        result[f"maj@{k}"] = _mean([majority_correct(t, o) for t, o in zip(texts, per_item, strict=True)])
+    result["samples"] = [
+        {"task": item.task, "prompt": item.prompt, "completion": c.text, "answer": item.answer, "correct": good}
+        for item, c, good in list(zip(items, greedy, greedy_ok, strict=True))[:8]
+    ]
+    return result
+
+
+def _mean(values: Sequence[float | bool]) -> float:
+    return sum(float(v) for v in values) / len(values) if values else 0.0

@@ -1,0 +1,233 @@
+"""The RL loop: sample items, roll out, score, compute advantages, update the policy, sync weights, repeat.
+
+GRPO by default (group-relative advantages, PPO-clip surrogate, token-mean aggregation); every other estimator
+and loss is a config choice in ``verity.algo``. The loop itself never branches on the algorithm.
+"""
+
+from __future__ import annotations
+
+import math
+import signal
+import time
+from typing import Any
+
+import torch
+
+from verity.algo.objective import compute_advantages, needs_proximal, shape_rewards
+from verity.build import Parts, build_parts
+from verity.config import Config
+from verity.eval import evaluate
+from verity.progress import RunProgress
+from verity.rollout.engine import SamplingParams
+from verity.rundir import RunDir
+from verity.tracking import build_tracker
+from verity.train.batching import Batch, collate
+
+
+class TrainingStopped(RuntimeError):
+    """The run cannot go on (e.g. too many non-finite losses in a row); the last checkpoint stays valid."""
+
+
+def rl_step(parts: Parts) -> tuple[dict[str, float], list[Any]]:
+    """One step: rollouts of a batch of prompts, then ``epochs x mini_batches`` updates. Returns metrics."""
+    cfg, learner = parts.cfg, parts.learner
+    items = parts.sampler.sample(cfg.rollout.prompts_per_step)
+    params = SamplingParams(
+        cfg.rollout.max_new_tokens, cfg.rollout.temperature, cfg.rollout.top_p, n=cfg.rollout.group_size
+    )
+    rollouts = parts.runtime.rollout(items, [parts.encode(it) for it in items], params)
+    start = time.perf_counter()
+    rewards = torch.tensor([r.reward for r in rollouts], dtype=torch.float32)  # (N,)
+    groups = torch.tensor([r.group for r in rollouts])  # (N,)
+    lengths = torch.tensor([len(r.completion.token_ids) for r in rollouts], dtype=torch.float32)  # (N,)
+    shaped, metrics = shape_rewards(cfg.algo, rewards, lengths, groups, [r.completion.token_ids for r in rollouts])
+    batch = collate(rollouts, parts.tokenizer.pad_token_id)
+    if parts.ref_model is not None:
+        batch.ref_logprobs = learner.logprobs(batch, parts.ref_model)
+    if needs_proximal(cfg.algo):
+        batch.prox_logprobs = learner.logprobs(batch)
+    batch.advantages = compute_advantages(
+        cfg.algo,
+        shaped,
+        groups,
+        batch.loss_mask,
+        [r.item.task for r in rollouts],
+        item_ids=[r.item.id for r in rollouts],
+        state=parts.algo_state,
+        old_logprobs=batch.old_logprobs,
+        ref_logprobs=batch.ref_logprobs,
+    )
+    metrics.update(learner.step(batch, **parts.algo_state.loss_kwargs()))
+    metrics.update(parts.algo_state.update(metrics, len(rollouts)))
+    metrics["time/train"] = time.perf_counter() - start
+    parts.runtime.sync(learner)
+    metrics.update(parts.runtime.timings)
+    metrics.update(rollout_metrics(rollouts, rewards, lengths, cfg.eval.threshold, batch))
+    metrics.update(parts.runtime.executor.stats())
+    return metrics, rollouts
+
+
+def rollout_metrics(
+    rollouts: list[Any], rewards: torch.Tensor, lengths: torch.Tensor, threshold: float, batch: Batch
+) -> dict[str, float]:
+    correct = (rewards >= threshold).float()
+    out = {
+        "reward/mean": rewards.mean().item(),
+        "reward/std": rewards.std().item() if len(rewards) > 1 else 0.0,
+        "accuracy": correct.mean().item(),
+        "response_len/mean": lengths.mean().item(),
+        "truncated": sum(r.completion.finish_reason == "length" for r in rollouts) / len(rollouts),
+        "tokens": float(batch.attention_mask.sum().item()),
+    }
+    for task in sorted({r.item.task for r in rollouts}):
+        rows = torch.tensor([r.item.task == task for r in rollouts])
+        out[f"task/{task}/reward"] = rewards[rows].mean().item()
+        out[f"task/{task}/accuracy"] = correct[rows].mean().item()
+    return out
+
+
+def run_eval(parts: Parts) -> dict[str, Any]:
+    cfg = parts.cfg
+    return evaluate(
+        parts.engine,
+        parts.encode,
+        parts.eval_items,
+        parts.runtime.executor.score,
+        max_new_tokens=cfg.rollout.max_new_tokens,
+        k=cfg.eval.k,
+        temperature=cfg.eval.temperature,
+        threshold=cfg.eval.threshold,
+    )
+
+
+def train(cfg: Config, *, resume: bool = False, quiet: bool = False) -> dict[str, Any]:
+    """Run (or resume) the RL loop described by ``cfg``; returns the run summary (also in summary.json)."""
+    run = RunDir(cfg)
+    run.prepare(resume)
+    started, earlier_wall = time.time(), 0.0
+    progress = RunProgress(max(cfg.train.steps, 1), quiet=quiet or cfg.tracking.quiet)
+    parts = build_parts(cfg, progress.message)
+    tracker = build_tracker(
+        cfg.tracking.trackers, run.path, cfg.name, cfg.model_dump(mode="json"), cfg.tracking.project
+    )
+    summary: dict[str, Any] = {
+        "name": cfg.name,
+        "status": "running",
+        "steps": 0,
+        "total_steps": cfg.train.steps,
+        "base_model": parts.model_path,
+        "warnings": [],
+        "final_model": None,
+    }
+    step = 0
+    if resume:
+        state = run.load()
+        parts.learner.load_state_dict(state["learner"])
+        parts.sampler.load_state_dict(state["sampler"])
+        parts.algo_state.load_state_dict(state["algo"])
+        parts.engine.generator.set_state(state["engine_generator"])
+        parts.runtime.sync(parts.learner)
+        summary, step = state["summary"], state["step"]
+        earlier_wall = summary.get("wall_time_s", 0.0)
+        progress.message(f"resumed from step {step}")
+    else:
+        summary["eval_before"] = _eval_and_log(parts, tracker, 0, progress)
+        summary["best_accuracy"] = summary["eval_before"]["accuracy"]
+
+    def checkpoint() -> None:
+        summary["wall_time_s"] = earlier_wall + time.time() - started
+        run.save(
+            step,
+            {
+                "learner": parts.learner.state_dict(),
+                "sampler": parts.sampler.state_dict(),
+                "algo": parts.algo_state.state_dict(),
+                "engine_generator": parts.engine.generator.get_state(),
+                "summary": summary,
+            },
+        )
+
+    stop = _StopFlag()
+    bad_steps = 0
+    progress.start_step = step
+    try:
+        with progress, stop:
+            while step < cfg.train.steps and not stop.requested:
+                metrics, rollouts = rl_step(parts)
+                step += 1
+                bad_steps = bad_steps + 1 if metrics["skipped"] else 0
+                if bad_steps:
+                    summary["warnings"].append(f"step {step}: non-finite loss or gradient, update skipped")
+                    progress.message(summary["warnings"][-1])
+                if bad_steps >= cfg.train.max_bad_steps:
+                    raise TrainingStopped(
+                        f"{bad_steps} steps in a row had a non-finite loss or gradient; stopping. "
+                        "Lower train.lr or check the rewards. The last checkpoint is intact."
+                    )
+                metrics["time/step"] = sum(metrics[k] for k in ("time/generate", "time/score", "time/train"))
+                metrics["throughput/tokens_per_s"] = metrics["tokens"] / max(metrics["time/step"], 1e-9)
+                if step % cfg.tracking.log_every == 0:
+                    tracker.log(step, metrics)
+                if cfg.tracking.samples_every and step % cfg.tracking.samples_every == 0:
+                    run.append_samples(step, rollouts, cfg.tracking.samples_per_step)
+                if cfg.eval.every and step % cfg.eval.every == 0 and step < cfg.train.steps:
+                    summary["best_accuracy"] = max(
+                        summary["best_accuracy"], _eval_and_log(parts, tracker, step, progress)["accuracy"]
+                    )
+                progress.update(step, metrics)
+                summary["steps"] = step
+                if step % cfg.train.checkpoint_every == 0:
+                    checkpoint()
+        if stop.requested:
+            checkpoint()
+            summary["status"] = "stopped"
+            progress.message(f"stopped at step {step}; resume with --resume")
+        else:
+            summary["eval_after"] = _eval_and_log(parts, tracker, step, progress)
+            summary["best_accuracy"] = max(summary["best_accuracy"], summary["eval_after"]["accuracy"])
+            parts.learner.model.save_pretrained(run.final_model)
+            parts.tokenizer.save_pretrained(run.final_model)
+            summary["final_model"] = str(run.final_model)
+            summary["status"] = "finished"
+    except BaseException:
+        summary["status"] = "failed"
+        raise
+    finally:
+        summary["wall_time_s"] = earlier_wall + time.time() - started
+        run.write_summary(summary)
+        tracker.close()
+        parts.runtime.close()
+    return summary
+
+
+def _eval_and_log(parts: Parts, tracker: Any, step: int, progress: RunProgress) -> dict[str, Any]:
+    result = run_eval(parts)
+    numbers = {f"eval/{k}": v for k, v in result.items() if isinstance(v, float) and math.isfinite(v)}
+    tracker.log(step, numbers)
+    progress.update(step, numbers)
+    progress.message(
+        f"step {step}: held-out accuracy {result['accuracy']:.3f}"
+        + "".join(f", {k} {v:.3f}" for k, v in result.items() if k.startswith(("pass@", "maj@")))
+    )
+    return result
+
+
+class _StopFlag:
+    """Turns the first Ctrl-C into a request to stop after the current step (with a checkpoint); a second one
+    interrupts at once (checkpoints are atomic, so the last one stays valid)."""
+
+    def __init__(self) -> None:
+        self.requested = False
+        self._previous: Any = None
+
+    def _handle(self, signum: int, frame: Any) -> None:
+        if self.requested:
+            raise KeyboardInterrupt
+        self.requested = True
+
+    def __enter__(self) -> _StopFlag:
+        self._previous = signal.signal(signal.SIGINT, self._handle)
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        signal.signal(signal.SIGINT, self._previous)

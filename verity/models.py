@@ -1,0 +1,167 @@
+"""Loading the policy, and building Verity's offline tiny base model.
+
+The tiny base is a Llama-architecture decoder over a character tokenizer, warmed up by SFT on demonstrations of
+the run's tasks and stopped while it is only partly competent (the "warm up before RL" stage), so RL has room to
+improve it. It is saved with ``save_pretrained`` and cached under a key of every setting that shapes it.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import shutil
+import time
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import torch
+from transformers import AutoModelForCausalLM, AutoTokenizer, LlamaConfig, LlamaForCausalLM, PreTrainedModel
+
+from verity.config import Config, ConfigError
+from verity.data.prompts import encode_prompt
+from verity.data.sources import TaskSource
+from verity.eval import Scorer, evaluate
+from verity.rollout.hf import HFEngine
+from verity.tokenizer import build_char_tokenizer
+from verity.train.sft import demonstration_batch, sft_loss
+from verity.types import Item
+
+BUILTIN = "tiny"
+FORMAT_VERSION = 1  # bump when the builder changes what it produces
+Log = Callable[[str], None]
+
+
+def demonstration(item: Item) -> str:
+    """The completion a warm-up demonstration teaches: the answer in answer tags."""
+    return f"<answer>{item.answer}</answer>"
+
+
+def base_cache_dir(cfg: Config) -> Path:
+    root = cfg.model.cache_dir or os.environ.get("VERITY_CACHE") or Path.home() / ".cache" / "verity"
+    shaping = {
+        "format": FORMAT_VERSION,
+        "tiny": cfg.model.tiny.model_dump(),
+        "warmup": cfg.model.warmup.model_dump(),
+        "tasks": [t.model_dump(include={"source", "name", "path", "function", "kwargs"}) for t in cfg.data.tasks],
+        "system_prompt": cfg.data.system_prompt,
+        "seed": cfg.seed,
+    }
+    key = hashlib.sha256(json.dumps(shaping, sort_keys=True, default=str).encode()).hexdigest()[:16]
+    return Path(root) / "models" / f"tiny-{key}"
+
+
+def ensure_tiny_base(cfg: Config, sources: list[TaskSource], held_out: set[str], scorer: Scorer, log: Log) -> Path:
+    """The cached tiny base for ``cfg``, building it first when missing (built aside, then renamed in place)."""
+    target = base_cache_dir(cfg)
+    if (target / "config.json").is_file():
+        log(f"reusing cached base model {target}")
+        return target
+    start = time.time()
+    log(f"building tiny base model into {target}")
+    torch.manual_seed(cfg.seed)
+    tokenizer = build_char_tokenizer()
+    tiny = cfg.model.tiny
+    model = LlamaForCausalLM(
+        LlamaConfig(
+            vocab_size=len(tokenizer),
+            hidden_size=tiny.hidden_size,
+            num_hidden_layers=tiny.num_layers,
+            num_attention_heads=tiny.num_heads,
+            num_key_value_heads=tiny.num_heads,
+            intermediate_size=tiny.intermediate_size,
+            max_position_embeddings=tiny.max_positions,
+            tie_word_embeddings=True,
+            bos_token_id=tokenizer.bos_token_id,
+            eos_token_id=tokenizer.eos_token_id,
+            pad_token_id=tokenizer.pad_token_id,
+        )
+    )
+    info = _warm_up(cfg, model, tokenizer, sources, held_out, scorer, log)
+    info["build_seconds"] = round(time.time() - start, 1)
+    staging = target.with_name(f".{target.name}.{os.getpid()}")
+    shutil.rmtree(staging, ignore_errors=True)
+    model.save_pretrained(staging)
+    tokenizer.save_pretrained(staging)
+    (staging / "verity_base.json").write_text(json.dumps(info, indent=2))
+    _check_round_trip(staging)
+    if target.exists():
+        shutil.rmtree(staging)
+    else:
+        os.replace(staging, target)
+    log(f"built base model in {info['build_seconds']} s (warm-up accuracy {info['warmup_accuracy']:.2f})")
+    return target
+
+
+def _warm_up(
+    cfg: Config,
+    model: PreTrainedModel,
+    tokenizer: Any,
+    sources: list[TaskSource],
+    held_out: set[str],
+    scorer: Scorer,
+    log: Log,
+) -> dict[str, Any]:
+    """SFT on demonstrations until greedy accuracy on check items reaches the target, or max_steps."""
+    warm = cfg.model.warmup
+    system = cfg.data.system_prompt
+
+    def encode(item: Item) -> list[int]:
+        return encode_prompt(tokenizer, item, system)
+
+    # Check items and demonstrations come from far along the training streams: never held out, rarely trained on.
+    check = [s.train_item(1_000_000 + i) for s in sources for i in range(warm.check_items // len(sources))]
+    stream = (s.train_item(2_000_000 + i) for i in range(10**9) for s in sources)
+    stream = (item for item in stream if item.prompt not in held_out)
+    engine = HFEngine(model, tokenizer, seed=cfg.seed)
+    optimizer = torch.optim.AdamW(model.parameters(), lr=warm.lr, weight_decay=0.0)
+    scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, lambda s: min(1.0, (s + 1) / 20))
+    eos = tokenizer.eos_token_id
+    accuracy, step = 0.0, 0
+    for step in range(1, warm.max_steps + 1):
+        items = [next(stream) for _ in range(warm.batch_size)]
+        targets = [tokenizer.encode(demonstration(it), add_special_tokens=False) + [eos] for it in items]
+        batch = demonstration_batch([encode(it) for it in items], targets, tokenizer.pad_token_id)
+        model.train()
+        loss = sft_loss(model, batch)
+        optimizer.zero_grad(set_to_none=True)
+        loss.backward()
+        torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
+        optimizer.step()
+        scheduler.step()
+        if step % warm.check_every == 0:
+            accuracy = evaluate(engine, encode, check, scorer, max_new_tokens=cfg.rollout.max_new_tokens)[
+                "accuracy"
+            ]
+            log(f"warm-up step {step}: loss {loss.item():.3f}, check accuracy {accuracy:.2f}")
+            if accuracy >= warm.stop_at_accuracy:
+                break
+    return {"warmup_steps": step, "warmup_accuracy": accuracy, "stop_at_accuracy": warm.stop_at_accuracy}
+
+
+def _check_round_trip(path: Path) -> None:
+    """A reloaded tokenizer must give back text exactly (some auto classes silently drop whitespace)."""
+    tok = AutoTokenizer.from_pretrained(path)
+    sample = "State  the answer:\n 12 - 7 = <answer>5</answer>"
+    back = tok.decode(tok.encode(sample, add_special_tokens=False))
+    if back != sample:
+        raise RuntimeError(f"tokenizer saved at {path} does not round-trip text: {sample!r} -> {back!r}")
+
+
+def load_policy(name_or_path: str | Path, dtype: str = "auto", device: str = "cpu") -> tuple[PreTrainedModel, Any]:
+    """A causal LM and its tokenizer (left padding, a pad token) from a directory or hub id."""
+    path = Path(name_or_path)
+    if not path.exists() and (str(name_or_path).startswith((".", "/")) or path.suffix):
+        raise ConfigError(f"model.name: no model directory at {path}")
+    torch_dtype = {"auto": "auto", "float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}
+    try:
+        tokenizer = AutoTokenizer.from_pretrained(name_or_path, padding_side="left")
+        model = AutoModelForCausalLM.from_pretrained(name_or_path, dtype=torch_dtype[dtype])
+    except OSError as err:
+        raise ConfigError(f"model.name: cannot load {name_or_path!r}: {err}") from None
+    if tokenizer.pad_token_id is None:
+        tokenizer.pad_token = tokenizer.eos_token
+    if device == "cpu" and model.dtype != torch.float32:
+        model = model.float()
+    return model.to(device), tokenizer

@@ -1,0 +1,80 @@
+"""Packing rollouts into right-padded training tensors, and splitting them into mini- and micro-batches."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, fields, replace
+
+import torch
+
+from verity.types import Rollout
+
+
+@dataclass
+class Batch:
+    """Training tensors, right-padded. Position t of every (B, T) tensor refers to token ``input_ids[:, t]``.
+
+    input_ids        (B, T)  prompt + completion tokens, padded with the pad id
+    attention_mask   (B, T)  1 on real tokens
+    loss_mask        (B, T)  1 on completion tokens that are trained on
+    old_logprobs     (B, T)  behaviour log-prob of each completion token, 0 elsewhere
+    advantages       (B, T)  advantage of each completion token, 0 elsewhere
+    ref_logprobs     (B, T)  reference-policy log-probs, or None when no KL term is used
+    prox_logprobs    (B, T)  the learner's own log-probs before the update, when the loss needs them
+    """
+
+    input_ids: torch.Tensor
+    attention_mask: torch.Tensor
+    loss_mask: torch.Tensor
+    old_logprobs: torch.Tensor
+    advantages: torch.Tensor
+    ref_logprobs: torch.Tensor | None = None
+    prox_logprobs: torch.Tensor | None = None
+
+    def __len__(self) -> int:
+        return int(self.input_ids.shape[0])
+
+    def select(self, index: torch.Tensor) -> Batch:
+        """Rows ``index``, with columns trimmed to the longest selected row (no compute on trailing padding)."""
+        width = int(self.attention_mask[index].sum(-1).max().item())
+        return Batch(**{f.name: _rows(getattr(self, f.name), index, width) for f in fields(self)})
+
+    def to(self, device: torch.device) -> Batch:
+        return replace(self, **{f.name: _move(getattr(self, f.name), device) for f in fields(self)})
+
+
+def _rows(t: torch.Tensor | None, index: torch.Tensor, width: int) -> torch.Tensor | None:
+    return None if t is None else t[index, :width]
+
+
+def _move(t: torch.Tensor | None, device: torch.device) -> torch.Tensor | None:
+    return None if t is None else t.to(device)
+
+
+def collate(rollouts: list[Rollout], pad_id: int) -> Batch:
+    """Pack rollouts (prompt + completion) into right-padded tensors; advantages start at zero."""
+    lengths = [len(r.prompt_ids) + len(r.completion.token_ids) for r in rollouts]
+    shape = (len(rollouts), max(lengths))
+    input_ids = torch.full(shape, pad_id, dtype=torch.long)
+    attention_mask = torch.zeros(shape, dtype=torch.long)
+    loss_mask = torch.zeros(shape, dtype=torch.float32)
+    old_logprobs = torch.zeros(shape, dtype=torch.float32)
+    for row, r in enumerate(rollouts):
+        p, c = len(r.prompt_ids), len(r.completion.token_ids)
+        input_ids[row, : p + c] = torch.tensor(r.prompt_ids + r.completion.token_ids)
+        attention_mask[row, : p + c] = 1
+        completion_mask = r.loss_mask if r.loss_mask is not None else [1] * c
+        loss_mask[row, p : p + c] = torch.tensor(completion_mask, dtype=torch.float32)
+        old_logprobs[row, p : p + c] = torch.tensor(r.completion.logprobs, dtype=torch.float32)
+    return Batch(input_ids, attention_mask, loss_mask, old_logprobs, torch.zeros(shape))
+
+
+def split_indices(n: int, parts: int, generator: torch.Generator) -> list[torch.Tensor]:
+    """A seeded shuffle of ``range(n)`` cut into ``parts`` nearly equal pieces (the mini-batches)."""
+    perm = torch.randperm(n, generator=generator)
+    return [chunk for chunk in perm.tensor_split(parts) if len(chunk)]
+
+
+def micro_batches(batch: Batch, size: int) -> list[Batch]:
+    """Consecutive rows of similar length, so each micro-batch carries little padding."""
+    order = batch.attention_mask.sum(-1).argsort()
+    return [batch.select(order[i : i + size]) for i in range(0, len(batch), size)]

@@ -1,0 +1,72 @@
+"""Atomic checkpoints: a step's state is written aside, fsynced, then renamed into place, and only then does the
+``latest`` pointer move. A process killed at any moment leaves ``latest`` naming a complete checkpoint."""
+
+from __future__ import annotations
+
+import os
+import shutil
+from pathlib import Path
+from typing import Any
+
+import torch
+
+STATE_FILE = "state.pt"
+LATEST = "latest"
+
+
+def save_checkpoint(root: Path, step: int, state: dict[str, Any], keep: int) -> Path:
+    """Write ``state`` as checkpoint ``step`` under ``root``; keep the ``keep`` newest; return its directory."""
+    root.mkdir(parents=True, exist_ok=True)
+    final = root / f"step_{step:07d}"
+    staging = root / f".staging_{step:07d}_{os.getpid()}"
+    shutil.rmtree(staging, ignore_errors=True)
+    staging.mkdir()
+    with (staging / STATE_FILE).open("wb") as f:
+        torch.save(state, f)
+        f.flush()
+        os.fsync(f.fileno())
+    if final.exists():
+        shutil.rmtree(final)
+    os.replace(staging, final)
+    _write_atomic(root / LATEST, final.name)
+    _fsync_dir(root)
+    _prune(root, keep)
+    return final
+
+
+def latest_checkpoint(root: Path) -> Path | None:
+    """The directory ``latest`` names, or None when there is no complete checkpoint."""
+    pointer = root / LATEST
+    if not pointer.is_file():
+        return None
+    path = root / pointer.read_text().strip()
+    return path if (path / STATE_FILE).is_file() else None
+
+
+def load_checkpoint(path: Path) -> dict[str, Any]:
+    return torch.load(path / STATE_FILE, map_location="cpu", weights_only=False)
+
+
+def _write_atomic(path: Path, text: str) -> None:
+    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+    with tmp.open("w") as f:
+        f.write(text)
+        f.flush()
+        os.fsync(f.fileno())
+    os.replace(tmp, path)
+
+
+def _fsync_dir(path: Path) -> None:
+    fd = os.open(path, os.O_RDONLY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
+def _prune(root: Path, keep: int) -> None:
+    steps = sorted(p for p in root.glob("step_*") if p.is_dir())
+    for old in steps[:-keep]:
+        shutil.rmtree(old, ignore_errors=True)
+    for leftover in root.glob(".staging_*"):
+        shutil.rmtree(leftover, ignore_errors=True)

@@ -1,0 +1,158 @@
+"""The learner: owns the policy and its optimizer, and turns a batch into parameter updates.
+
+It is algorithm-blind: advantages arrive in the batch and the loss comes from ``verity.algo.objective``.
+"""
+
+from __future__ import annotations
+
+import math
+from typing import Any
+
+import torch
+from torch import nn
+
+from verity.algo.config import AlgoConfig
+from verity.algo.objective import policy_loss
+from verity.config import TrainConfig
+from verity.train.batching import Batch, micro_batches, split_indices
+
+
+def token_logprobs(
+    model: nn.Module, batch: Batch, temperature: float, with_entropy: bool = False
+) -> tuple[torch.Tensor, torch.Tensor | None]:
+    """Log-prob (B, T) of each token given the tokens before it (position 0 gets 0), and optionally the entropy
+    (B, T) of the predicting distribution; both use ``logits / temperature`` as the sampler did."""
+    positions = (batch.attention_mask.cumsum(-1) - 1).clamp(min=0)
+    logits = model(input_ids=batch.input_ids, attention_mask=batch.attention_mask, position_ids=positions).logits
+    logits = logits[:, :-1].float() / temperature  # (B, T-1, V) predicts tokens 1..T-1
+    logp_all = torch.log_softmax(logits, dim=-1)
+    picked = logp_all.gather(-1, batch.input_ids[:, 1:, None]).squeeze(-1)  # (B, T-1)
+    logprobs = torch.nn.functional.pad(picked, (1, 0))
+    entropy = None
+    if with_entropy:
+        ent = -(logp_all.exp() * logp_all).sum(-1)
+        entropy = torch.nn.functional.pad(ent, (1, 0))
+    return logprobs, entropy
+
+
+class Learner:
+    """AdamW with warm-up, gradient clipping, mini-batch updates and micro-batch gradient accumulation."""
+
+    def __init__(
+        self, model: nn.Module, train: TrainConfig, algo: AlgoConfig, temperature: float, seed: int
+    ) -> None:
+        self.model = model
+        self.train_cfg = train
+        self.algo = algo
+        self.temperature = temperature
+        self.version = 0
+        params = [p for p in model.parameters() if p.requires_grad]
+        self.optimizer = torch.optim.AdamW(params, lr=train.lr, betas=train.betas, weight_decay=train.weight_decay)
+        warm = train.warmup_steps
+        self.scheduler = torch.optim.lr_scheduler.LambdaLR(
+            self.optimizer, lambda s: min(1.0, (s + 1) / warm) if warm else 1.0
+        )
+        self.generator = torch.Generator().manual_seed(seed)
+
+    @property
+    def device(self) -> torch.device:
+        return next(self.model.parameters()).device
+
+    @torch.no_grad()
+    def logprobs(self, batch: Batch, model: nn.Module | None = None) -> torch.Tensor:
+        """Teacher-forced log-probs (B, T) of ``batch`` under ``model`` (default: the policy)."""
+        model = model or self.model
+        was_training = model.training
+        model.eval()
+        out = torch.zeros_like(batch.old_logprobs)
+        order = batch.attention_mask.sum(-1).argsort()
+        for i in range(0, len(batch), self.train_cfg.micro_batch_size):
+            rows = order[i : i + self.train_cfg.micro_batch_size]
+            micro = batch.select(rows).to(self.device)
+            lp, _ = token_logprobs(model, micro, self.temperature)
+            out[rows, : lp.shape[1]] = lp.cpu()
+        model.train(was_training)
+        return out
+
+    def step(self, batch: Batch, **loss_kwargs: float) -> dict[str, float]:
+        """``epochs x mini_batches`` optimizer steps on ``batch``; returns averaged metrics. ``loss_kwargs`` (the
+        controlled KL/entropy coefficients) go to ``policy_loss``.
+
+        A step whose loss or gradient norm is not finite is skipped (no update) and reported as ``skipped``.
+        """
+        self.model.train()
+        sums: dict[str, float] = {}
+        updates = skipped = 0
+        for _ in range(self.train_cfg.epochs):
+            for rows in split_indices(len(batch), self.train_cfg.mini_batches, self.generator):
+                metrics = self._update(batch.select(rows), loss_kwargs)
+                if metrics.pop("skipped"):
+                    skipped += 1
+                updates += 1
+                for k, v in metrics.items():
+                    sums[k] = sums.get(k, 0.0) + v
+        out = {k: v / updates for k, v in sums.items()}
+        out["skipped"] = float(skipped)
+        out["lr"] = self.scheduler.get_last_lr()[0]
+        self.version += 1
+        return out
+
+    def _update(self, mini: Batch, loss_kwargs: dict[str, float]) -> dict[str, float]:
+        token_count = float(mini.loss_mask.sum().item())
+        seq_count = float((mini.loss_mask.sum(-1) > 0).sum().item())
+        self.optimizer.zero_grad(set_to_none=True)
+        sums: dict[str, float] = {}
+        parts = micro_batches(mini, self.train_cfg.micro_batch_size)
+        finite = True
+        for micro in parts:
+            micro = micro.to(self.device)
+            logprobs, entropy = token_logprobs(self.model, micro, self.temperature, with_entropy=True)
+            loss, metrics = policy_loss(
+                self.algo,
+                logprobs,
+                micro.old_logprobs,
+                micro.advantages,
+                micro.loss_mask,
+                token_normalizer=max(token_count, 1.0),
+                seq_normalizer=max(seq_count, 1.0),
+                ref_logprobs=micro.ref_logprobs,
+                entropy=entropy,
+                prox_logprobs=micro.prox_logprobs,
+                **loss_kwargs,
+            )
+            if not torch.isfinite(loss):
+                finite = False
+                break
+            loss.backward()
+            # loss/* terms add up over micro-batches; the other metrics are token means, weighted by share.
+            share = float(micro.loss_mask.sum().item()) / max(token_count, 1.0)
+            for k, v in metrics.items():
+                sums[k] = sums.get(k, 0.0) + (v if k.startswith("loss/") else v * share)
+        grad_norm = float(torch.nn.utils.clip_grad_norm_(self.model.parameters(), self.train_cfg.max_grad_norm))
+        if not finite or not math.isfinite(grad_norm):
+            self.optimizer.zero_grad(set_to_none=True)
+            return {"skipped": 1.0}
+        self.optimizer.step()
+        self.scheduler.step()
+        sums["grad_norm"] = grad_norm
+        sums["skipped"] = 0.0
+        return sums
+
+    def weights(self) -> dict[str, torch.Tensor]:
+        return {k: v.detach() for k, v in self.model.state_dict().items()}
+
+    def state_dict(self) -> dict[str, Any]:
+        return {
+            "model": self.model.state_dict(),
+            "optimizer": self.optimizer.state_dict(),
+            "scheduler": self.scheduler.state_dict(),
+            "generator": self.generator.get_state(),
+            "version": self.version,
+        }
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        self.model.load_state_dict(state["model"])
+        self.optimizer.load_state_dict(state["optimizer"])
+        self.scheduler.load_state_dict(state["scheduler"])
+        self.generator.set_state(state["generator"])
+        self.version = state["version"]
