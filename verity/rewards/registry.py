@@ -22,6 +22,7 @@ _BUILTIN_MODULES = (
     "verity.rewards.puzzles",
     "verity.rewards.math",
     "verity.rewards.labels",
+    "verity.rewards.code",
 )
 
 _REGISTRY: dict[str, Verifier] = {}

@@ -1,0 +1,228 @@
+"""Run untrusted Python in a separate, limited process; nothing it starts outlives the call.
+
+Every run gets a fresh temporary directory (removed afterwards), a minimal environment, resource limits
+(``setrlimit``: CPU time, address space, processes, file size, open files, no core dumps), its own session so the
+whole process group is killed on timeout, and stdout/stderr captured to files read back up to a limit. Where the
+machine allows it, it also gets Linux namespaces via ``unshare`` (no network, a private process tree that dies
+with it, host files masked) and, when Verity runs as root, a throw-away uid. ``isolation()`` reports which
+protections hold; docs/security.md has the threat model.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import functools
+import marshal
+import os
+import secrets
+import shutil
+import signal
+import subprocess
+import sys
+import tempfile
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+_BOOT = str(Path(__file__).with_name("sandbox_boot.py"))
+_NAMESPACES = ["--net", "--pid", "--fork", "--kill-child", "--mount", "--mount-proc", "--ipc", "--uts"]
+_UID_RANGE = (3_000_000, 4_000_000)  # uids no account uses, one drawn per run
+
+
+@dataclass(frozen=True)
+class SandboxLimits:
+    """Limits of one sandboxed run."""
+
+    wall_s: float = 5.0
+    cpu_s: int = 5
+    memory_mb: int = 512
+    processes: int = 32
+    file_size_mb: int = 16
+    open_files: int = 64
+    output_bytes: int = 1 << 16
+
+
+@dataclass(frozen=True)
+class SandboxResult:
+    """What a run produced. ``returncode`` is negative when a signal ended the program."""
+
+    returncode: int | None
+    stdout: str
+    stderr: str
+    timed_out: bool
+    truncated: bool
+    wall_s: float
+
+    @property
+    def ok(self) -> bool:
+        return self.returncode == 0 and not self.timed_out
+
+
+@dataclass(frozen=True)
+class Isolation:
+    """Which protections beyond rlimits and process groups this machine gives the sandbox."""
+
+    namespaces: bool  # network, pid and mount namespaces via unshare
+    private_uid: bool  # a throw-away uid (needs root): host files readable by others only, own process budget
+    parent_death: bool  # setpriv --pdeathsig: the run dies if the process that started it dies
+
+
+def _probe(cmd: list[str]) -> bool:
+    try:
+        return subprocess.run(cmd, capture_output=True, timeout=10).returncode == 0
+    except (OSError, subprocess.SubprocessError):
+        return False
+
+
+@functools.cache
+def isolation() -> Isolation:
+    """Probe (once per process) which isolation tools work here; VERITY_SANDBOX_NAMESPACES=0 turns them off."""
+    namespaces = (
+        os.environ.get("VERITY_SANDBOX_NAMESPACES", "1") != "0"
+        and os.geteuid() == 0
+        and shutil.which("unshare") is not None
+        and _probe(["unshare", *_NAMESPACES, "true"])
+    )
+    return Isolation(namespaces, os.geteuid() == 0, shutil.which("setpriv") is not None)
+
+
+def _hidden_paths(extra: tuple[str, ...]) -> list[str]:
+    paths = {str(Path.home()), "/root", "/home", os.getcwd(), *extra}
+    return sorted(p for p in paths if p != "/")
+
+
+def _command(cfg_path: str, iso: Isolation) -> list[str]:
+    prefix = ["setpriv", "--pdeathsig", "KILL", "--no-new-privs"] if iso.parent_death else []
+    if iso.namespaces:
+        prefix += ["unshare", *_NAMESPACES]
+    return [*prefix, sys.executable, "-I", "-S", _BOOT, cfg_path]
+
+
+def _read_capped(path: Path, limit: int) -> tuple[str, bool]:
+    with path.open("rb") as f:
+        data = f.read(limit + 1)
+    return data[:limit].decode("utf-8", "replace"), len(data) > limit
+
+
+def _kill_everything(proc: subprocess.Popen, uid: int | None, iso: Isolation) -> None:
+    """Kill the run's process group; without a pid namespace also every process of its private uid, which
+    catches children that left the group (setsid) to outlive the call."""
+    with contextlib.suppress(ProcessLookupError):
+        os.killpg(proc.pid, signal.SIGKILL)
+    if uid is not None and not iso.namespaces:
+        subprocess.run(["kill", "-9", "-1"], user=uid, group=uid, extra_groups=[], check=False)
+    proc.wait()
+
+
+def run_python(
+    source: str,
+    stdin: str = "",
+    limits: SandboxLimits | None = None,
+    calls: list[str] | None = None,
+    hide: tuple[str, ...] = (),
+) -> tuple[SandboxResult, list[tuple[bool, str]]]:
+    """Run ``source`` as ``solution.py`` in the sandbox, feeding ``stdin``.
+
+    With ``calls`` (Python expressions), the program is defined as a module and each call gives a record
+    ``(True, repr(value))`` or ``(False, exception name)``, in order; the program never sees what the caller
+    expects.
+    ``hide`` adds paths to mask when a mount namespace is available.
+    """
+    limits = limits or SandboxLimits()
+    iso = isolation()
+    uid = _UID_RANGE[0] + secrets.randbelow(_UID_RANGE[1] - _UID_RANGE[0]) if iso.private_uid else None
+    base = Path(tempfile.mkdtemp(prefix="verity-sandbox-"))  # 0700: only the io files live outside workdir
+    try:
+        workdir = base / "work"
+        workdir.mkdir()
+        (workdir / "solution.py").write_text(source)
+        if uid is not None:
+            os.chown(workdir, uid, uid)
+            os.chown(workdir / "solution.py", uid, uid)
+        (base / "stdin").write_text(stdin)
+        return _execute(base, workdir, limits, iso, uid, calls, hide)
+    finally:
+        shutil.rmtree(base, ignore_errors=True)
+
+
+def _execute(
+    base: Path,
+    workdir: Path,
+    limits: SandboxLimits,
+    iso: Isolation,
+    uid: int | None,
+    calls: list[str] | None,
+    hide: tuple[str, ...],
+) -> tuple[SandboxResult, list[tuple[bool, str]]]:
+    nproc = limits.processes + (0 if uid is not None else _processes_of(os.getuid()))
+    with (
+        (base / "stdin").open("rb") as stdin_f,
+        (base / "stdout").open("wb") as out_f,
+        (base / "stderr").open("wb") as err_f,
+        (base / "results").open("wb") as res_f,
+    ):
+        cfg = {
+            "workdir": str(workdir),
+            "mount_ns": iso.namespaces,
+            "hide": _hidden_paths(hide),
+            "keep": sorted({sys.base_prefix, sys.prefix, sys.exec_prefix}),
+            "uid": uid,
+            "memory": limits.memory_mb << 20,
+            "cpu": limits.cpu_s,
+            "fsize": limits.file_size_mb << 20,
+            "nofile": limits.open_files,
+            "nproc": nproc,
+            "calls": calls,
+            "results_fd": res_f.fileno(),
+        }
+        (base / "config").write_bytes(marshal.dumps(cfg))
+        env = {"PATH": "/usr/local/bin:/usr/bin:/bin", "LANG": "C.UTF-8", "PYTHONDONTWRITEBYTECODE": "1"}
+        start = time.perf_counter()
+        proc = subprocess.Popen(
+            _command(str(base / "config"), iso),
+            stdin=stdin_f,
+            stdout=out_f,
+            stderr=err_f,
+            env=env,
+            cwd=workdir,
+            start_new_session=True,
+            pass_fds=(res_f.fileno(),),
+        )
+        timed_out = False
+        try:
+            proc.wait(timeout=limits.wall_s)
+        except subprocess.TimeoutExpired:
+            timed_out = True
+        _kill_everything(proc, uid, iso)
+        wall = time.perf_counter() - start
+    stdout, cut_out = _read_capped(base / "stdout", limits.output_bytes)
+    stderr, cut_err = _read_capped(base / "stderr", limits.output_bytes)
+    result = SandboxResult(proc.returncode, stdout, stderr, timed_out, cut_out or cut_err, wall)
+    return result, _read_records(base / "results", limits.output_bytes)
+
+
+def _read_records(path: Path, limit: int) -> list[tuple[bool, str]]:
+    """The ``(ok, text)`` records of a function-call run, up to the first malformed one (the program may have
+    scribbled on the file) or ``limit`` bytes."""
+    records: list[tuple[bool, str]] = []
+    with path.open("rb") as f:
+        while f.tell() < limit:
+            try:
+                record = marshal.load(f)
+            except (EOFError, ValueError, TypeError):
+                break
+            if not (isinstance(record, tuple) and len(record) == 2 and isinstance(record[1], str)):
+                break
+            records.append((bool(record[0]), record[1]))
+    return records
+
+
+def _processes_of(uid: int) -> int:
+    count = 0
+    for entry in os.listdir("/proc"):
+        if entry.isdigit():
+            try:
+                count += os.stat(f"/proc/{entry}").st_uid == uid
+            except OSError:
+                continue
+    return count
