@@ -27,13 +27,14 @@ class Section(BaseModel):
 
 
 class TinyModelConfig(Section):
-    """Architecture of Verity's offline tiny base model (a Llama-architecture decoder over characters)."""
+    """Architecture of Verity's offline tiny base model (a Llama-architecture decoder over a small BPE)."""
 
+    vocab_size: int = Field(512, ge=300, description="BPE vocabulary size (256 bytes + merges + special tokens).")
     hidden_size: int = Field(128, gt=0, description="Width of the residual stream.")
     num_layers: int = Field(4, gt=0, description="Number of decoder layers.")
     num_heads: int = Field(4, gt=0, description="Attention heads per layer.")
     intermediate_size: int = Field(384, gt=0, description="Width of the MLP.")
-    max_positions: int = Field(256, gt=0, description="Longest prompt + completion, in characters.")
+    max_positions: int = Field(512, gt=0, description="Longest prompt + completion, in tokens.")
 
 
 class WarmupConfig(Section):

@@ -1,8 +1,9 @@
 """Loading the policy, and building Verity's offline tiny base model.
 
-The tiny base is a Llama-architecture decoder over a character tokenizer, warmed up by SFT on demonstrations of
-the run's tasks and stopped while it is only partly competent (the "warm up before RL" stage), so RL has room to
-improve it. It is saved with ``save_pretrained`` and cached under a key of every setting that shapes it.
+The tiny base is a Llama-architecture decoder over a byte-level BPE tokenizer trained on the tasks' text, warmed
+up by SFT on demonstrations of the run's tasks and stopped while it is only partly competent (the "warm up before
+RL" stage), so RL has room to improve it. It is saved with ``save_pretrained`` and cached under a key of every
+setting that shapes it.
 """
 
 from __future__ import annotations
@@ -24,7 +25,7 @@ from verity.data.prompts import encode_prompt
 from verity.data.sources import TaskSource
 from verity.eval import Scorer, evaluate
 from verity.rollout.hf import HFEngine
-from verity.tokenizer import build_char_tokenizer
+from verity.tokenizer import build_bpe_tokenizer
 from verity.train.sft import demonstration_batch, sft_loss
 from verity.types import Item
 
@@ -61,8 +62,9 @@ def ensure_tiny_base(cfg: Config, sources: list[TaskSource], held_out: set[str],
     start = time.time()
     log(f"building tiny base model into {target}")
     torch.manual_seed(cfg.seed)
-    tokenizer = build_char_tokenizer()
     tiny = cfg.model.tiny
+    corpus = [text for s in sources for i in range(2000) for text in _texts(s.train_item(3_000_000 + i))]
+    tokenizer = build_bpe_tokenizer(corpus, tiny.vocab_size)
     model = LlamaForCausalLM(
         LlamaConfig(
             vocab_size=len(tokenizer),
@@ -94,6 +96,10 @@ def ensure_tiny_base(cfg: Config, sources: list[TaskSource], held_out: set[str],
     return target
 
 
+def _texts(item: Item) -> tuple[str, str]:
+    return item.prompt, demonstration(item)
+
+
 def _warm_up(
     cfg: Config,
     model: PreTrainedModel,
@@ -121,7 +127,7 @@ def _warm_up(
     accuracy, step = 0.0, 0
     for step in range(1, warm.max_steps + 1):
         items = [next(stream) for _ in range(warm.batch_size)]
-        targets = [tokenizer.encode(demonstration(it), add_special_tokens=False) + [eos] for it in items]
+        targets = [[*tokenizer.encode(demonstration(it), add_special_tokens=False), eos] for it in items]
         batch = demonstration_batch([encode(it) for it in items], targets, tokenizer.pad_token_id)
         model.train()
         loss = sft_loss(model, batch)

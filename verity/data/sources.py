@@ -128,7 +128,7 @@ def _row_to_item(row: Any, task: str, where: str, item_id: str) -> Item:
 
 
 class GeneratorSource:
-    """A Python function ``f(seed, index, **kwargs) -> {"prompt": ..., "answer": ..., ...}`` named by import path."""
+    """A function ``f(seed, index, **kwargs) -> {"prompt": ..., "answer": ..., ...}`` named by import path."""
 
     def __init__(self, name: str, function: str, kwargs: dict[str, Any], seed: int) -> None:
         self.name = name

@@ -7,6 +7,7 @@ comes from the same logits that sampled it.
 
 from __future__ import annotations
 
+import inspect
 from typing import Any
 
 import torch
@@ -28,6 +29,9 @@ class HFEngine:
         self.generator = torch.Generator(device="cpu").manual_seed(seed)
         self.stop_ids = {tokenizer.eos_token_id}
         self.pad_id = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else tokenizer.eos_token_id
+        # transformers renamed ``past_key_values`` to ``cache``; use whichever this model's forward takes.
+        forward_params = inspect.signature(model.forward).parameters
+        self._cache_kw = "cache" if "cache" in forward_params else "past_key_values"
 
     @property
     def device(self) -> torch.device:
@@ -123,6 +127,14 @@ class HFEngine:
             )
             for r in range(total)
         ]
+
+    def _forward(
+        self, ids: torch.Tensor, mask: torch.Tensor, positions: torch.Tensor, cache: DynamicCache
+    ) -> torch.Tensor:
+        """Last-position logits (N, V) of one prefill or decode step, extending ``cache``."""
+        kwargs = {self._cache_kw: cache}
+        out = self.model(input_ids=ids, attention_mask=mask, position_ids=positions, use_cache=True, **kwargs)
+        return out.logits[:, -1, :].float()
 
     def _sample(self, logits: torch.Tensor, params: SamplingParams) -> tuple[torch.Tensor, torch.Tensor]:
         """Next tokens (N,) and their log-probs under the tempered, untruncated distribution."""
