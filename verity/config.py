@@ -14,6 +14,14 @@ import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
 from verity.algo.config import AlgoConfig
+from verity.data.config import (
+    AdaptiveGroupConfig,
+    DifficultyConfig,
+    DynamicSamplingConfig,
+    FewShotExample,
+    ReliftConfig,
+    StageConfig,
+)
 from verity.rewards.config import RewardConfig
 from verity.tracking import TrackingConfig
 
@@ -63,25 +71,33 @@ class ModelConfig(Section):
 class TaskConfig(Section):
     """One source of items. ``source`` picks the kind; the other fields apply to it."""
 
-    source: Literal["reasoning_gym", "jsonl", "generator"] = Field(description="Kind of source.")
-    name: str = Field(description="Task family: a reasoning-gym dataset name, or a label for jsonl/generator.")
-    path: str | None = Field(None, description="jsonl: file of {'prompt', 'answer', ...} rows.")
-    eval_path: str | None = Field(None, description="jsonl: held-out file (default: last rows of `path`).")
+    source: Literal["reasoning_gym", "jsonl", "parquet", "datasets", "generator"] = Field(
+        description="Kind of source ('datasets': a Hugging Face dataset saved with save_to_disk)."
+    )
+    name: str = Field(description="Task family: a reasoning-gym dataset name, or a label for the other kinds.")
+    path: str | None = Field(None, description="jsonl/parquet: file of rows; datasets: the saved directory.")
+    eval_path: str | None = Field(None, description="Held-out file or directory (default: last rows of `path`).")
+    split: str = Field("train", description="datasets: split to train on when the directory holds several.")
+    eval_split: str | None = Field(None, description="datasets: held-out split (default: last rows of `split`).")
+    prompt_field: str = Field("prompt", description="Column holding the prompt.")
+    answer_field: str = Field("answer", description="Column holding the reference answer.")
     function: str | None = Field(None, description="generator: 'module:function' taking (seed, index) -> dict.")
     kwargs: dict[str, Any] = Field(default_factory=dict, description="Settings passed to the family/generator.")
     weight: float = Field(1.0, gt=0, description="Share of this task in the training mixture.")
+    system_prompt: str | None = Field(None, description="System message for this task (overrides data's).")
+    few_shot: list[FewShotExample] = Field(default_factory=list, description="Worked examples before the prompt.")
 
     @model_validator(mode="after")
     def _check_source_fields(self) -> TaskConfig:
-        if self.source == "jsonl" and not self.path:
-            raise ValueError("a jsonl task needs `path`")
+        if self.source in ("jsonl", "parquet", "datasets") and not self.path:
+            raise ValueError(f"a {self.source} task needs `path`")
         if self.source == "generator" and not self.function:
             raise ValueError("a generator task needs `function: module:function`")
         return self
 
 
 class DataConfig(Section):
-    """What the model practises and is evaluated on."""
+    """What the model practises and is evaluated on, and how items are chosen (see docs/data.md)."""
 
     tasks: list[TaskConfig] = Field(
         default_factory=lambda: [TaskConfig(source="reasoning_gym", name="chain_sum")],
@@ -89,6 +105,34 @@ class DataConfig(Section):
     )
     system_prompt: str | None = Field(None, description="Optional system message before every prompt.")
     eval_items: int = Field(200, gt=0, description="Held-out items per task (seeds disjoint from training).")
+    sampling: Literal["mixture", "balanced"] = Field(
+        "mixture", description="'mixture': each prompt's task drawn by weight; 'balanced': equal share per task."
+    )
+    difficulty: DifficultyConfig = Field(default_factory=DifficultyConfig, description="Online pass rates.")
+    dynamic_sampling: DynamicSamplingConfig = Field(
+        default_factory=DynamicSamplingConfig, description="Drop zero-variance groups and refill (DAPO)."
+    )
+    adaptive_group: AdaptiveGroupConfig = Field(
+        default_factory=AdaptiveGroupConfig, description="Group size per item from its pass rate."
+    )
+    stages: list[StageConfig] = Field(default_factory=list, description="Curriculum stages, in order.")
+    relift: ReliftConfig = Field(default_factory=ReliftConfig, description="SFT on all-failed items (ReLIFT).")
+    visurf: bool = Field(False, description="Put an item's reference solution in its group (ViSurf).")
+    reference_field: str = Field(
+        "solution",
+        description="Item field with a reference solution (ReLIFT, ViSurf); 'answer': <answer>{answer}</answer>.",
+    )
+
+    @model_validator(mode="after")
+    def _check_stages(self) -> DataConfig:
+        names = {t.name for t in self.tasks}
+        for i, stage in enumerate(self.stages):
+            unknown = sorted(set(stage.tasks or []) - names)
+            if unknown:
+                raise ValueError(f"stages.{i}.tasks: unknown task(s) {unknown}; tasks are {sorted(names)}")
+            if i < len(self.stages) - 1 and stage.steps is None and stage.until is None:
+                raise ValueError(f"stages.{i} ({stage.name}): only the last stage may lack `steps` and `until`")
+        return self
 
 
 class RolloutConfig(Section):
