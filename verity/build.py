@@ -6,6 +6,7 @@ import copy
 import random
 from collections.abc import Callable
 from dataclasses import dataclass
+from functools import cached_property, partial
 from typing import Any
 
 import numpy as np
@@ -14,15 +15,18 @@ from torch import nn
 
 from verity.algo.state import AlgoState
 from verity.config import Config
-from verity.data.prompts import encode_prompt
-from verity.data.samplers import MixtureSampler
+from verity.data.collect import collect_rollouts
+from verity.data.guidance import add_references, relift_update
+from verity.data.prompts import TaskPrompts
+from verity.data.samplers import Sampler
 from verity.data.sources import TaskSource, build_source
 from verity.models import BUILTIN, ensure_tiny_base, load_policy
 from verity.rewards.executor import RewardExecutor
+from verity.rollout.engine import SamplingParams
 from verity.rollout.hf import HFEngine
 from verity.runtime.local import LocalRuntime
 from verity.train.learner import Learner
-from verity.types import Item
+from verity.types import Item, Rollout
 
 Log = Callable[[str], None]
 
@@ -37,13 +41,43 @@ class Parts:
     learner: Learner
     engine: HFEngine
     runtime: LocalRuntime
-    sampler: MixtureSampler
+    sampler: Sampler
     eval_items: list[Item]
     algo_state: AlgoState
     ref_model: nn.Module | None
 
+    @cached_property
+    def prompts(self) -> TaskPrompts:
+        return TaskPrompts(self.cfg.data)
+
     def encode(self, item: Item) -> list[int]:
-        return encode_prompt(self.tokenizer, item, self.cfg.data.system_prompt)
+        return self.prompts.encode(self.tokenizer, item)
+
+    def collect(self) -> tuple[list[Rollout], dict[str, float]]:
+        """This step's scored rollouts (sampler, stages, dynamic sampling, ViSurf) and the data metrics."""
+        r, data = self.cfg.rollout, self.cfg.data
+        params = SamplingParams(r.max_new_tokens, r.temperature, r.top_p, n=r.group_size)
+        refs = None
+        if data.visurf:
+            score = self.runtime.executor.score
+            refs = partial(
+                add_references,
+                field=data.reference_field,
+                tokenizer=self.tokenizer,
+                learner=self.learner,
+                score=score,
+            )
+        return collect_rollouts(self.sampler, self.runtime, self.encode, params, r.prompts_per_step, refs)
+
+    def relift(self) -> dict[str, float]:
+        """ReLIFT's interleaved SFT step, when the sampler says one is due."""
+        items = self.sampler.demonstrations()
+        if not items:
+            return {}
+        data = self.cfg.data
+        return relift_update(
+            self.learner, self.tokenizer, self.encode, items, data.reference_field, data.relift.lr_scale
+        )
 
 
 def seed_everything(seed: int) -> None:
@@ -83,7 +117,15 @@ def build_parts(cfg: Config, log: Log) -> Parts:
         ref_model = copy.deepcopy(model).requires_grad_(False).eval()
     learner = Learner(model, cfg.train, cfg.algo, cfg.rollout.temperature, cfg.seed)
     engine = HFEngine(model, tokenizer, batch_size=cfg.eval.batch_size, seed=cfg.seed)
-    sampler = MixtureSampler(sources, [t.weight for t in cfg.data.tasks], held_out, cfg.seed)
+    sampler = Sampler(
+        sources,
+        cfg.data,
+        group_size=cfg.rollout.group_size,
+        max_new_tokens=cfg.rollout.max_new_tokens,
+        held_out=held_out,
+        seed=cfg.seed,
+        threshold=cfg.eval.threshold,
+    )
     return Parts(
         cfg,
         model_path,

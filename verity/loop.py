@@ -16,9 +16,9 @@ import torch
 from verity.algo.objective import compute_advantages, needs_proximal, shape_rewards
 from verity.build import Parts, build_parts
 from verity.config import Config
+from verity.data.metrics import task_metrics
 from verity.eval import evaluate
 from verity.progress import RunProgress
-from verity.rollout.engine import SamplingParams
 from verity.rundir import RunDir
 from verity.tracking import build_tracker
 from verity.train.batching import Batch, collate
@@ -31,11 +31,7 @@ class TrainingStopped(RuntimeError):
 def rl_step(parts: Parts) -> tuple[dict[str, float], list[Any]]:
     """One step: rollouts of a batch of prompts, then ``epochs x mini_batches`` updates. Returns metrics."""
     cfg, learner = parts.cfg, parts.learner
-    items = parts.sampler.sample(cfg.rollout.prompts_per_step)
-    params = SamplingParams(
-        cfg.rollout.max_new_tokens, cfg.rollout.temperature, cfg.rollout.top_p, n=cfg.rollout.group_size
-    )
-    rollouts = parts.runtime.rollout(items, [parts.encode(it) for it in items], params)
+    rollouts, data_metrics = parts.collect()
     start = time.perf_counter()
     rewards = torch.tensor([r.reward for r in rollouts], dtype=torch.float32)  # (N,)
     groups = torch.tensor([r.group for r in rollouts])  # (N,)
@@ -59,11 +55,16 @@ def rl_step(parts: Parts) -> tuple[dict[str, float], list[Any]]:
     )
     metrics.update(learner.step(batch, **parts.algo_state.loss_kwargs()))
     metrics.update(parts.algo_state.update(metrics, len(rollouts)))
+    metrics.update(parts.relift())
     metrics["time/train"] = time.perf_counter() - start
     parts.runtime.sync(learner)
     metrics.update(parts.runtime.timings)
     metrics.update(rollout_metrics(rollouts, rewards, lengths, cfg.eval.threshold, batch))
     metrics.update(parts.runtime.executor.stats())
+    metrics.update(data_metrics)
+    metrics.update(task_metrics(rollouts, cfg.eval.threshold))
+    parts.sampler.end_step(metrics)
+    metrics.update(parts.sampler.metrics())
     return metrics, rollouts
 
 

@@ -1,35 +1,120 @@
-"""Choosing which items a step practises. The sampler's whole state is checkpointed, so a resumed run sees the
-same items in the same order."""
+"""Choosing which items a step practises, and how many rollouts each gets.
+
+The loop talks to a ``Sampler`` through a few calls: ``sample(n)`` -> draws (item + group size),
+``observe(rollouts)`` after scoring, ``end_step(metrics)`` after the update, ``demonstrations()`` for ReLIFT, and
+``metrics()``. Its whole state (stream positions, random state, pass rates, hard pool, ReLIFT queue, stage) is
+checkpointed, so a resumed run sees the same items in the same order.
+"""
 
 from __future__ import annotations
 
 import random
+from collections import OrderedDict, deque
+from dataclasses import dataclass
 from typing import Any
 
+from verity.config import DataConfig
+from verity.data.config import HardFocusConfig
+from verity.data.difficulty import PassRates, group_size_for
+from verity.data.prompts import reference_solution
 from verity.data.sources import TaskSource
-from verity.types import Item
+from verity.data.stages import StageSchedule
+from verity.types import Item, Rollout
 
 
-class MixtureSampler:
-    """Draws each prompt's task by weight, then that task's next unseen training item.
+@dataclass(frozen=True)
+class Draw:
+    """One prompt chosen for a step and the number of rollouts to spend on it."""
+
+    item: Item
+    group_size: int
+    hard: bool = False
+
+
+class Sampler:
+    """Draws items from task sources by weight ('mixture') or in equal shares ('balanced'), learns pass rates
+    from scored rollouts, and applies the active stage's tasks, group size and hard-focus settings.
 
     Items whose prompt text is among the held-out prompts are skipped, so evaluation measures items never
     trained on (small procedural families repeat questions across seeds).
     """
 
-    def __init__(self, sources: list[TaskSource], weights: list[float], held_out: set[str], seed: int) -> None:
-        if len(sources) != len(weights) or not sources:
-            raise ValueError("MixtureSampler needs one weight per source and at least one source")
+    def __init__(
+        self,
+        sources: list[TaskSource],
+        data: DataConfig,
+        *,
+        group_size: int,
+        max_new_tokens: int,
+        held_out: set[str],
+        seed: int,
+        threshold: float = 1.0,
+    ) -> None:
+        if not sources or len(sources) != len(data.tasks):
+            raise ValueError("Sampler needs one source per entry of data.tasks, and at least one")
         self.sources = sources
-        self.weights = weights
+        self.data = data
+        self.weights = {t.name: t.weight for t in data.tasks}
+        self.group_size = group_size
+        self.max_new_tokens_default = max_new_tokens
         self.held_out = held_out
+        self.threshold = threshold
+        self.rates = PassRates(data.difficulty)
+        self.schedule = StageSchedule(data.stages)
         self._rng = random.Random(seed)
         self._next = [0] * len(sources)
+        self._turn = 0  # balanced sampling: which task the next draw starts from
+        self._pool: OrderedDict[str, Item] = OrderedDict()  # hard-focus candidates, least recently seen first
+        self._pool_size = max((s.hard_focus.pool_size for s in data.stages if s.hard_focus), default=0)
+        self._queue: deque[Item] = deque(maxlen=data.relift.queue_size)
+        self._steps = 0
         self.skipped = 0
 
-    def sample(self, n: int) -> list[Item]:
-        chosen = self._rng.choices(range(len(self.sources)), weights=self.weights, k=n)
-        return [self._next_item(i) for i in chosen]
+    # -- what the active stage asks for --------------------------------------------------------------------
+
+    @property
+    def stage_name(self) -> str | None:
+        stage = self.schedule.current
+        return stage.name if stage else None
+
+    def active_sources(self) -> list[int]:
+        stage = self.schedule.current
+        names = set(stage.tasks) if stage and stage.tasks else None
+        return [i for i, s in enumerate(self.sources) if names is None or s.name in names]
+
+    def max_new_tokens(self) -> int:
+        stage = self.schedule.current
+        return stage.max_new_tokens if stage and stage.max_new_tokens else self.max_new_tokens_default
+
+    def _base_group_size(self) -> int:
+        stage = self.schedule.current
+        return stage.group_size if stage and stage.group_size else self.group_size
+
+    def _mode(self) -> str:
+        stage = self.schedule.current
+        return stage.sampling if stage and stage.sampling else self.data.sampling
+
+    # -- drawing -------------------------------------------------------------------------------------------
+
+    def sample(self, n: int) -> list[Draw]:
+        """``n`` draws: first the hard-pool share (in a hard-focus stage), then fresh items from the streams."""
+        stage = self.schedule.current
+        draws = self._hard_draws(stage.hard_focus, n) if stage and stage.hard_focus else []
+        for source_index in self._choose_sources(n - len(draws)):
+            item = self._next_item(source_index)
+            draws.append(Draw(item, self._group_size(item)))
+        return draws
+
+    def _choose_sources(self, n: int) -> list[int]:
+        active = self.active_sources()
+        if self._mode() == "balanced":
+            # QwenLong-L1.5 task-balanced sampling: every task gets floor(n/T) or ceil(n/T) prompts; the task that
+            # gets the extra one rotates, so shares are exact over steps whatever the tasks' sizes or weights.
+            chosen = [active[(self._turn + j) % len(active)] for j in range(n)]
+            self._turn = (self._turn + n) % len(active)
+            return chosen
+        weights = [self.weights[self.sources[i].name] for i in active]
+        return self._rng.choices(active, weights=weights, k=n)
 
     def _next_item(self, source_index: int) -> Item:
         source = self.sources[source_index]
@@ -41,10 +126,109 @@ class MixtureSampler:
             self.skipped += 1
         raise RuntimeError(f"task {source.name!r}: 10000 training items in a row equal held-out items")
 
+    def _group_size(self, item: Item) -> int:
+        base = self._base_group_size()
+        cfg = self.data.adaptive_group
+        if not cfg.enabled:
+            return base
+        rate = self.item_rate(item)
+        return group_size_for(rate, base, cfg.min_size, cfg.max_size, cfg.target)
+
+    def item_rate(self, item: Item) -> float | None:
+        return self.rates.item_rate(item.id, item.task)
+
+    def hard_pool(self, cfg: HardFocusConfig) -> list[Item]:
+        """Items of the active tasks seen at least ``min_trials`` times whose estimate is at most the bound."""
+        tasks = {self.sources[i].name for i in self.active_sources()}
+        return [
+            item
+            for item in self._pool.values()
+            if item.task in tasks
+            and self.rates.trials(item.id) >= cfg.min_trials
+            and (self.item_rate(item) or 0.0) <= cfg.max_pass_rate
+        ]
+
+    def _hard_draws(self, cfg: HardFocusConfig, n: int) -> list[Draw]:
+        """DRIVE's hard-focus stage: ``round(fraction * n)`` items drawn at random from the hard pool, each with
+        the larger ``group_size``; fewer when the pool is smaller."""
+        pool = self.hard_pool(cfg)
+        k = min(round(cfg.fraction * n), len(pool))
+        return [Draw(item, cfg.group_size, hard=True) for item in self._rng.sample(pool, k)]
+
+    # -- learning from rollouts ----------------------------------------------------------------------------
+
+    def observe(self, rollouts: list[Rollout]) -> None:
+        """Update pass rates, the hard pool and the ReLIFT queue from one round of scored rollouts."""
+        for item, rewards in group_rewards(rollouts):
+            successes = sum(r >= self.threshold for r in rewards)
+            self.rates.observe(item.id, item.task, successes, len(rewards))
+            if self._pool_size:
+                self._pool.pop(item.id, None)
+                self._pool[item.id] = item
+                while len(self._pool) > self._pool_size:
+                    self._pool.popitem(last=False)
+            if successes == 0 and self.data.relift.enabled:
+                self._queue_for_sft(item)
+
+    def _queue_for_sft(self, item: Item) -> None:
+        """ReLIFT: an item no rollout solved is queued once, if it has a reference solution to learn from."""
+        known = any(queued.id == item.id for queued in self._queue)
+        if not known and reference_solution(item, self.data.reference_field) is not None:
+            self._queue.append(item)
+
+    def end_step(self, metrics: dict[str, float]) -> bool:
+        """Count a finished RL step and move stages if due; returns True on a stage change."""
+        self._steps += 1
+        return self.schedule.end_step(metrics)
+
+    def demonstrations(self) -> list[Item]:
+        """ReLIFT: in every ``relift.every``-th RL step (called before ``end_step`` counts it), up to
+        ``batch_size`` queued items, oldest first."""
+        cfg = self.data.relift
+        if not cfg.enabled or not self._queue or (self._steps + 1) % cfg.every:
+            return []
+        return [self._queue.popleft() for _ in range(min(cfg.batch_size, len(self._queue)))]
+
+    def metrics(self) -> dict[str, float]:
+        out = {"data/stage": float(self.schedule.index), "data/relift_queue": float(len(self._queue))}
+        for source in self.sources:
+            rate = self.rates.task_rate(source.name)
+            if rate is not None:
+                out[f"task/{source.name}/pass_rate_est"] = rate
+        if self._pool_size:
+            out["data/hard_pool"] = float(len(self._pool))
+        return out
+
+    # -- checkpointing -------------------------------------------------------------------------------------
+
     def state_dict(self) -> dict[str, Any]:
-        return {"rng": self._rng.getstate(), "next": list(self._next), "skipped": self.skipped}
+        return {
+            "rng": self._rng.getstate(),
+            "next": list(self._next),
+            "turn": self._turn,
+            "skipped": self.skipped,
+            "steps": self._steps,
+            "rates": self.rates.state_dict(),
+            "schedule": self.schedule.state_dict(),
+            "pool": list(self._pool.values()),
+            "queue": list(self._queue),
+        }
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
         self._rng.setstate(state["rng"])
         self._next = list(state["next"])
+        self._turn = state["turn"]
         self.skipped = state["skipped"]
+        self._steps = state["steps"]
+        self.rates.load_state_dict(state["rates"])
+        self.schedule.load_state_dict(state["schedule"])
+        self._pool = OrderedDict((item.id, item) for item in state["pool"])
+        self._queue = deque(state["queue"], maxlen=self.data.relift.queue_size)
+
+
+def group_rewards(rollouts: list[Rollout]) -> list[tuple[Item, list[float]]]:
+    """(item, rewards of its group) for each group, in order of first appearance."""
+    groups: dict[int, tuple[Item, list[float]]] = {}
+    for r in rollouts:
+        groups.setdefault(r.group, (r.item, []))[1].append(r.reward)
+    return list(groups.values())

@@ -1,15 +1,16 @@
-"""Task sources: reasoning-gym families, jsonl files and Python generators, each with disjoint held-out items."""
+"""Task sources: reasoning-gym families, Python generators and tables of rows (jsonl, parquet, csv, saved
+Hugging Face datasets), each with disjoint held-out items."""
 
 from __future__ import annotations
 
 import importlib
-import json
 import random
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any, Protocol
 
 from verity.config import ConfigError, TaskConfig
+from verity.data.files import read_rows
 from verity.types import Item
 
 # Held-out items of a procedural source use seeds this far from the training seeds, so the two never meet.
@@ -55,24 +56,28 @@ class ReasoningGymSource:
         )
 
 
-class JsonlSource:
-    """Rows of ``{"prompt": ..., "answer": ..., <extra fields>}``; extra fields reach verifiers as keywords.
+class TableSource:
+    """Rows of a file or saved dataset, each with a prompt and an answer column; other columns reach verifiers as
+    keywords.
 
-    Held-out items come from ``eval_path`` or, without one, from the last rows of the file (never trained on).
-    Training walks a fresh seeded permutation of the remaining rows each epoch.
+    Held-out items come from ``eval_path`` / ``eval_split`` or, without them, from the last rows (never trained
+    on). Training walks a fresh seeded permutation of the remaining rows each epoch.
     """
 
-    def __init__(self, name: str, path: str, eval_path: str | None, eval_n: int, seed: int) -> None:
-        self.name = name
-        rows = read_jsonl(Path(path), name)
-        if eval_path:
-            self._eval = read_jsonl(Path(eval_path), name)
+    def __init__(self, task: TaskConfig, eval_n: int, seed: int) -> None:
+        assert task.path is not None
+        self.name = task.name
+        key = f"data.tasks[{task.name}]"
+        rows = read_items(task, read_rows(Path(task.path), f"{key}.path", task.split))
+        if task.eval_path or task.eval_split:
+            eval_path = Path(task.eval_path or task.path)
+            self._eval = read_items(task, read_rows(eval_path, f"{key}.eval_path", task.eval_split or "train"))
             self._train = rows
         else:
             if len(rows) <= eval_n:
                 raise ConfigError(
-                    f"{path}: {len(rows)} rows cannot give {eval_n} held-out rows and leave any for training; "
-                    "set data.eval_items lower or give the task an eval_path"
+                    f"{task.path}: {len(rows)} rows cannot give {eval_n} held-out rows and leave some for "
+                    "training; set data.eval_items lower or give the task an eval_path"
                 )
             self._train, self._eval = rows[:-eval_n], rows[-eval_n:]
         self._seed = seed
@@ -87,41 +92,34 @@ class JsonlSource:
         return self._eval[:n]
 
 
-def read_jsonl(path: Path, task: str) -> list[Item]:
-    """Items of a jsonl file; a bad row is an error naming the file and line."""
-    if not path.is_file():
-        raise ConfigError(f"data.tasks[{task}].path: file not found: {path}")
-    items = []
-    with path.open() as f:
-        for line_no, line in enumerate(f, start=1):
-            if not line.strip():
-                continue
-            try:
-                row = json.loads(line)
-            except json.JSONDecodeError as err:
-                raise ConfigError(f"{path}:{line_no}: not valid JSON: {err.msg}") from None
-            items.append(_row_to_item(row, task, f"{path}:{line_no}", f"{task}/{line_no}"))
-    if not items:
-        raise ConfigError(f"{path}: no rows")
-    return items
+def read_items(task: TaskConfig, rows: list[tuple[str, Any]]) -> list[Item]:
+    """Items of a task's rows; a bad row is an error naming its file and row."""
+    return [
+        _row_to_item(row, task.name, where, f"{task.name}/{i + 1}", task.prompt_field, task.answer_field)
+        for i, (where, row) in enumerate(rows)
+    ]
 
 
-def _row_to_item(row: Any, task: str, where: str, item_id: str) -> Item:
+def _row_to_item(
+    row: Any, task: str, where: str, item_id: str, prompt_field: str = "prompt", answer_field: str = "answer"
+) -> Item:
     if not isinstance(row, dict):
         raise ConfigError(f"{where}: a row must be a JSON object, got {type(row).__name__}")
-    missing = [k for k in ("prompt", "answer") if k not in row]
+    missing = [k for k in (prompt_field, answer_field) if k not in row]
     if missing:
         raise ConfigError(
-            f"{where}: row is missing field(s) {', '.join(missing)}; each row needs 'prompt' and 'answer'"
+            f"{where}: row is missing field(s) {', '.join(missing)}; each row needs {prompt_field!r} and "
+            f"{answer_field!r} (set the task's prompt_field/answer_field to use other columns)"
         )
-    if not isinstance(row["prompt"], str):
-        raise ConfigError(f"{where}: 'prompt' must be a string, got {type(row['prompt']).__name__}")
-    meta = {k: v for k, v in row.items() if k not in ("prompt", "answer")}
-    answer = None if row["answer"] is None else str(row["answer"])
+    prompt = row[prompt_field]
+    if not isinstance(prompt, str):
+        raise ConfigError(f"{where}: {prompt_field!r} must be a string, got {type(prompt).__name__}")
+    meta = {k: v for k, v in row.items() if k not in (prompt_field, answer_field)}
+    answer = None if row[answer_field] is None else str(row[answer_field])
     return Item(
         id=str(row.get("id", item_id)),
         task=str(row.get("task", task)),
-        prompt=row["prompt"],
+        prompt=prompt,
         answer=answer,
         meta=meta,
     )
@@ -165,8 +163,7 @@ def resolve_callable(spec: str, key: str) -> Callable[..., Any]:
 def build_source(task: TaskConfig, seed: int, eval_n: int) -> TaskSource:
     if task.source == "reasoning_gym":
         return ReasoningGymSource(task.name, task.kwargs, seed)
-    if task.source == "jsonl":
-        assert task.path is not None
-        return JsonlSource(task.name, task.path, task.eval_path, eval_n, seed)
-    assert task.function is not None
-    return GeneratorSource(task.name, task.function, task.kwargs, seed)
+    if task.source == "generator":
+        assert task.function is not None
+        return GeneratorSource(task.name, task.function, task.kwargs, seed)
+    return TableSource(task, eval_n, seed)

@@ -1,0 +1,90 @@
+"""Turning a step's draws into the rollouts it trains on: one generate call per group size, pass-rate updates,
+ViSurf references, and DAPO dynamic sampling (drop zero-variance groups, draw more)."""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Callable
+from dataclasses import replace
+from typing import Any
+
+from verity.data.samplers import Draw, Sampler
+from verity.rollout.engine import SamplingParams
+from verity.types import Item, Rollout
+
+Encode = Callable[[Item], list[int]]
+AddReferences = Callable[[list[Rollout]], list[Rollout]]
+
+
+def generate_groups(runtime: Any, encode: Encode, draws: list[Draw], params: SamplingParams) -> list[Rollout]:
+    """Scored rollouts of ``draws``; the engine takes one ``n`` per call, so draws are grouped by group size.
+    Group ids are the draws' positions, and rollouts come back in draw order."""
+    by_size: dict[int, list[int]] = {}
+    for position, draw in enumerate(draws):
+        by_size.setdefault(draw.group_size, []).append(position)
+    out: list[Rollout] = []
+    totals: dict[str, float] = {}
+    for size, positions in by_size.items():
+        items = [draws[p].item for p in positions]
+        rollouts = runtime.rollout(items, [encode(it) for it in items], replace(params, n=size))
+        out += [replace(r, group=positions[r.group]) for r in rollouts]
+        for key, seconds in runtime.timings.items():
+            totals[key] = totals.get(key, 0.0) + seconds
+    # Several generate calls per step: report their summed phase times, not the last call's.
+    runtime.timings.update(totals)
+    return sorted(out, key=lambda r: r.group)
+
+
+def split_groups(rollouts: list[Rollout]) -> list[list[Rollout]]:
+    groups: dict[int, list[Rollout]] = {}
+    for r in rollouts:
+        groups.setdefault(r.group, []).append(r)
+    return list(groups.values())
+
+
+def has_signal(group: list[Rollout]) -> bool:
+    """DAPO's filter: a group whose rewards are all equal has zero group-relative advantage everywhere."""
+    return len({r.reward for r in group}) > 1
+
+
+def collect_rollouts(
+    sampler: Sampler,
+    runtime: Any,
+    encode: Encode,
+    params: SamplingParams,
+    n_prompts: int,
+    add_references: AddReferences | None = None,
+) -> tuple[list[Rollout], dict[str, float]]:
+    """Rollouts of ``n_prompts`` groups, with group ids 0..n_prompts-1.
+
+    Without dynamic sampling this is one round. With it (DAPO, Yu et al. 2025), zero-variance groups are dropped
+    and more prompts drawn, ``ceil(missing / keep_rate)`` per round (at most 4x the missing count), for at most
+    ``max_rounds`` rounds; a batch still short is padded with dropped groups so its size stays fixed.
+    ``add_references`` (ViSurf) runs before the filter, so an all-failed group with a reference is kept.
+    """
+    dyn = sampler.data.dynamic_sampling
+    rounds_allowed = dyn.max_rounds if dyn.enabled else 1
+    params = replace(params, max_new_tokens=sampler.max_new_tokens())
+    kept: list[list[Rollout]] = []
+    dropped: list[list[Rollout]] = []
+    drawn = rounds = 0
+    while len(kept) < n_prompts and rounds < rounds_allowed:
+        missing = n_prompts - len(kept)
+        keep_rate = len(kept) / drawn if drawn else 1.0
+        want = min(math.ceil(missing / max(keep_rate, 0.25)), 4 * missing)
+        rollouts = generate_groups(runtime, encode, sampler.sample(want), params)
+        sampler.observe(rollouts)
+        if add_references is not None:
+            rollouts = add_references(rollouts)
+        drawn, rounds = drawn + want, rounds + 1
+        for group in split_groups(rollouts):
+            (kept if not dyn.enabled or has_signal(group) else dropped).append(group)
+    batch = (kept + dropped)[:n_prompts]
+    out = [replace(r, group=g) for g, group in enumerate(batch) for r in group]
+    metrics = {
+        "data/drawn_groups": float(drawn),
+        "data/dropped_groups": float(len(dropped)),
+        "data/padded_groups": float(max(0, n_prompts - len(kept))),
+        "data/rounds": float(rounds),
+    }
+    return out, metrics
