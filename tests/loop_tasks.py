@@ -1,0 +1,25 @@
+"""Tasks and verifiers that runs in the tests name by import path ('loop_tasks:...')."""
+
+from __future__ import annotations
+
+from typing import Any
+
+
+def say_seven(seed: int, index: int) -> dict[str, Any]:
+    """A fixed easy task: whatever the prompt, the answer is 7. Seeds keep train and eval prompts apart."""
+    return {"prompt": f"7?{seed % 1000}:{index}", "answer": "7"}
+
+
+def share_of_sevens(completion: str, **fields: Any) -> float:
+    """Dense reward for ``say_seven``: the share of the completion's characters that are '7' (0 when empty)."""
+    return completion.count("7") / len(completion) if completion else 0.0
+
+
+def faulty(completion: str, *, id: str, **fields: Any) -> Any:
+    """By item index modulo 4: 1 raises, 2 returns a string, 0 and 3 score 0.5."""
+    index = int(id.rsplit("/", 1)[-1])
+    if index % 4 == 1:
+        raise ValueError("verifier bug")
+    if index % 4 == 2:
+        return "high"
+    return 0.5
