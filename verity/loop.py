@@ -89,7 +89,7 @@ def rollout_metrics(
 
 def run_eval(parts: Parts) -> dict[str, Any]:
     cfg = parts.cfg
-    return evaluate(
+    result = evaluate(
         parts.engine,
         parts.encode,
         parts.eval_items,
@@ -99,6 +99,9 @@ def run_eval(parts: Parts) -> dict[str, Any]:
         temperature=cfg.eval.temperature,
         threshold=cfg.eval.threshold,
     )
+    # Take the scoring counts here, so the next training step's scored/failures count only its own rollouts.
+    result.update({f"verifier/{k}": v for k, v in parts.runtime.executor.stats().items()})
+    return result
 
 
 def train(cfg: Config, *, resume: bool = False, quiet: bool = False) -> dict[str, Any]:
