@@ -1,0 +1,140 @@
+"""The RL loop end to end on a tiny policy: GRPO raises the reward of a fixed easy task, the run directory holds
+what it promises, verifier faults are scored and counted without stopping the run, and non-finite losses are
+skipped with a warning until too many in a row stop the run."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+import torch
+from loop_tasks import share_of_sevens
+from safetensors.torch import load_file
+
+import verity.train.learner as learner_module
+from verity.config import ConfigError, load_config
+from verity.loop import TrainingStopped, train
+
+pytestmark = pytest.mark.usefixtures("one_thread")
+
+
+def read_jsonl(path: Path) -> list[dict]:
+    return [json.loads(line) for line in path.read_text().splitlines()]
+
+
+def train_rows(run_dir: Path) -> list[dict]:
+    return [row for row in read_jsonl(run_dir / "metrics.jsonl") if "reward/mean" in row]
+
+
+def weights(model_dir: Path) -> dict[str, torch.Tensor]:
+    return load_file(model_dir / "model.safetensors")
+
+
+@pytest.mark.slow
+def test_grpo_raises_the_reward_of_an_easy_task(make_config) -> None:
+    """30 GRPO steps take a random policy from ~1% sevens to mostly sevens; a flipped advantage sign or a mask
+    that misses the completion tokens leaves the reward near its start."""
+    cfg = make_config(
+        "train.steps=30",
+        "train.lr=1e-2",
+        "train.checkpoint_every=100",
+        "rollout.prompts_per_step=8",
+        "rollout.group_size=8",
+    )
+    summary = train(cfg, quiet=True)
+    rewards = [row["reward/mean"] for row in train_rows(cfg.run_dir)]
+    assert len(rewards) == 30
+    first, last = sum(rewards[:5]) / 5, sum(rewards[-5:]) / 5
+    assert first < 0.1
+    assert last > first + 0.4, f"mean reward {first:.3f} -> {last:.3f}"
+    assert summary["eval_before"]["accuracy"] == 0.0
+    assert summary["eval_after"]["accuracy"] >= 0.5
+
+
+def test_run_directory(make_config) -> None:
+    cfg = make_config("train.keep_checkpoints=2")
+    summary = train(cfg, quiet=True)
+    run = cfg.run_dir
+    assert summary["status"] == "finished" and summary["steps"] == 3
+    assert json.loads((run / "summary.json").read_text())["status"] == "finished"
+    assert load_config(run / "config.yaml") == cfg
+    rows = train_rows(run)
+    assert [row["step"] for row in rows] == [1, 2, 3]
+    for row in rows:
+        assert {"reward/std", "grad_norm", "entropy", "lr", "time/step", "throughput/tokens_per_s"} <= set(row)
+        assert row["scored"] == 16 and row["failures"] == 0
+    samples = read_jsonl(run / "samples.jsonl")
+    assert len(samples) == 3 * 16
+    for s in samples:  # the recorded reward is the verifier's value of the recorded completion
+        assert s["reward"] == pytest.approx(share_of_sevens(s["completion"]))
+    assert sorted(p.name for p in (run / "checkpoints").glob("step_*")) == ["step_0000002", "step_0000003"]
+    assert (run / "checkpoints" / "latest").read_text() == "step_0000003"
+    final = weights(Path(summary["final_model"]))
+    state = torch.load(run / "checkpoints" / "step_0000003" / "state.pt", weights_only=False)
+    for name, tensor in final.items():
+        assert torch.equal(tensor, state["learner"]["model"][name]), name
+    assert (Path(summary["final_model"]) / "tokenizer.json").is_file()
+
+
+def test_a_finished_run_is_not_overwritten_silently(make_config) -> None:
+    cfg = make_config("train.steps=1")
+    train(cfg, quiet=True)
+    with pytest.raises(ConfigError, match="pass --resume"):
+        train(cfg, quiet=True)
+
+
+def test_verifier_faults_score_zero_with_reason_and_are_counted(make_config) -> None:
+    """Items i = 0..3 of each step: index 1 raises, index 2 returns a string, 0 and 3 score 0.5."""
+    cfg = make_config("reward.verifiers=[loop_tasks:faulty]", "train.steps=2", "eval.every=1")
+    summary = train(cfg, quiet=True)
+    assert summary["status"] == "finished"
+    rows = train_rows(cfg.run_dir)
+    assert len(rows) == 2
+    for row in rows:  # 2 of 4 prompts fail, 4 samples each
+        assert row["reward/mean"] == pytest.approx(0.25)
+        assert (row["scored"], row["failures"]) == (16, 8)
+    # the held-out items (indices 0..3, 1 sample each) are scored by evaluations, counted apart from the steps
+    assert summary["eval_before"]["verifier/failures"] == 2 and summary["eval_before"]["verifier/scored"] == 4
+    reasons = {s["reason"] for s in read_jsonl(cfg.run_dir / "samples.jsonl")}
+    assert reasons == {
+        None,
+        "loop_tasks:faulty: raised ValueError: verifier bug",
+        "loop_tasks:faulty: returned str 'high', not a finite number",
+    }
+
+
+def nan_on_calls(monkeypatch: pytest.MonkeyPatch, bad_calls: set[int]) -> None:
+    """Make the policy loss NaN on the given (1-based) calls."""
+    real = learner_module.policy_loss
+    calls = [0]
+
+    def patched(*args, **kwargs):
+        calls[0] += 1
+        loss, metrics = real(*args, **kwargs)
+        return (loss * float("nan") if calls[0] in bad_calls else loss), metrics
+
+    monkeypatch.setattr(learner_module, "policy_loss", patched)
+
+
+def test_nan_losses_in_a_row_stop_the_run(make_config, tiny_model_dir: Path, monkeypatch) -> None:
+    nan_on_calls(monkeypatch, set(range(1, 100)))
+    cfg = make_config("train.steps=10", "train.max_bad_steps=3", "train.checkpoint_every=2")
+    with pytest.raises(TrainingStopped, match="3 steps in a row had a non-finite loss"):
+        train(cfg, quiet=True)
+    summary = json.loads((cfg.run_dir / "summary.json").read_text())
+    assert summary["status"] == "failed" and summary["steps"] == 2
+    assert summary["warnings"] == [f"step {s}: non-finite loss or gradient, update skipped" for s in (1, 2, 3)]
+    # no update was applied: the checkpoint of step 2 holds the initial weights
+    state = torch.load(cfg.run_dir / "checkpoints" / "step_0000002" / "state.pt", weights_only=False)
+    for name, tensor in weights(tiny_model_dir).items():
+        assert torch.equal(tensor, state["learner"]["model"][name]), name
+
+
+def test_a_single_nan_step_is_skipped_and_the_run_goes_on(make_config, monkeypatch) -> None:
+    nan_on_calls(monkeypatch, {1})
+    cfg = make_config("train.max_bad_steps=2")
+    summary = train(cfg, quiet=True)
+    assert summary["status"] == "finished" and summary["steps"] == 3
+    assert summary["warnings"] == ["step 1: non-finite loss or gradient, update skipped"]
+    assert [row["skipped"] for row in train_rows(cfg.run_dir)] == [1.0, 0.0, 0.0]
