@@ -1,0 +1,29 @@
+"""A short run through the real loop with every data option on: metrics reach metrics.jsonl and stages move."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+
+from verity.loop import train
+
+
+@pytest.mark.slow
+def test_run_with_stages_dynamic_sampling_visurf_and_relift(make_config, one_thread) -> None:
+    cfg = make_config(
+        "train.steps=4",
+        "data.dynamic_sampling.enabled=true",
+        "data.visurf=true",
+        "data.relift.enabled=true",
+        "data.relift.every=1",
+        "data.reference_field=answer",
+        "data.adaptive_group.enabled=true",
+        "data.stages=[{name: short, steps: 2, max_new_tokens: 2}, {name: hard, hard_focus: {max_pass_rate: 1.0}}]",
+    )
+    train(cfg, quiet=True)
+    rows = [json.loads(line) for line in (cfg.run_dir / "metrics.jsonl").read_text().splitlines()]
+    steps = [r for r in rows if "data/stage" in r]
+    assert [r["data/stage"] for r in steps] == [0.0, 1.0, 1.0, 1.0]  # moved after two steps
+    assert all(r["data/drawn_groups"] >= 4 and r["task/seven/share"] == 1.0 for r in steps)
+    assert steps[0]["response_len/mean"] <= 2 + len("<answer>7</answer>") + 1  # short stage (references longer)
