@@ -1,0 +1,88 @@
+"""The ``verity`` command line: instant help, bad input exits 2 with the message, and ``verity eval``."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import yaml
+from conftest import loop_settings, sevens_model, single_thread, subprocess_env
+
+from verity.cli import main
+
+HELP_PROBE = """
+import sys
+from verity.cli import main
+try:
+    main(["--help"])
+except SystemExit as exit:
+    print("exit", exit.code, "torch loaded", "torch" in sys.modules)
+"""
+
+
+def test_help_lists_commands_without_importing_torch() -> None:
+    out = subprocess.run(
+        [sys.executable, "-c", HELP_PROBE], env=subprocess_env(), capture_output=True, text=True, timeout=60
+    )
+    assert out.stdout.strip().endswith("exit 0 torch loaded False")
+    for command in ("train", "eval", "init", "plot", "report", "runs"):
+        assert command in out.stdout
+
+
+def write_config(tmp_path: Path, settings: dict) -> Path:
+    path = tmp_path / "cfg.yaml"
+    path.write_text(yaml.safe_dump(settings))
+    return path
+
+
+def test_train_with_an_unknown_key_exits_2(tmp_path: Path, tiny_model_dir: Path, capsys) -> None:
+    settings = loop_settings(tiny_model_dir, tmp_path / "runs")
+    settings["train"]["stpes"] = 3
+    config = write_config(tmp_path, settings)
+    assert main(["train", str(config)]) == 2
+    err = capsys.readouterr().err
+    assert err.startswith(f"verity: invalid configuration:\n  {config}:")
+    assert "unknown key 'train.stpes'; did you mean 'train.steps'?" in err
+    assert not (tmp_path / "runs").exists()
+
+
+def test_train_with_a_bad_override_exits_2(tmp_path: Path, tiny_model_dir: Path, capsys) -> None:
+    config = write_config(tmp_path, loop_settings(tiny_model_dir, tmp_path / "runs"))
+    assert main(["train", str(config), "rollout.top_p=2"]) == 2
+    assert "rollout.top_p: Input should be less than or equal to 1 (got 2)" in capsys.readouterr().err
+
+
+def test_train_with_a_missing_model_exits_2(tmp_path: Path, tiny_model_dir: Path, capsys) -> None:
+    config = write_config(tmp_path, loop_settings(tiny_model_dir, tmp_path / "runs"))
+    with single_thread():
+        code = main(["train", str(config), f"model.name={tmp_path / 'no_such_model'}"])
+    assert code == 2
+    assert f"model.name: no model directory at {tmp_path / 'no_such_model'}" in capsys.readouterr().err
+
+
+def test_train_with_a_missing_data_file_exits_2(tmp_path: Path, tiny_model_dir: Path, capsys) -> None:
+    settings = loop_settings(tiny_model_dir, tmp_path / "runs")
+    settings["data"]["tasks"] = [{"source": "jsonl", "name": "qa", "path": str(tmp_path / "qa.jsonl")}]
+    assert main(["train", str(write_config(tmp_path, settings))]) == 2
+    err = capsys.readouterr().err
+    assert "data.tasks[qa].path" in err and str(tmp_path / "qa.jsonl") in err
+
+
+@pytest.mark.usefixtures("one_thread")
+def test_eval_writes_accuracy(tmp_path: Path, tiny_model_dir: Path, char_tokenizer, capsys) -> None:
+    """The sevens policy answers every held-out item with 7s (reward 1); the untrained one never does."""
+    sevens_dir = tmp_path / "sevens"
+    sevens_model(char_tokenizer).save_pretrained(sevens_dir)
+    char_tokenizer.save_pretrained(sevens_dir)
+    config = write_config(tmp_path, loop_settings(tiny_model_dir, tmp_path / "runs"))
+    out = tmp_path / "result.json"
+    assert main(["eval", str(sevens_dir), str(config), "eval.k=2", "--out", str(out)]) == 0
+    result = json.loads(out.read_text())
+    assert (result["accuracy"], result["items"], result["task/seven/accuracy"]) == (1.0, 4, 1.0)
+    assert 0.0 <= result["pass@1"] <= result["pass@2"] <= 1.0
+    assert str(out) in capsys.readouterr().out
+    assert main(["eval", str(tiny_model_dir), str(config), "--out", str(out)]) == 0
+    assert json.loads(out.read_text())["accuracy"] == 0.0
