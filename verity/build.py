@@ -25,6 +25,7 @@ from verity.rewards.executor import RewardExecutor
 from verity.rollout.engine import SamplingParams
 from verity.rollout.hf import HFEngine
 from verity.runtime.local import LocalRuntime
+from verity.train.critic import CriticTrainer, build_critic
 from verity.train.learner import Learner
 from verity.types import Item, Rollout
 
@@ -45,6 +46,7 @@ class Parts:
     eval_items: list[Item]
     algo_state: AlgoState
     ref_model: nn.Module | None
+    critic: CriticTrainer | None = None
 
     @cached_property
     def prompts(self) -> TaskPrompts:
@@ -115,6 +117,12 @@ def build_parts(cfg: Config, log: Log) -> Parts:
     ref_model = None
     if cfg.algo.kl_coef > 0 or cfg.algo.kl_target is not None:
         ref_model = copy.deepcopy(model).requires_grad_(False).eval()
+    critic = None
+    if cfg.algo.advantage == "gae":
+        separate = copy.deepcopy(model) if cfg.algo.critic == "separate" else None
+        critic = CriticTrainer(
+            build_critic(cfg.algo.critic, model, separate).to(device), cfg.algo.critic_lr, cfg.algo.value_clip
+        )
     learner = Learner(model, cfg.train, cfg.algo, cfg.rollout.temperature, cfg.seed)
     engine = HFEngine(model, tokenizer, batch_size=cfg.eval.batch_size, seed=cfg.seed)
     sampler = Sampler(
@@ -137,4 +145,5 @@ def build_parts(cfg: Config, log: Log) -> Parts:
         eval_items,
         AlgoState(cfg.algo),
         ref_model,
+        critic,
     )

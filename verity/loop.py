@@ -42,18 +42,22 @@ def rl_step(parts: Parts) -> tuple[dict[str, float], list[Any]]:
         batch.ref_logprobs = learner.logprobs(batch, parts.ref_model)
     if needs_proximal(cfg.algo):
         batch.prox_logprobs = learner.logprobs(batch)
+    values = parts.critic.values(batch) if parts.critic is not None else None  # (N, T) for GAE
     batch.advantages = compute_advantages(
         cfg.algo,
         shaped,
         groups,
         batch.loss_mask,
         [r.item.task for r in rollouts],
+        values,
         item_ids=[r.item.id for r in rollouts],
         state=parts.algo_state,
         old_logprobs=batch.old_logprobs,
         ref_logprobs=batch.ref_logprobs,
     )
     metrics.update(learner.step(batch, **parts.algo_state.loss_kwargs()))
+    if parts.critic is not None and values is not None:
+        metrics.update(parts.critic.fit(cfg.algo, batch, shaped, values, parts.algo_state.kl.coef))
     metrics.update(parts.algo_state.update(metrics, len(rollouts)))
     metrics.update(parts.relift())
     metrics["time/train"] = time.perf_counter() - start
@@ -72,7 +76,7 @@ def rollout_metrics(
     rollouts: list[Any], rewards: torch.Tensor, lengths: torch.Tensor, threshold: float, batch: Batch
 ) -> dict[str, float]:
     correct = (rewards >= threshold).float()
-    out = {
+    return {
         "reward/mean": rewards.mean().item(),
         "reward/std": rewards.std().item() if len(rewards) > 1 else 0.0,
         "accuracy": correct.mean().item(),
@@ -80,11 +84,6 @@ def rollout_metrics(
         "truncated": sum(r.completion.finish_reason == "length" for r in rollouts) / len(rollouts),
         "tokens": float(batch.attention_mask.sum().item()),
     }
-    for task in sorted({r.item.task for r in rollouts}):
-        rows = torch.tensor([r.item.task == task for r in rollouts])
-        out[f"task/{task}/reward"] = rewards[rows].mean().item()
-        out[f"task/{task}/accuracy"] = correct[rows].mean().item()
-    return out
 
 
 def run_eval(parts: Parts) -> dict[str, Any]:
@@ -130,6 +129,8 @@ def train(cfg: Config, *, resume: bool = False, quiet: bool = False) -> dict[str
         parts.sampler.load_state_dict(state["sampler"])
         parts.algo_state.load_state_dict(state["algo"])
         parts.engine.generator.set_state(state["engine_generator"])
+        if parts.critic is not None:
+            parts.critic.load_state_dict(state["critic"])
         parts.runtime.sync(parts.learner)
         summary, step = state["summary"], state["step"]
         earlier_wall = summary.get("wall_time_s", 0.0)
@@ -147,6 +148,7 @@ def train(cfg: Config, *, resume: bool = False, quiet: bool = False) -> dict[str
                 "sampler": parts.sampler.state_dict(),
                 "algo": parts.algo_state.state_dict(),
                 "engine_generator": parts.engine.generator.get_state(),
+                "critic": parts.critic.state_dict() if parts.critic is not None else None,
                 "summary": summary,
             },
         )

@@ -15,8 +15,11 @@ import torch
 from torch import Tensor, nn
 from transformers import PreTrainedModel
 
+from verity.algo.config import AlgoConfig
 from verity.algo.losses import clipped_value_loss
+from verity.algo.objective import critic_targets
 from verity.algo.reduce import aggregate, masked_mean
+from verity.train.batching import Batch
 
 
 class Critic(nn.Module):
@@ -80,6 +83,34 @@ class CriticTrainer:
         self.optimizer.step()
         error = (values.detach() - returns).abs()
         return {"critic/loss": loss.item(), "critic/abs_error": masked_mean(error, mask).item()}
+
+    @torch.no_grad()
+    def values(self, batch: Batch) -> Tensor:
+        """The critic's values (B, T) of a rollout batch, before any update (the GAE inputs)."""
+        device = self.critic.head.weight.device
+        return self.critic.values(batch.input_ids.to(device), batch.attention_mask.to(device)).float().cpu()
+
+    def fit(
+        self, cfg: AlgoConfig, batch: Batch, rewards: Tensor, values: Tensor, kl_coef: float
+    ) -> dict[str, float]:
+        """One critic update towards the GAE returns of ``batch`` (same rewards and KL as the advantages)."""
+        returns = critic_targets(
+            cfg,
+            rewards,
+            batch.loss_mask,
+            values,
+            old_logprobs=batch.old_logprobs,
+            ref_logprobs=batch.ref_logprobs,
+            kl_coef=kl_coef,
+        )
+        device = self.critic.head.weight.device
+        return self.step(
+            batch.input_ids.to(device),
+            batch.attention_mask.to(device),
+            batch.loss_mask.to(device),
+            values.to(device),
+            returns.to(device),
+        )
 
     def state_dict(self) -> dict[str, object]:
         return {"critic": self.critic.state_dict(), "optimizer": self.optimizer.state_dict()}
