@@ -27,6 +27,7 @@ from verity.rollout.hf import HFEngine
 from verity.runtime.local import LocalRuntime
 from verity.train.critic import CriticTrainer, build_critic
 from verity.train.learner import Learner
+from verity.train.lora import apply_lora
 from verity.types import Item, Rollout
 
 Log = Callable[[str], None]
@@ -117,6 +118,9 @@ def build_parts(cfg: Config, log: Log) -> Parts:
     ref_model = None
     if cfg.algo.kl_coef > 0 or cfg.algo.kl_target is not None:
         ref_model = copy.deepcopy(model).requires_grad_(False).eval()
+    if cfg.model.lora is not None:
+        # After the reference copy: the reference stays the plain base, which the fresh adapters equal.
+        model = apply_lora(model, cfg.model.lora)
     critic = None
     if cfg.algo.advantage == "gae":
         separate = copy.deepcopy(model) if cfg.algo.critic == "separate" else None

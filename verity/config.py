@@ -58,6 +58,21 @@ class WarmupConfig(Section):
     check_items: int = Field(100, gt=0, description="Held-out items per accuracy check.")
 
 
+class LoraConfig(Section):
+    """Low-rank adapters (Hu et al. 2021, LoRA) via peft: W x + (alpha / r) B A x, with only A and B trained."""
+
+    r: int = Field(16, gt=0, description="Rank of each adapter.")
+    alpha: float = Field(32.0, gt=0, description="Scale numerator: the update is multiplied by alpha / r.")
+    dropout: float = Field(0.0, ge=0, lt=1, description="Dropout on the adapter's input.")
+    target_modules: list[str] | str = Field(
+        "all-linear",
+        description="Module names to adapt (e.g. [q_proj, v_proj]), or 'all-linear' for every linear layer.",
+    )
+    save: Literal["merged", "adapter"] = Field(
+        "merged", description="Final model: adapters merged into a plain model, or the adapter alone."
+    )
+
+
 class ModelConfig(Section):
     """The policy model: Verity's built-in tiny base, a local Hugging Face directory, or a hub id."""
 
@@ -66,6 +81,7 @@ class ModelConfig(Section):
     warmup: WarmupConfig = Field(default_factory=WarmupConfig, description="SFT warm-up of the built-in base.")
     cache_dir: str | None = Field(None, description="Where built bases are cached (default ~/.cache/verity).")
     dtype: Literal["float32", "bfloat16", "float16", "auto"] = Field("auto", description="Weights dtype.")
+    lora: LoraConfig | None = Field(None, description="Train LoRA adapters instead of every weight.")
 
 
 class TaskConfig(Section):
@@ -159,6 +175,12 @@ class TrainConfig(Section):
         1, gt=0, description="Optimizer steps per epoch (the batch is split this many ways)."
     )
     micro_batch_size: int = Field(64, gt=0, description="Sequences per forward/backward (gradient accumulation).")
+    micro_batch_tokens: int | None = Field(
+        None, gt=0, description="Also cap each micro-batch at this many padded tokens (rows x longest row)."
+    )
+    gradient_checkpointing: bool = Field(
+        False, description="Recompute activations in the backward pass: less memory, about a third more compute."
+    )
     checkpoint_every: int = Field(50, gt=0, description="Steps between checkpoints.")
     keep_checkpoints: int = Field(2, gt=0, description="How many recent checkpoints to keep.")
     max_bad_steps: int = Field(5, gt=0, description="Stop after this many non-finite losses in a row.")

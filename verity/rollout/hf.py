@@ -12,9 +12,10 @@ from typing import Any
 
 import torch
 from transformers import PreTrainedModel
-from transformers.cache_utils import DynamicCache
+from transformers.cache_utils import Cache, DynamicCache, DynamicLayer
 
 from verity.rollout.engine import SamplingParams
+from verity.train.learner import autocast
 from verity.types import Completion
 
 
@@ -30,7 +31,9 @@ class HFEngine:
         self.stop_ids = {tokenizer.eos_token_id}
         self.pad_id = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else tokenizer.eos_token_id
         # transformers renamed ``past_key_values`` to ``cache``; use whichever this model's forward takes.
-        forward_params = inspect.signature(model.forward).parameters
+        # A peft wrapper forwards keyword arguments, so ask the wrapped model.
+        base = model.get_base_model() if hasattr(model, "get_base_model") else model
+        forward_params = inspect.signature(base.forward).parameters
         self._cache_kw = "cache" if "cache" in forward_params else "past_key_values"
 
     @property
@@ -61,20 +64,17 @@ class HFEngine:
     def _generate_batch(self, prompts: list[list[int]], params: SamplingParams) -> list[Completion]:
         device = self.device
         width = max(len(p) for p in prompts)
+        # One mask for the whole decode, filled as tokens arrive; each step reads a prefix view of it.
+        mask = torch.zeros((len(prompts), width + params.max_new_tokens), dtype=torch.long)
         ids = torch.full((len(prompts), width), self.pad_id, dtype=torch.long)
-        mask = torch.zeros((len(prompts), width), dtype=torch.long)
         for row, p in enumerate(prompts):
             ids[row, width - len(p) :] = torch.tensor(p)
-            mask[row, width - len(p) :] = 1
+            mask[row, width - len(p) : width] = 1
         ids, mask = ids.to(device), mask.to(device)
-        positions = (mask.cumsum(-1) - 1).clamp(min=0)
-        cache = DynamicCache()
-        out = self.model(
-            input_ids=ids, attention_mask=mask, position_ids=positions, past_key_values=cache, use_cache=True
-        )
-        logits = out.logits[:, -1, :].float()  # (B, V)
+        positions = (mask[:, :width].cumsum(-1) - 1).clamp(min=0)
+        cache = self._new_cache(width + params.max_new_tokens)
+        logits = self._forward(ids, mask[:, :width], positions, cache)  # (B, V)
         # Share each prompt's prefill across its n samples.
-        cache = out.past_key_values
         if params.n > 1:
             cache.batch_repeat_interleave(params.n)
             logits = logits.repeat_interleave(params.n, dim=0)
@@ -85,11 +85,10 @@ class HFEngine:
         tokens: list[list[int]] = [[] for _ in range(total)]
         logps: list[list[float]] = [[] for _ in range(total)]
         finish = ["length"] * total
+        stop_ids = torch.tensor(sorted(self.stop_ids), device=device)
         for step in range(params.max_new_tokens):
             chosen, chosen_logp = self._sample(logits, params)
-            stop = torch.zeros_like(chosen, dtype=torch.bool)
-            for sid in self.stop_ids:
-                stop |= chosen == sid
+            stop = torch.isin(chosen, stop_ids)
             for row, tok, lp, st in zip(
                 active.tolist(), chosen.tolist(), chosen_logp.tolist(), stop.tolist(), strict=True
             ):
@@ -106,16 +105,8 @@ class HFEngine:
                 kept = keep.nonzero().squeeze(-1)
                 cache.batch_select_indices(kept)
                 active, chosen, mask, lengths = active[kept], chosen[kept], mask[kept], lengths[kept]
-            mask = torch.cat([mask, torch.ones_like(mask[:, :1])], dim=-1)
-            out = self.model(
-                input_ids=chosen[:, None],
-                attention_mask=mask,
-                position_ids=lengths[:, None],
-                past_key_values=cache,
-                use_cache=True,
-            )
-            cache = out.past_key_values
-            logits = out.logits[:, -1, :].float()
+            mask[:, width + step] = 1
+            logits = self._forward(chosen[:, None], mask[:, : width + step + 1], lengths[:, None], cache)
             lengths = lengths + 1
         return [
             Completion(
@@ -128,12 +119,22 @@ class HFEngine:
             for r in range(total)
         ]
 
+    def _new_cache(self, capacity: int) -> Cache:
+        """A KV cache with room for ``capacity`` positions allocated once, when every layer attends to the full
+        context; otherwise (sliding windows, linear attention) the model's own growing cache."""
+        config = self.model.config.get_text_config(decoder=True)
+        types = getattr(config, "layer_types", None) or ["full_attention"]
+        if set(types) != {"full_attention"} or getattr(config, "sliding_window", None):
+            return DynamicCache(config=self.model.config)
+        return Cache(layers=[PreallocatedLayer(capacity) for _ in range(config.num_hidden_layers)])
+
     def _forward(
-        self, ids: torch.Tensor, mask: torch.Tensor, positions: torch.Tensor, cache: DynamicCache
+        self, ids: torch.Tensor, mask: torch.Tensor, positions: torch.Tensor, cache: Cache
     ) -> torch.Tensor:
         """Last-position logits (N, V) of one prefill or decode step, extending ``cache``."""
-        kwargs = {self._cache_kw: cache}
-        out = self.model(input_ids=ids, attention_mask=mask, position_ids=positions, use_cache=True, **kwargs)
+        kwargs = {self._cache_kw: cache, "logits_to_keep": 1}
+        with autocast(ids.device):
+            out = self.model(input_ids=ids, attention_mask=mask, position_ids=positions, use_cache=True, **kwargs)
         return out.logits[:, -1, :].float()
 
     def _sample(self, logits: torch.Tensor, params: SamplingParams) -> tuple[torch.Tensor, torch.Tensor]:
@@ -160,3 +161,45 @@ def _top_p_filter(probs: torch.Tensor, top_p: float) -> torch.Tensor:
     drop = cumulative - sorted_probs > top_p
     sorted_probs = sorted_probs.masked_fill(drop, 0.0)
     return torch.zeros_like(probs).scatter(-1, index, sorted_probs)
+
+
+class PreallocatedLayer(DynamicLayer):
+    """A KV-cache layer that allocates room for ``capacity`` positions on its first update and writes each new
+    step in place, instead of re-concatenating the whole cache every step (quadratic copying in the length).
+    ``keys``/``values`` are views of the filled prefix, so the model reads them exactly as from a growing cache."""
+
+    def __init__(self, capacity: int) -> None:
+        super().__init__()
+        self.capacity = capacity
+        self.length = 0
+
+    def update(self, key_states: torch.Tensor, value_states: torch.Tensor, *args: Any, **kwargs: Any) -> Any:
+        if not self.is_initialized:
+            self.lazy_initialization(key_states, value_states)
+            batch, heads, _, dim = key_states.shape
+            self._keys = key_states.new_empty((batch, heads, self.capacity, dim))
+            self._values = value_states.new_empty((batch, heads, self.capacity, value_states.shape[-1]))
+        end = self.length + key_states.shape[-2]
+        if end > self.capacity:
+            raise RuntimeError(f"KV cache full: {end} positions requested, room for {self.capacity}")
+        self._keys[:, :, self.length : end] = key_states
+        self._values[:, :, self.length : end] = value_states
+        self.length = end
+        self._expose()
+        return self.keys, self.values
+
+    def _expose(self) -> None:
+        self.keys = self._keys[:, :, : self.length]
+        self.values = self._values[:, :, : self.length]
+
+    def batch_repeat_interleave(self, repeats: int) -> None:
+        if self.length:
+            self._keys = self._keys.repeat_interleave(repeats, dim=0)
+            self._values = self._values.repeat_interleave(repeats, dim=0)
+            self._expose()
+
+    def batch_select_indices(self, indices: torch.Tensor) -> None:
+        if self.length:
+            self._keys = self._keys[indices]
+            self._values = self._values[indices]
+            self._expose()

@@ -74,7 +74,28 @@ def split_indices(n: int, parts: int, generator: torch.Generator) -> list[torch.
     return [chunk for chunk in perm.tensor_split(parts) if len(chunk)]
 
 
-def micro_batches(batch: Batch, size: int) -> list[Batch]:
-    """Consecutive rows of similar length, so each micro-batch carries little padding."""
-    order = batch.attention_mask.sum(-1).argsort()
-    return [batch.select(order[i : i + size]) for i in range(0, len(batch), size)]
+def micro_batches(batch: Batch, size: int, max_tokens: int | None = None) -> list[Batch]:
+    """Rows sorted by length, cut into consecutive runs of at most ``size`` rows, so each micro-batch carries
+    little padding. With ``max_tokens``, a run also stops before its padded size (rows x longest row) would pass
+    the budget, so long rows come in small micro-batches and short rows in large ones (a fixed number of tokens
+    per forward, as in Ring-lite's C3PO); a single row longer than the budget still forms its own micro-batch."""
+    lengths = batch.attention_mask.sum(-1)
+    order = lengths.argsort()
+    parts: list[Batch] = []
+    start = 0
+    for end in range(1, len(order) + 1):
+        rows = end - start
+        padded = rows * int(lengths[order[end - 1]])
+        if rows > size or (max_tokens is not None and rows > 1 and padded > max_tokens):
+            parts.append(batch.select(order[start : end - 1]))
+            start = end - 1
+    if start < len(order):
+        parts.append(batch.select(order[start:]))
+    return parts
+
+
+def padding_share(parts: list[Batch]) -> float:
+    """Fraction of the tokens a forward pass over ``parts`` computes that are padding."""
+    computed = sum(p.attention_mask.numel() for p in parts)
+    real = sum(int(p.attention_mask.sum()) for p in parts)
+    return 1.0 - real / max(computed, 1)

@@ -15,6 +15,7 @@ from verity.algo.config import AlgoConfig
 from verity.algo.objective import policy_loss
 from verity.config import TrainConfig
 from verity.train.batching import Batch, micro_batches, split_indices
+from verity.train.lora import load_trainable_state, trainable_state_dict
 
 
 def token_logprobs(
@@ -35,6 +36,12 @@ def token_logprobs(
     return logprobs, entropy
 
 
+def autocast(device: torch.device) -> torch.autocast:
+    """bf16 autocast on CUDA (matmuls in bf16, log-softmax in fp32 as ``token_logprobs`` upcasts); a no-op on CPU,
+    where bf16 matmuls are slower than fp32 on most cores."""
+    return torch.autocast(device.type, dtype=torch.bfloat16, enabled=device.type == "cuda")
+
+
 class Learner:
     """AdamW with warm-up, gradient clipping, mini-batch updates and micro-batch gradient accumulation."""
 
@@ -42,6 +49,9 @@ class Learner:
         self, model: nn.Module, train: TrainConfig, algo: AlgoConfig, temperature: float, seed: int
     ) -> None:
         self.model = model
+        if train.gradient_checkpointing:
+            # Non-reentrant checkpointing also works when only some parameters need gradients (LoRA).
+            model.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
         self.train_cfg = train
         self.algo = algo
         self.temperature = temperature
@@ -69,7 +79,8 @@ class Learner:
         for i in range(0, len(batch), self.train_cfg.micro_batch_size):
             rows = order[i : i + self.train_cfg.micro_batch_size]
             micro = batch.select(rows).to(self.device)
-            lp, _ = token_logprobs(model, micro, self.temperature)
+            with autocast(self.device):
+                lp, _ = token_logprobs(model, micro, self.temperature)
             out[rows, : lp.shape[1]] = lp.cpu()
         model.train(was_training)
         return out
@@ -102,11 +113,12 @@ class Learner:
         seq_count = float((mini.loss_mask.sum(-1) > 0).sum().item())
         self.optimizer.zero_grad(set_to_none=True)
         sums: dict[str, float] = {}
-        parts = micro_batches(mini, self.train_cfg.micro_batch_size)
+        parts = micro_batches(mini, self.train_cfg.micro_batch_size, self.train_cfg.micro_batch_tokens)
         finite = True
         for micro in parts:
             micro = micro.to(self.device)
-            logprobs, entropy = token_logprobs(self.model, micro, self.temperature, with_entropy=True)
+            with autocast(self.device):
+                logprobs, entropy = token_logprobs(self.model, micro, self.temperature, with_entropy=True)
             loss, metrics = policy_loss(
                 self.algo,
                 logprobs,
@@ -139,11 +151,12 @@ class Learner:
         return sums
 
     def weights(self) -> dict[str, torch.Tensor]:
-        return {k: v.detach() for k, v in self.model.state_dict().items()}
+        """What an engine needs to follow the policy: every weight, or only the adapters of a LoRA model."""
+        return trainable_state_dict(self.model)
 
     def state_dict(self) -> dict[str, Any]:
         return {
-            "model": self.model.state_dict(),
+            "model": trainable_state_dict(self.model),
             "optimizer": self.optimizer.state_dict(),
             "scheduler": self.scheduler.state_dict(),
             "generator": self.generator.get_state(),
@@ -151,7 +164,7 @@ class Learner:
         }
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
-        self.model.load_state_dict(state["model"])
+        load_trainable_state(self.model, state["model"])
         self.optimizer.load_state_dict(state["optimizer"])
         self.scheduler.load_state_dict(state["scheduler"])
         self.generator.set_state(state["generator"])
