@@ -1,0 +1,114 @@
+"""The learner: teacher-forced log-probs, the sign of the policy update, gradient accumulation equivalence and
+the learning-rate warm-up."""
+
+from __future__ import annotations
+
+import copy
+
+import pytest
+import torch
+from conftest import encode, tiny_llama
+
+from verity.algo.config import AlgoConfig
+from verity.config import TrainConfig
+from verity.train.batching import collate
+from verity.train.learner import Learner, token_logprobs
+from verity.types import Completion, Item, Rollout
+
+pytestmark = pytest.mark.usefixtures("one_thread")
+
+TEXTS = [("<|user|>1+2<|assistant|>", "3"), ("<|user|>hi<|assistant|>", "hello"), ("ab", "cdefg"), ("x", "yz")]
+
+
+def make_batch(tokenizer, advantages: list[float] | None = None):
+    rollouts = []
+    for g, (prompt, answer) in enumerate(TEXTS):
+        ids = encode(tokenizer, answer)
+        completion = Completion(ids, [0.0] * len(ids), answer, "length")
+        rollouts.append(Rollout(Item(str(g), "t", prompt), g, encode(tokenizer, prompt), completion))
+    batch = collate(rollouts, tokenizer.pad_token_id)
+    if advantages is not None:
+        batch.advantages = torch.tensor(advantages)[:, None] * batch.loss_mask
+    return batch
+
+
+def test_token_logprobs_equal_unpadded_forward(char_tokenizer) -> None:
+    model = tiny_llama(char_tokenizer)
+    batch = make_batch(char_tokenizer)
+    with torch.no_grad():
+        logprobs, entropy = token_logprobs(model, batch, temperature=0.5, with_entropy=True)
+    for row in range(len(batch)):
+        length = int(batch.attention_mask[row].sum())
+        ids = batch.input_ids[row, :length]
+        with torch.no_grad():
+            logp = torch.log_softmax(model(input_ids=ids[None]).logits[0] / 0.5, dim=-1)  # (L, V)
+        expected = logp[:-1].gather(-1, ids[1:, None]).squeeze(-1)
+        torch.testing.assert_close(logprobs[row, 1:length], expected, atol=1e-5, rtol=0)
+        torch.testing.assert_close(entropy[row, 1:length], -(logp.exp() * logp).sum(-1)[:-1], atol=1e-5, rtol=0)
+        assert logprobs[row, 0] == 0
+
+
+def completion_logprob(model, batch) -> torch.Tensor:
+    with torch.no_grad():
+        lp, _ = token_logprobs(model, batch, 1.0)
+    return (lp * batch.loss_mask).sum(-1)  # (B,)
+
+
+def fresh_learner(tokenizer, **train: object) -> Learner:
+    cfg = TrainConfig(lr=1e-2, **train)
+    return Learner(tiny_llama(tokenizer), cfg, AlgoConfig(), temperature=1.0, seed=0)
+
+
+def on_policy(learner: Learner, batch):
+    """Behaviour log-probs equal to the current policy's, as the engine would have returned them."""
+    batch.old_logprobs = learner.logprobs(batch) * batch.loss_mask
+    return batch
+
+
+def test_positive_advantage_raises_and_negative_lowers_log_prob(char_tokenizer) -> None:
+    learner = fresh_learner(char_tokenizer)
+    batch = on_policy(learner, make_batch(char_tokenizer, [1.0, -1.0, 1.0, -1.0]))
+    before = completion_logprob(learner.model, batch)
+    metrics = learner.step(batch)
+    after = completion_logprob(learner.model, batch)
+    assert metrics["skipped"] == 0.0 and learner.version == 1
+    assert (after - before)[[0, 2]].min() > 0 and (after - before)[[1, 3]].max() < 0
+
+
+def test_zero_advantages_leave_the_policy_unchanged(char_tokenizer) -> None:
+    learner = fresh_learner(char_tokenizer)
+    initial = copy.deepcopy(learner.model.state_dict())
+    learner.step(on_policy(learner, make_batch(char_tokenizer, [0.0] * 4)))
+    for name, tensor in learner.model.state_dict().items():
+        assert torch.equal(tensor, initial[name]), name
+
+
+def test_micro_batches_accumulate_to_the_full_batch_gradient(char_tokenizer) -> None:
+    """Compared through AdamW's first moment, (1 - beta1) * gradient: the parameters themselves are no witness,
+    since Adam's first step moves each by about lr * sign(gradient), and near-zero gradients flip sign on
+    rounding."""
+    batch = make_batch(char_tokenizer, [1.0, -0.5, 0.25, -2.0])
+    whole, split = fresh_learner(char_tokenizer), fresh_learner(char_tokenizer, micro_batch_size=1)
+    m_whole = whole.step(on_policy(whole, batch))
+    m_split = split.step(on_policy(split, batch))
+    assert m_whole["grad_norm"] > 0
+    assert m_whole["grad_norm"] == pytest.approx(m_split["grad_norm"], rel=1e-4)
+    pairs = zip(whole.model.parameters(), split.model.parameters(), strict=True)
+    for a, b in pairs:
+        torch.testing.assert_close(
+            whole.optimizer.state[a]["exp_avg"], split.optimizer.state[b]["exp_avg"], atol=1e-7, rtol=1e-4
+        )
+
+
+def test_learning_rate_warm_up(char_tokenizer) -> None:
+    learner = fresh_learner(char_tokenizer, warmup_steps=4)
+    batch = make_batch(char_tokenizer, [1.0, -1.0, 1.0, -1.0])
+    lrs = [learner.step(on_policy(learner, batch))["lr"] for _ in range(5)]
+    assert lrs == pytest.approx([1e-2 * f for f in (2 / 4, 3 / 4, 1.0, 1.0, 1.0)])
+
+
+def test_epochs_times_mini_batches_optimizer_steps(char_tokenizer) -> None:
+    learner = fresh_learner(char_tokenizer, warmup_steps=8, epochs=2, mini_batches=2)
+    metrics = learner.step(on_policy(learner, make_batch(char_tokenizer, [1.0, -1.0, 1.0, -1.0])))
+    assert metrics["lr"] == pytest.approx(1e-2 * 5 / 8)  # four optimizer steps taken
+    assert learner.version == 1
