@@ -53,6 +53,25 @@ class Parts:
     def prompts(self) -> TaskPrompts:
         return TaskPrompts(self.cfg.data)
 
+    def state_dict(self) -> dict[str, Any]:
+        """Everything that changes during training, for checkpoints."""
+        return {
+            "learner": self.learner.state_dict(),
+            "sampler": self.sampler.state_dict(),
+            "algo": self.algo_state.state_dict(),
+            "engine_generator": self.engine.generator.get_state(),
+            "critic": self.critic.state_dict() if self.critic is not None else None,
+        }
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        self.learner.load_state_dict(state["learner"])
+        self.sampler.load_state_dict(state["sampler"])
+        self.algo_state.load_state_dict(state["algo"])
+        self.engine.generator.set_state(state["engine_generator"])
+        if self.critic is not None:
+            self.critic.load_state_dict(state["critic"])
+        self.runtime.sync(self.learner)
+
     def encode(self, item: Item) -> list[int]:
         return self.prompts.encode(self.tokenizer, item)
 

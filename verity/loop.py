@@ -125,33 +125,19 @@ def train(cfg: Config, *, resume: bool = False, quiet: bool = False) -> dict[str
     step = 0
     if resume:
         state = run.load()
-        parts.learner.load_state_dict(state["learner"])
-        parts.sampler.load_state_dict(state["sampler"])
-        parts.algo_state.load_state_dict(state["algo"])
-        parts.engine.generator.set_state(state["engine_generator"])
-        if parts.critic is not None:
-            parts.critic.load_state_dict(state["critic"])
-        parts.runtime.sync(parts.learner)
+        parts.load_state_dict(state)
         summary, step = state["summary"], state["step"]
         earlier_wall = summary.get("wall_time_s", 0.0)
         progress.message(f"resumed from step {step}")
     else:
         summary["eval_before"] = _eval_and_log(parts, tracker, 0, progress)
         summary["best_accuracy"] = summary["eval_before"]["accuracy"]
+        run.write_summary(summary)
 
     def checkpoint() -> None:
         summary["wall_time_s"] = earlier_wall + time.time() - started
-        run.save(
-            step,
-            {
-                "learner": parts.learner.state_dict(),
-                "sampler": parts.sampler.state_dict(),
-                "algo": parts.algo_state.state_dict(),
-                "engine_generator": parts.engine.generator.get_state(),
-                "critic": parts.critic.state_dict() if parts.critic is not None else None,
-                "summary": summary,
-            },
-        )
+        run.save(step, {**parts.state_dict(), "summary": summary})
+        run.write_summary(summary)
 
     stop = _StopFlag()
     bad_steps = 0
@@ -191,9 +177,7 @@ def train(cfg: Config, *, resume: bool = False, quiet: bool = False) -> dict[str
         else:
             summary["eval_after"] = _eval_and_log(parts, tracker, step, progress)
             summary["best_accuracy"] = max(summary["best_accuracy"], summary["eval_after"]["accuracy"])
-            parts.learner.model.save_pretrained(run.final_model)
-            parts.tokenizer.save_pretrained(run.final_model)
-            summary["final_model"] = str(run.final_model)
+            summary["final_model"] = str(run.save_model(parts.learner.model, parts.tokenizer))
             summary["status"] = "finished"
     except BaseException:
         summary["status"] = "failed"
@@ -219,12 +203,12 @@ def _eval_and_log(parts: Parts, tracker: Any, step: int, progress: RunProgress) 
 
 
 class _StopFlag:
-    """Turns the first Ctrl-C into a request to stop after the current step (with a checkpoint); a second one
-    interrupts at once (checkpoints are atomic, so the last one stays valid)."""
+    """Turns the first Ctrl-C (or SIGTERM) into a request to stop after the current step, with a checkpoint; a
+    second one interrupts at once (checkpoints are atomic, so the last one stays valid)."""
 
     def __init__(self) -> None:
         self.requested = False
-        self._previous: Any = None
+        self._previous: dict[int, Any] = {}
 
     def _handle(self, signum: int, frame: Any) -> None:
         if self.requested:
@@ -232,8 +216,9 @@ class _StopFlag:
         self.requested = True
 
     def __enter__(self) -> _StopFlag:
-        self._previous = signal.signal(signal.SIGINT, self._handle)
+        self._previous = {sig: signal.signal(sig, self._handle) for sig in (signal.SIGINT, signal.SIGTERM)}
         return self
 
     def __exit__(self, *exc: object) -> None:
-        signal.signal(signal.SIGINT, self._previous)
+        for sig, handler in self._previous.items():
+            signal.signal(sig, handler)

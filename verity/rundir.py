@@ -9,6 +9,7 @@ from __future__ import annotations
 import json
 import os
 import random
+import shutil
 from pathlib import Path
 from typing import Any
 
@@ -60,6 +61,16 @@ class RunDir:
                     "reason": r.score.reason,
                 }
                 f.write(json.dumps(row) + "\n")
+
+    def save_model(self, model: Any, tokenizer: Any) -> Path:
+        """The final model in Hugging Face format, written aside and renamed into place."""
+        staging = self.path / ".final_model.tmp"
+        shutil.rmtree(staging, ignore_errors=True)
+        model.save_pretrained(staging)
+        tokenizer.save_pretrained(staging)
+        shutil.rmtree(self.final_model, ignore_errors=True)
+        os.replace(staging, self.final_model)
+        return self.final_model
 
     def save(self, step: int, state: dict[str, Any]) -> Path:
         state = {**state, "step": step, "rng": _rng_state()}
