@@ -23,3 +23,8 @@ def faulty(completion: str, *, id: str, **fields: Any) -> Any:
     if index % 4 == 2:
         return "high"
     return 0.5
+
+
+def six_questions(seed: int, index: int) -> dict[str, Any]:
+    """Only six distinct prompts, whatever the seed: held-out items necessarily repeat training ones."""
+    return {"prompt": f"q{index % 6}", "answer": str(index % 6)}
