@@ -164,7 +164,7 @@ def load_policy(name_or_path: str | Path, dtype: str = "auto", device: str = "cp
     try:
         tokenizer = AutoTokenizer.from_pretrained(name_or_path, padding_side="left")
         model = AutoModelForCausalLM.from_pretrained(name_or_path, dtype=torch_dtype[dtype])
-    except OSError as err:
+    except (OSError, ValueError) as err:  # ValueError: a directory without tokenizer files
         raise ConfigError(f"model.name: cannot load {name_or_path!r}: {err}") from None
     if tokenizer.pad_token_id is None:
         tokenizer.pad_token = tokenizer.eos_token
