@@ -178,6 +178,9 @@ class TrainConfig(Section):
     micro_batch_tokens: int | None = Field(
         None, gt=0, description="Also cap each micro-batch at this many padded tokens (rows x longest row)."
     )
+    share_prompts: bool = Field(
+        True, description="Run each group's shared prompt once per training forward (same result, less compute)."
+    )
     gradient_checkpointing: bool = Field(
         False, description="Recompute activations in the backward pass: less memory, about a third more compute."
     )
@@ -239,6 +242,8 @@ def load_config(source: str | Path | dict[str, Any] | None = None, overrides: li
         raw, lines = _read_yaml(Path(source))
     for override in overrides or []:
         _apply_override(raw, override)
+        key = tuple(override.partition("=")[0].strip().split("."))
+        lines[key] = 0  # line 0 marks a value given on the command line
     try:
         return Config.model_validate(raw)
     except ValidationError as err:
@@ -303,7 +308,7 @@ def _explain(err: ValidationError, where: str, lines: dict[tuple[str, ...], int]
     for e in err.errors():
         loc = tuple(str(p) for p in e["loc"])
         line = _nearest_line(loc, lines)
-        prefix = f"{where}:{line}" if line else where
+        prefix = "command-line override" if line == 0 else f"{where}:{line}" if line else where
         dotted = ".".join(loc) or "<top level>"
         if e["type"] == "extra_forbidden":
             valid = _fields_at(loc[:-1])
