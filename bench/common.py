@@ -65,6 +65,19 @@ def load_model(name: str) -> tuple[PreTrainedModel, Any]:
     return model.eval(), tokenizer
 
 
+def model_dir(name: str) -> Path:
+    """A Hugging Face directory holding model ``name`` and its tokenizer, for runs that load by path (the RL loop,
+    TRL). The 15M model is saved once under ``$TMPDIR/verity-bench``."""
+    if name == "quickstart":
+        return quickstart_base()
+    path = Path(os.environ.get("TMPDIR", "/tmp")) / "verity-bench" / name
+    if not (path / "config.json").is_file():
+        model, tokenizer = load_model(name)
+        model.save_pretrained(path)
+        tokenizer.save_pretrained(path)
+    return path
+
+
 def bench_prompts(tokenizer: Any, count: int, offset: int = 0) -> list[list[int]]:
     """``count`` quickstart training prompts (chain_sum), tokenised as the RL loop does."""
     cfg = quickstart_config()
@@ -83,7 +96,7 @@ def best_of(fn: Callable[[], Any], repeats: int) -> tuple[float, Any]:
     return best, result
 
 
-def matmul_peak(size: int = 1024, repeats: int = 5) -> float:
+def matmul_peak(size: int = 1024, repeats: int = 20) -> float:
     """Measured float32 matmul FLOP/s of this process's threads: 2 n^3 FLOPs per n x n product, best of runs."""
     a, b = torch.randn(size, size), torch.randn(size, size)
     seconds, _ = best_of(lambda: torch.mm(a, b), repeats)

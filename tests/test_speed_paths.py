@@ -13,6 +13,7 @@ from verity.rollout.engine import SamplingParams
 from verity.rollout.hf import HFEngine, PreallocatedLayer
 from verity.train.batching import Batch, collate, micro_batches, padding_share
 from verity.train.learner import Learner, token_logprobs
+from verity.train.prefix import prompt_groups, shared_prefix_logprobs
 from verity.types import Completion, Item, Rollout
 
 EOS, PAD = 2, 0
@@ -129,3 +130,44 @@ def test_micro_batching_leaves_the_gradient_unchanged(model: LlamaForCausalLM) -
         grads.append(torch.cat([p.grad.flatten() for p in trained.parameters() if p.grad is not None]))
     torch.testing.assert_close(grads[1], grads[0], atol=1e-6, rtol=1e-4)
     torch.testing.assert_close(grads[2], grads[0], atol=1e-6, rtol=1e-4)
+
+
+def _grouped_batch() -> Batch:
+    """Two prompts of different lengths, three completions of different lengths each."""
+    item = Item(id="x", task="t", prompt="")
+    rollouts = []
+    for g, prompt in enumerate(([1, 5, 6, 7], [1, 9])):
+        for k, tokens in enumerate(([3, 4], [5, 6, 7, 8], [9])):
+            completion = Completion([t + g + k for t in tokens], [-1.5] * len(tokens), "", "stop")
+            rollouts.append(Rollout(item=item, group=g, prompt_ids=prompt, completion=completion))
+    batch = collate(rollouts, PAD)
+    batch.advantages = batch.loss_mask * torch.linspace(-1, 1, len(batch))[:, None]
+    return batch
+
+
+def test_prompt_groups_find_shared_prefixes() -> None:
+    starts, owner, prefixes = prompt_groups(_grouped_batch())
+    assert starts.tolist() == [4, 4, 4, 2, 2, 2]
+    assert owner.tolist() == [0, 0, 0, 1, 1, 1]
+    assert prefixes == [(1, 5, 6, 7), (1, 9)]
+    assert prompt_groups(_grouped_batch().select(torch.tensor([0, 3]))) is None  # nothing shared
+
+
+def test_shared_prompt_forward_equals_the_plain_forward(model: LlamaForCausalLM) -> None:
+    batch = _grouped_batch()
+    mask = batch.loss_mask.bool()
+    plain, plain_entropy = token_logprobs(model, batch, 0.8, with_entropy=True)
+    shared, shared_entropy = shared_prefix_logprobs(model, batch, prompt_groups(batch), 0.8, True)
+    torch.testing.assert_close(shared[mask], plain[mask], atol=1e-5, rtol=0)
+    torch.testing.assert_close(shared_entropy[mask], plain_entropy[mask], atol=1e-5, rtol=0)
+    assert shared[~mask].abs().max() == 0
+    grads = []
+    for share in (False, True):
+        trained = LlamaForCausalLM(model.config)
+        trained.load_state_dict(model.state_dict())
+        learner = Learner(trained, TrainConfig(share_prompts=share), AlgoConfig(), temperature=0.8, seed=0)
+        assert learner.share_prompts is share
+        learner.optimizer.step = lambda: None
+        learner.step(batch)
+        grads.append(torch.cat([p.grad.flatten() for p in trained.parameters()]))
+    torch.testing.assert_close(grads[1], grads[0], atol=1e-6, rtol=1e-4)

@@ -7,7 +7,6 @@ comes from the same logits that sampled it.
 
 from __future__ import annotations
 
-import inspect
 from typing import Any
 
 import torch
@@ -16,6 +15,7 @@ from transformers.cache_utils import Cache, DynamicCache, DynamicLayer
 
 from verity.rollout.engine import SamplingParams
 from verity.train.learner import autocast
+from verity.train.prefix import cache_keyword, full_attention_only
 from verity.types import Completion
 
 
@@ -30,11 +30,7 @@ class HFEngine:
         self.generator = torch.Generator(device="cpu").manual_seed(seed)
         self.stop_ids = {tokenizer.eos_token_id}
         self.pad_id = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else tokenizer.eos_token_id
-        # transformers renamed ``past_key_values`` to ``cache``; use whichever this model's forward takes.
-        # A peft wrapper forwards keyword arguments, so ask the wrapped model.
-        base = model.get_base_model() if hasattr(model, "get_base_model") else model
-        forward_params = inspect.signature(base.forward).parameters
-        self._cache_kw = "cache" if "cache" in forward_params else "past_key_values"
+        self._cache_kw = cache_keyword(model)
 
     @property
     def device(self) -> torch.device:
@@ -122,10 +118,9 @@ class HFEngine:
     def _new_cache(self, capacity: int) -> Cache:
         """A KV cache with room for ``capacity`` positions allocated once, when every layer attends to the full
         context; otherwise (sliding windows, linear attention) the model's own growing cache."""
-        config = self.model.config.get_text_config(decoder=True)
-        types = getattr(config, "layer_types", None) or ["full_attention"]
-        if set(types) != {"full_attention"} or getattr(config, "sliding_window", None):
+        if not full_attention_only(self.model):
             return DynamicCache(config=self.model.config)
+        config = self.model.config.get_text_config(decoder=True)
         return Cache(layers=[PreallocatedLayer(capacity) for _ in range(config.num_hidden_layers)])
 
     def _forward(

@@ -16,6 +16,7 @@ from verity.algo.objective import policy_loss
 from verity.config import TrainConfig
 from verity.train.batching import Batch, micro_batches, split_indices
 from verity.train.lora import load_trainable_state, trainable_state_dict
+from verity.train.prefix import full_attention_only, prompt_groups, shared_prefix_logprobs
 
 
 def token_logprobs(
@@ -53,6 +54,10 @@ class Learner:
             # Non-reentrant checkpointing also works when only some parameters need gradients (LoRA).
             model.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
         self.train_cfg = train
+        # A training forward through a KV cache needs the cache kept, which activation checkpointing drops.
+        self.share_prompts = (
+            train.share_prompts and not train.gradient_checkpointing and full_attention_only(model)
+        )
         self.algo = algo
         self.temperature = temperature
         self.version = 0
@@ -117,8 +122,12 @@ class Learner:
         finite = True
         for micro in parts:
             micro = micro.to(self.device)
+            groups = prompt_groups(micro) if self.share_prompts else None
             with autocast(self.device):
-                logprobs, entropy = token_logprobs(self.model, micro, self.temperature, with_entropy=True)
+                if groups is None:
+                    logprobs, entropy = token_logprobs(self.model, micro, self.temperature, with_entropy=True)
+                else:
+                    logprobs, entropy = shared_prefix_logprobs(self.model, micro, groups, self.temperature, True)
             loss, metrics = policy_loss(
                 self.algo,
                 logprobs,

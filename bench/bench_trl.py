@@ -1,0 +1,100 @@
+"""End to end against Hugging Face TRL: optimizer steps per second of TRL's GRPOTrainer and of Verity's loop on
+the same model, prompts, group size, lengths and verifier (use_vllm=False, one optimizer step per batch of
+8 prompts x 8 completions, 12 new tokens, no KL term, temperature 1).
+
+TRL lives in its own virtual environment so it cannot change Verity's packages:
+
+    python3 -m venv --system-site-packages /tmp/trlenv
+    /tmp/trlenv/bin/pip install trl torch==2.13.0 transformers==5.24.0   # pins keep the system torch
+    /tmp/trlenv/bin/python -m bench.bench_trl --model quickstart --steps 10 --threads 1
+
+Run under that interpreter, it times TRL and then Verity (same process, same threads).
+"""
+
+from __future__ import annotations
+
+import argparse
+import importlib.util
+import sys
+import tempfile
+import time
+from typing import Any
+
+import torch
+
+from bench.bench_step import run_loop, summarize
+from bench.common import MODELS, machine_note, model_dir, quickstart_config, set_threads
+from verity.data.sources import build_source
+from verity.rewards.executor import RewardExecutor
+
+PROMPTS, GROUP, NEW_TOKENS = 8, 8, 12
+SETUP = __doc__.split("TRL lives", 1)[1]
+
+
+def trl_steps_per_second(model: str, steps: int) -> float:
+    """Wall time per optimizer step of GRPOTrainer, between the end of its first and its last step."""
+    from datasets import Dataset
+    from transformers import TrainerCallback
+    from trl import GRPOConfig, GRPOTrainer
+
+    cfg = quickstart_config()
+    source = build_source(cfg.data.tasks[0], cfg.seed, 1)
+    items = [source.train_item(i) for i in range(PROMPTS * (steps + 1))]
+    executor = RewardExecutor(cfg.reward)
+
+    def reward(completions: list[str], index: list[int], **_: Any) -> list[float]:
+        return [s.value for s in executor.score([items[i] for i in index], completions)]
+
+    stamps: list[float] = []
+
+    class Clock(TrainerCallback):
+        def on_step_end(self, *args: Any, **kwargs: Any) -> None:
+            stamps.append(time.perf_counter())
+
+    dataset = Dataset.from_dict({"prompt": [it.prompt for it in items], "index": list(range(len(items)))})
+    with tempfile.TemporaryDirectory() as out:
+        args = GRPOConfig(
+            output_dir=out,
+            max_steps=steps,
+            per_device_train_batch_size=PROMPTS * GROUP,
+            num_generations=GROUP,
+            max_completion_length=NEW_TOKENS,
+            temperature=1.0,
+            top_k=0,
+            top_p=1.0,
+            beta=0.0,
+            learning_rate=3e-4,
+            use_vllm=False,
+            use_cpu=True,
+            logging_steps=1,
+            save_strategy="no",
+            report_to="none",
+            disable_tqdm=True,
+        )
+        trainer = GRPOTrainer(
+            model=str(model_dir(model)), reward_funcs=reward, args=args, train_dataset=dataset, callbacks=[Clock()]
+        )
+        trainer.train()
+    executor.close()
+    return (len(stamps) - 1) / (stamps[-1] - stamps[0])
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("--model", choices=MODELS, default="quickstart")
+    parser.add_argument("--steps", type=int, default=10)
+    parser.add_argument("--threads", type=int, help="torch threads (default: torch's choice)")
+    args = parser.parse_args()
+    if importlib.util.find_spec("trl") is None:
+        print(f"trl is not importable from {sys.executable}; set it up in its own environment:{SETUP}")
+        raise SystemExit(1)
+    set_threads(args.threads)
+    print(f"{machine_note()}; torch {torch.__version__}")
+    trl_rate = trl_steps_per_second(args.model, args.steps)
+    print(f"TRL GRPOTrainer: {trl_rate:.3f} optimizer steps/s ({1 / trl_rate:.3f} s/step)")
+    verity_rate = summarize(args.model, run_loop(args.model, args.steps, args.threads, []))
+    print(f"Verity / TRL: {verity_rate / trl_rate:.2f}x optimizer steps/s")
+
+
+if __name__ == "__main__":
+    main()
