@@ -55,11 +55,23 @@ class Completion:
     version: int = 0
 
 
+@dataclass(frozen=True)
+class Turn:
+    """One model turn of a multi-turn episode: completion tokens ``[start, end)`` were written by the model, the
+    environment answered them with ``reward``, and ``tool`` names the tool the turn called (None: no call)."""
+
+    start: int
+    end: int
+    reward: float = 0.0
+    tool: str | None = None
+
+
 @dataclass
 class Rollout:
     """One scored sample: the prompt tokens, the completion, its reward and its group.
 
     ``loss_mask`` marks the completion tokens that are trained on (1) and tokens written by an environment (0).
+    ``turns`` holds the model turns of a multi-turn episode, in order (None for a single-turn sample).
     """
 
     item: Item
@@ -68,6 +80,7 @@ class Rollout:
     completion: Completion
     score: Score = field(default_factory=lambda: Score(0.0, reason="not scored"))
     loss_mask: list[int] | None = None
+    turns: list[Turn] | None = None
 
     @property
     def reward(self) -> float:

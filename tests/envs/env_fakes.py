@@ -1,0 +1,87 @@
+"""Scripted policies and misbehaving environments and tools for the multi-turn tests."""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable
+from typing import Any
+
+from verity.envs.base import StepResult
+from verity.rollout.engine import SamplingParams
+from verity.tools import register_tool
+from verity.types import Completion, Item
+
+TURN_LOGPROB = -0.25
+
+
+class ScriptedEngine:
+    """Answers each context with ``script(context_text, turn_index)``; every token gets log-prob -0.25 and the
+    engine, like the real one, does not know about stop strings (the runner cuts the text)."""
+
+    def __init__(self, tokenizer: Any, script: Callable[[str, int], str]) -> None:
+        self.tokenizer = tokenizer
+        self.script = script
+        self.version = 3
+        self.contexts: list[str] = []
+
+    def generate(self, prompts: list[list[int]], params: SamplingParams) -> list[list[Completion]]:
+        out = []
+        for ids in prompts:
+            text = self.tokenizer.decode(ids)
+            self.contexts.append(text)
+            turn = text.count("<|assistant|>") and text.split("<|assistant|>")[-1].count("</result>")
+            reply = self.tokenizer.encode(self.script(text, turn), add_special_tokens=False)
+            reply = reply[: params.max_new_tokens]
+            done = self.tokenizer.eos_token_id in reply
+            out.append(
+                [
+                    Completion(
+                        reply,
+                        [TURN_LOGPROB] * len(reply),
+                        self.tokenizer.decode(reply),
+                        "stop" if done else "length",
+                    )
+                ]
+                * params.n
+            )
+        return out
+
+    def load_weights(self, weights: dict[str, Any], version: int) -> None:
+        self.version = version
+
+
+class NeverDone:
+    """Answers every turn with an observation and never ends the episode."""
+
+    def reset(self, item: Item) -> str:
+        return item.prompt
+
+    def step(self, turn: str) -> StepResult:
+        return "<result>again</result>", 0.5, False, {}
+
+
+class Exploding:
+    """Raises on the second turn."""
+
+    def __init__(self) -> None:
+        self.turns = 0
+
+    def reset(self, item: Item) -> str:
+        return item.prompt
+
+    def step(self, turn: str) -> StepResult:
+        self.turns += 1
+        if self.turns == 2:
+            raise RuntimeError("environment bug")
+        return "<result>go on</result>", 0.25, False, {}
+
+
+@register_tool("test_raises")
+def raising_tool(arguments: str) -> str:
+    raise ZeroDivisionError("tool bug")
+
+
+@register_tool("test_hangs")
+def hanging_tool(arguments: str) -> str:
+    time.sleep(30)
+    return "never"

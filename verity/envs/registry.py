@@ -1,0 +1,62 @@
+"""Environments by name: a registered built-in (``calculator``, ``guessing``) or an import path
+``package.module:Factory``. A factory is called with ``env.settings`` as keywords, once per episode."""
+
+from __future__ import annotations
+
+import inspect
+from collections.abc import Callable
+from functools import partial
+from typing import Any
+
+from verity.envs.base import Env
+
+EnvFactory = Callable[..., Env]
+_ENVS: dict[str, EnvFactory] = {}
+
+
+def register_env(name: str) -> Callable[[EnvFactory], EnvFactory]:
+    def add(factory: EnvFactory) -> EnvFactory:
+        if name in _ENVS and _ENVS[name] is not factory:
+            raise ValueError(f"environment {name!r} is already registered")
+        _ENVS[name] = factory
+        return factory
+
+    return add
+
+
+def env_names() -> list[str]:
+    _load_builtins()
+    return sorted(_ENVS)
+
+
+def env_factory(spec: str, settings: dict[str, Any], key: str = "env") -> Callable[[], Env]:
+    """A no-argument maker of fresh environments. A bad name or bad settings is a ``ConfigError`` naming ``key``;
+    one environment is built here so that settings errors surface before the run starts."""
+    from verity.config import ConfigError
+    from verity.data.sources import resolve_callable
+
+    _load_builtins()
+    if ":" in spec:
+        factory = resolve_callable(spec, f"{key}.name")
+    elif spec in _ENVS:
+        factory = _ENVS[spec]
+    else:
+        raise ConfigError(
+            f"{key}.name: unknown environment {spec!r}; built-in: {sorted(_ENVS)}, or give an "
+            "import path 'package.module:Factory'"
+        )
+    make = partial(factory, **settings)
+    try:
+        inspect.signature(factory).bind(**settings)
+        env = make()
+    except (TypeError, ValueError) as err:
+        raise ConfigError(f"{key}.settings: cannot build environment {spec!r} with {settings}: {err}") from None
+    missing = [m for m in ("reset", "step") if not callable(getattr(env, m, None))]
+    if missing:
+        raise ConfigError(f"{key}.name: {spec!r} builds {type(env).__name__}, which lacks {', '.join(missing)}()")
+    return make
+
+
+def _load_builtins() -> None:
+    import verity.envs.calculator
+    import verity.envs.guessing  # noqa: F401
