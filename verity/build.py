@@ -20,6 +20,7 @@ from verity.data.guidance import add_references, relift_update
 from verity.data.prompts import TaskPrompts
 from verity.data.samplers import Sampler
 from verity.data.sources import TaskSource, build_source
+from verity.envs.setup import build_episode_runner
 from verity.models import BUILTIN, ensure_tiny_base, load_policy
 from verity.rewards.executor import RewardExecutor
 from verity.rollout.engine import SamplingParams
@@ -163,7 +164,7 @@ def build_parts(cfg: Config, log: Log) -> Parts:
         tokenizer,
         learner,
         engine,
-        LocalRuntime(engine, executor),
+        LocalRuntime(engine, executor, build_episode_runner(cfg, engine, tokenizer)),
         sampler,
         eval_items,
         AlgoState(cfg.algo),

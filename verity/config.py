@@ -22,6 +22,7 @@ from verity.data.config import (
     ReliftConfig,
     StageConfig,
 )
+from verity.envs.config import EnvConfig
 from verity.rewards.config import RewardConfig
 from verity.tracking import TrackingConfig
 
@@ -269,6 +270,7 @@ class Config(Section):
     eval: EvalConfig = Field(default_factory=EvalConfig, description="Held-out evaluation.")
     tracking: TrackingConfig = Field(default_factory=TrackingConfig, description="Metrics and trackers.")
     runtime: RuntimeConfig = Field(default_factory=RuntimeConfig, description="Placement.")
+    env: EnvConfig | None = Field(None, description="Multi-turn episodes with an environment (None: single-turn).")
 
     @property
     def run_dir(self) -> Path:

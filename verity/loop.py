@@ -17,6 +17,7 @@ from verity.algo.objective import compute_advantages, needs_proximal, shape_rewa
 from verity.build import Parts, build_parts
 from verity.config import Config
 from verity.data.metrics import task_metrics
+from verity.envs.turns import episode_metrics, evaluate_episodes, turn_tensors
 from verity.eval import evaluate
 from verity.progress import RunProgress
 from verity.rundir import RunDir
@@ -54,6 +55,7 @@ def rl_step(parts: Parts) -> tuple[dict[str, float], list[Any]]:
         state=parts.algo_state,
         old_logprobs=batch.old_logprobs,
         ref_logprobs=batch.ref_logprobs,
+        turns=turn_tensors(rollouts, batch.loss_mask.shape[1]) if cfg.algo.advantage == "trloo" else None,
     )
     metrics.update(learner.step(batch, **parts.algo_state.loss_kwargs()))
     if parts.critic is not None and values is not None:
@@ -67,6 +69,7 @@ def rl_step(parts: Parts) -> tuple[dict[str, float], list[Any]]:
     metrics.update(parts.runtime.executor.stats())
     metrics.update(data_metrics)
     metrics.update(task_metrics(rollouts, cfg.eval.threshold))
+    metrics.update(episode_metrics(rollouts))
     parts.sampler.end_step(metrics)
     metrics.update(parts.sampler.metrics())
     return metrics, rollouts
@@ -88,6 +91,9 @@ def rollout_metrics(
 
 def run_eval(parts: Parts) -> dict[str, Any]:
     cfg = parts.cfg
+    episodes = getattr(parts.runtime, "episodes", None)
+    if episodes is not None:
+        return evaluate_episodes(episodes, parts.eval_items, cfg.eval.threshold)
     result = evaluate(
         parts.engine,
         parts.encode,

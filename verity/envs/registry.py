@@ -29,9 +29,12 @@ def env_names() -> list[str]:
     return sorted(_ENVS)
 
 
-def env_factory(spec: str, settings: dict[str, Any], key: str = "env") -> Callable[[], Env]:
-    """A no-argument maker of fresh environments. A bad name or bad settings is a ``ConfigError`` naming ``key``;
-    one environment is built here so that settings errors surface before the run starts."""
+def env_factory(
+    spec: str, settings: dict[str, Any], key: str = "env", defaults: dict[str, Any] | None = None
+) -> Callable[[], Env]:
+    """A no-argument maker of fresh environments. ``defaults`` fill keywords the factory takes and ``settings``
+    do not give. A bad name or bad settings is a ``ConfigError`` naming ``key``; one environment is built here
+    so that settings errors surface before the run starts."""
     from verity.config import ConfigError
     from verity.data.sources import resolve_callable
 
@@ -45,6 +48,8 @@ def env_factory(spec: str, settings: dict[str, Any], key: str = "env") -> Callab
             f"{key}.name: unknown environment {spec!r}; built-in: {sorted(_ENVS)}, or give an "
             "import path 'package.module:Factory'"
         )
+    accepted = inspect.signature(factory).parameters
+    settings = {**{k: v for k, v in (defaults or {}).items() if k in accepted}, **settings}
     make = partial(factory, **settings)
     try:
         inspect.signature(factory).bind(**settings)

@@ -8,21 +8,29 @@ from dataclasses import replace
 
 from verity.rewards.executor import RewardExecutor
 from verity.rollout.engine import SamplingParams
-from verity.rollout.episode import single_turn_rollouts
+from verity.rollout.episode import EpisodeRunner, single_turn_rollouts
 from verity.rollout.hf import HFEngine
 from verity.train.learner import Learner
 from verity.types import Item, Rollout
 
 
 class LocalRuntime:
-    def __init__(self, engine: HFEngine, executor: RewardExecutor) -> None:
+    def __init__(self, engine: HFEngine, executor: RewardExecutor, episodes: EpisodeRunner | None = None) -> None:
         self.engine = engine
         self.executor = executor
+        self.episodes = episodes
         self.timings: dict[str, float] = {}
 
     def rollout(self, items: list[Item], prompt_ids: list[list[int]], params: SamplingParams) -> list[Rollout]:
-        """Generate ``params.n`` completions per item and score them; phase times land in ``timings``."""
+        """Generate ``params.n`` completions per item and score them; phase times land in ``timings``. With an
+        environment, the episodes are played (the environment scores them) and ``prompt_ids`` are unused: each
+        episode's prompt comes from its environment's ``reset``."""
         start = time.perf_counter()
+        if self.episodes is not None:
+            rollouts = self.episodes.run(items, params)
+            self.timings.update({"time/generate": time.perf_counter() - start, "time/score": 0.0})
+            self.timings.update(self.episodes.stats)
+            return rollouts
         rollouts = single_turn_rollouts(self.engine, items, prompt_ids, params)
         scored = time.perf_counter()
         scores = self.executor.score([r.item for r in rollouts], [r.completion.text for r in rollouts])
