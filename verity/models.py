@@ -35,8 +35,21 @@ Log = Callable[[str], None]
 
 
 def demonstration(item: Item) -> str:
-    """The completion a warm-up demonstration teaches: the answer in answer tags."""
-    return f"<answer>{item.answer}</answer>"
+    """The completion a warm-up demonstration teaches: the item's own ``demonstration`` when it has one, else
+    the answer in answer tags."""
+    return "".join(text for text, _ in demonstration_segments(item))
+
+
+def demonstration_segments(item: Item) -> list[tuple[str, bool]]:
+    """The demonstration as ``(text, trained)`` segments. An item's ``demonstration`` may be a string or, for a
+    multi-turn episode, a list of ``[text, trained]`` pairs whose untrained parts are environment output (tool
+    results, feedback): the warm-up reads them in context but is not taught to write them."""
+    demo = item.meta.get("demonstration")
+    if isinstance(demo, str):
+        return [(demo, True)]
+    if isinstance(demo, list):
+        return [(str(text), bool(trained)) for text, trained in demo]
+    return [(f"<answer>{item.answer}</answer>", True)]
 
 
 def base_cache_dir(cfg: Config) -> Path:
@@ -123,12 +136,14 @@ def _warm_up(
     engine = HFEngine(model, tokenizer, seed=cfg.seed)
     optimizer = torch.optim.AdamW(model.parameters(), lr=warm.lr, weight_decay=0.0)
     scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, lambda s: min(1.0, (s + 1) / 20))
-    eos = tokenizer.eos_token_id
     accuracy, step = 0.0, 0
     for step in range(1, warm.max_steps + 1):
         items = [next(stream) for _ in range(warm.batch_size)]
-        targets = [[*tokenizer.encode(demonstration(it), add_special_tokens=False), eos] for it in items]
-        batch = demonstration_batch([encode(it) for it in items], targets, tokenizer.pad_token_id)
+        prompts = [encode(it) for it in items]
+        targets, masks = zip(*(_demonstration_tokens(tokenizer, it) for it in items), strict=True)
+        batch = demonstration_batch(prompts, list(targets), tokenizer.pad_token_id)
+        for row, (prompt, mask) in enumerate(zip(prompts, masks, strict=True)):
+            batch.loss_mask[row, len(prompt) : len(prompt) + len(mask)] = torch.tensor(mask, dtype=torch.float32)
         model.train()
         loss = sft_loss(model, batch)
         optimizer.zero_grad(set_to_none=True)
@@ -144,6 +159,17 @@ def _warm_up(
             if accuracy >= warm.stop_at_accuracy:
                 break
     return {"warmup_steps": step, "warmup_accuracy": accuracy, "stop_at_accuracy": warm.stop_at_accuracy}
+
+
+def _demonstration_tokens(tokenizer: Any, item: Item) -> tuple[list[int], list[int]]:
+    """Token ids of the demonstration plus end-of-sequence, and its loss mask (0 on environment segments)."""
+    ids: list[int] = []
+    mask: list[int] = []
+    for text, trained in demonstration_segments(item):
+        tokens = tokenizer.encode(text, add_special_tokens=False)
+        ids += tokens
+        mask += [int(trained)] * len(tokens)
+    return [*ids, tokenizer.eos_token_id], [*mask, 1]
 
 
 def _check_round_trip(path: Path) -> None:
