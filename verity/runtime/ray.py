@@ -1,0 +1,347 @@
+"""The Ray runtime: rollout engines and verifiers as Ray actors, the learner in the driver.
+
+The loop is the local one; only ``rollout()`` and ``sync()`` differ.
+
+- sync mode: a step's prompts are split into work units over the rollout actors, scored by the reward actors
+  as each unit finishes, and returned in order. Unit 0 samples from the driver engine's RNG state (and hands
+  it back), so with one rollout actor the samples are exactly the local runtime's.
+- async mode (AReaL, Fu et al. 2025): actors keep generating while the learner trains. The first call draws
+  ``max_staleness`` extra batches from ``supply`` to open the pipeline; each call then queues its own prompts
+  and returns the oldest finished groups, admitting a group only while ``learner.version - version <=
+  max_staleness`` where ``version`` is its oldest token's; a stale group's item is generated again. Groups
+  queued, running or waiting never exceed ``(1 + max_staleness)`` batches. Train with ``algo.loss:
+  decoupled_ppo``.
+
+The learner stays in the driver so the loop, evaluation, sampler and checkpoints are the local runtime's
+unchanged; on a GPU node the driver takes the training GPU and rollout actors request their own.
+"""
+
+from __future__ import annotations
+
+import math
+import os
+import threading
+import time
+from collections import Counter, deque
+from collections.abc import Callable
+from dataclasses import dataclass, replace
+from typing import TYPE_CHECKING, Any
+
+import ray
+import torch
+from ray.exceptions import GetTimeoutError
+
+from verity.config import Config, RayConfig
+from verity.rewards.executor import RewardExecutor
+from verity.rollout.engine import SamplingParams
+from verity.rollout.hf import HFEngine
+from verity.runtime.ray_pool import ActorWorkers, Job, RemoteTimeout, WeightSyncTimeout
+from verity.runtime.ray_workers import RewardWorker, RolloutUnit, RolloutWorker
+from verity.train.learner import Learner
+from verity.types import Item, Rollout, Score
+
+if TYPE_CHECKING:
+    from verity.build import Parts
+
+Supply = Callable[[int], list[tuple[Item, list[int]]]]
+
+
+@dataclass
+class _Group:
+    """One item's ``params.n`` samples, from queueing until the trainer takes them."""
+
+    item: Item
+    prompt_ids: list[int]
+    params: SamplingParams
+    rollouts: list[Rollout] | None = None
+
+
+class RayScoring:
+    """The executor the loop sees: scores in the driver (evaluation, ViSurf); ``stats()`` also counts what the
+    reward actors scored since the last call."""
+
+    def __init__(self, local: RewardExecutor) -> None:
+        self.local = local
+        self._remote: Counter[str] = Counter()
+        self._lock = threading.Lock()
+
+    def score(self, items: list[Item], completions: list[str]) -> list[Score]:
+        return self.local.score(items, completions)
+
+    def add(self, stats: dict[str, float]) -> None:
+        with self._lock:
+            self._remote.update(stats)
+
+    def stats(self) -> dict[str, float]:
+        out = self.local.stats()
+        with self._lock:
+            for key, value in self._remote.items():
+                out[key] = out.get(key, 0.0) + value
+            self._remote.clear()
+        return out
+
+    def close(self) -> None:
+        self.local.close()
+
+
+class RayRuntime:
+    """``rollout(items, prompt_ids, params)``, ``sync(learner)``, ``close()``, ``timings`` and ``executor``, as
+    the local runtime; plus ``supply`` (async lead), ``state_dict()`` / ``load_state_dict()`` (queued items)."""
+
+    def __init__(
+        self,
+        cfg: Config,
+        model_path: str,
+        engine: HFEngine,
+        executor: RewardExecutor,
+        learner: Learner,
+        rollout_class: type = RolloutWorker,
+    ) -> None:
+        self.rc: RayConfig = cfg.runtime.ray
+        self.seed = cfg.seed
+        self.engine = engine  # the driver's, on the learner's module: evaluation and the sync-mode RNG
+        self.executor = RayScoring(executor)
+        self.timings: dict[str, float] = {}
+        self.supply: Supply | None = None
+        self._started_ray = init_ray(self.rc)
+        self._cond = threading.Condition(threading.RLock())
+        self._jobs: dict[int, list[_Group]] = {}  # rollout job id -> its groups, until scored (sync: until taken)
+        self._rng_after: dict[int, torch.Tensor] = {}
+        self._ready: deque[_Group] = deque()
+        self._next_job = 0
+        self._lead_drawn = False
+        self._error: BaseException | None = None
+        self._weights: tuple[Any, int] | None = None
+        rc = self.rc
+        rollout_actor = ray.remote(concurrency_groups={"weights": 1})(rollout_class).options(
+            num_cpus=rc.rollout_cpus, num_gpus=rc.rollout_gpus, max_restarts=0
+        )
+        device = "cuda" if rc.rollout_gpus > 0 else "cpu"
+        args = (model_path, cfg.model.dtype, cfg.model.lora, device, rc.threads or max(1, int(rc.rollout_cpus)))
+        self.rollout_workers = ActorWorkers(
+            "rollout",
+            lambda rank: rollout_actor.remote(*args, cfg.eval.batch_size),
+            rc.rollout_workers,
+            rc.task_timeout_s,
+            rc.max_restarts,
+            self._give_weights,
+        )
+        reward_actor = ray.remote(RewardWorker).options(num_cpus=rc.reward_cpus, max_restarts=0)
+        self.reward_workers = ActorWorkers(
+            "reward",
+            lambda rank: reward_actor.remote(cfg.reward),
+            rc.reward_workers,
+            rc.task_timeout_s,
+            rc.max_restarts,
+        )
+        self.sync(learner)
+        self._stop = threading.Event()
+        self._pump = threading.Thread(target=self._pump_loop, name="verity-ray-pump", daemon=True)
+        self._pump.start()
+
+    # -- weights ---------------------------------------------------------------------------------------------
+
+    def sync(self, learner: Learner) -> None:
+        """Put the learner's weights in the object store once; every rollout actor takes them by reference."""
+        start = time.perf_counter()
+        weights = {k: v.detach().to("cpu", copy=True) for k, v in learner.weights().items()}
+        with self._cond:
+            self._raise_pump_error()
+            self._weights = (ray.put(weights), learner.version)
+            self.rollout_workers.broadcast("load_weights", *self._weights, timeout=self.rc.sync_timeout_s)
+            self.engine.version = learner.version
+        self.timings["time/sync"] = time.perf_counter() - start
+
+    def _give_weights(self, rank: int, actor: Any) -> None:
+        if self._weights is None:
+            return
+        try:
+            ray.get(actor.load_weights.remote(*self._weights), timeout=self.rc.sync_timeout_s)
+        except GetTimeoutError:
+            raise WeightSyncTimeout(
+                f"rollout worker {rank} (restarted) did not take weights version {self._weights[1]} within "
+                f"{self.rc.sync_timeout_s:g}s (runtime.ray.sync_timeout_s)"
+            ) from None
+
+    # -- rollouts --------------------------------------------------------------------------------------------
+
+    def rollout(self, items: list[Item], prompt_ids: list[list[int]], params: SamplingParams) -> list[Rollout]:
+        """Scored rollouts: ``len(items)`` groups of ``params.n``, group ids 0..len(items)-1 (async: groups of
+        earlier items, see the module docstring)."""
+        start = time.perf_counter()
+        groups = [_Group(it, ids, params) for it, ids in zip(items, prompt_ids, strict=True)]
+        with self._cond:
+            taken = self._take_sync(groups) if self.rc.mode == "sync" else self._take_async(groups, params)
+        self.timings["time/generate"] = time.perf_counter() - start
+        # Scoring overlaps generation; the reward actors' compute time is in verifier/seconds.
+        self.timings["time/score"] = 0.0
+        return [replace(r, group=g) for g, group in enumerate(taken) for r in group.rollouts or []]
+
+    def _take_sync(self, groups: list[_Group]) -> list[_Group]:
+        size = self.rc.items_per_task or math.ceil(len(groups) / self.rc.rollout_workers)
+        # Unit 0 continues the driver engine's RNG stream, as the local runtime's single generate call does.
+        jobs = [
+            self._submit(groups[lo : lo + size], self.engine.generator.get_state() if lo == 0 else None, None)
+            for lo in range(0, len(groups), size)
+        ]
+        self._wait(lambda: all(g.rollouts is not None for g in groups), f"{len(groups)} groups")
+        self.engine.generator.set_state(self._rng_after[jobs[0]])
+        for job in jobs:
+            del self._jobs[job], self._rng_after[job]
+        return groups
+
+    def _take_async(self, groups: list[_Group], params: SamplingParams) -> list[_Group]:
+        if not self._lead_drawn and self.supply is not None:
+            lead = self.supply(self.rc.max_staleness * len(groups))
+            self._submit_each([_Group(it, ids, params) for it, ids in lead])
+        self._lead_drawn = True
+        self._submit_each(groups)
+        taken: list[_Group] = []
+        self._wait(lambda: self._admit(taken, len(groups), params.n), f"{len(groups)} admissible groups")
+        staleness = [self.engine.version - _oldest(g) for g in taken]
+        self.timings["async/staleness_max"] = float(max(staleness))
+        self.timings["async/groups_outstanding"] = float(self.outstanding())
+        return taken
+
+    def _submit_each(self, groups: list[_Group]) -> None:
+        size = self.rc.items_per_task or 1
+        for lo in range(0, len(groups), size):
+            self._submit(groups[lo : lo + size], None, self.rc.segment_tokens)
+
+    def _admit(self, taken: list[_Group], want: int, n: int) -> bool:
+        """Move admissible finished groups of size ``n`` into ``taken``, oldest first; re-queue stale ones."""
+        skipped: list[_Group] = []
+        while self._ready and len(taken) < want:
+            group = self._ready.popleft()
+            if group.params.n != n:
+                skipped.append(group)
+            elif self.engine.version - _oldest(group) > self.rc.max_staleness:
+                self.timings["async/stale_requeued"] = self.timings.get("async/stale_requeued", 0.0) + 1
+                self._submit([replace(group, rollouts=None)], None, self.rc.segment_tokens)
+            else:
+                taken.append(group)
+        self._ready.extendleft(reversed(skipped))
+        return len(taken) >= want
+
+    def _submit(self, groups: list[_Group], rng: torch.Tensor | None, segment: int | None) -> int:
+        job = self._next_job
+        self._next_job += 1
+        if rng is None:
+            rng = torch.Generator().manual_seed((self.seed * 1_000_003 + job) % 2**63).get_state()
+        params = groups[0].params
+        unit = RolloutUnit([g.item for g in groups], [g.prompt_ids for g in groups], params, rng, segment)
+        self._jobs[job] = groups
+        self.rollout_workers.submit(Job(job, "generate", (unit,)))
+        return job
+
+    def outstanding(self) -> int:
+        """Groups queued, generating, scoring or finished but not yet trained on."""
+        return len(self._ready) + sum(len(g) for g in self._jobs.values() if g[0].rollouts is None)
+
+    # -- the pump: moves finished generations to scoring and scored groups to the buffer ------------------------
+
+    def _pump_loop(self) -> None:
+        while not self._stop.is_set():
+            with self._cond:
+                try:
+                    self._pump_once()
+                except BaseException as err:  # handed to the driver thread at its next wait
+                    self._error = err
+                    self._cond.notify_all()
+                    return
+                self._cond.notify_all()
+            time.sleep(0.005)
+
+    def _pump_once(self) -> None:
+        for job, (rollouts, rng) in self.rollout_workers.poll(0):
+            self._rng_after[job.id] = rng
+            self.reward_workers.submit(Job(job.id, "score", (rollouts,)))
+        for job, (scored, stats) in self.reward_workers.poll(0):
+            self.executor.add(stats)
+            groups = self._jobs[job.id]
+            for g, group in enumerate(groups):
+                group.rollouts = [r for r in scored if r.group == g]
+            if self.rc.mode == "async":
+                self._ready.extend(self._jobs.pop(job.id))
+                self._rng_after.pop(job.id, None)
+
+    def _wait(self, done: Callable[[], bool], what: str) -> None:
+        deadline = time.monotonic() + self.rc.task_timeout_s
+        while not done():
+            self._raise_pump_error()
+            left = deadline - time.monotonic()
+            if left <= 0:
+                raise RemoteTimeout(
+                    f"waited {self.rc.task_timeout_s:g}s (runtime.ray.task_timeout_s) for {what}; "
+                    f"{len(self.rollout_workers.running)} generations and {len(self.reward_workers.running)} "
+                    "scorings still running"
+                )
+            self._cond.wait(min(left, 0.1))
+
+    def _raise_pump_error(self) -> None:
+        if self._error is not None:
+            raise self._error
+
+    # -- checkpoints and shutdown ----------------------------------------------------------------------------
+
+    def state_dict(self) -> dict[str, Any]:
+        """Items drawn but not yet trained on (async), so a resumed run neither loses nor repeats them."""
+        with self._cond:
+            groups = [g for job in sorted(self._jobs) for g in self._jobs[job]] + list(self._ready)
+            return {
+                "queued": [(g.item, g.prompt_ids, g.params) for g in groups],
+                "lead_drawn": self._lead_drawn,
+                "next_job": self._next_job,
+            }
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        with self._cond:
+            self._next_job = state["next_job"]
+            self._lead_drawn = state["lead_drawn"]
+            self._submit_each([_Group(item, ids, params) for item, ids, params in state["queued"]])
+
+    def close(self) -> None:
+        """Stop the pump, kill the actors and, when this runtime started Ray, shut the local cluster down."""
+        self._stop.set()
+        if self._pump.is_alive():
+            self._pump.join(timeout=5)
+        self.rollout_workers.close()
+        self.reward_workers.close()
+        self.executor.close()
+        if self._started_ray and ray.is_initialized():
+            ray.shutdown()
+
+
+def _oldest(group: _Group) -> int:
+    return min(r.completion.version for r in group.rollouts or [])
+
+
+def init_ray(rc: RayConfig) -> bool:
+    """Join ``rc.address`` or start a local cluster, unless Ray is already up; True when this call started it.
+    Actors import verifiers and tasks by path, so they get the driver's working directory on PYTHONPATH."""
+    if ray.is_initialized():
+        return False
+    paths = [os.getcwd(), *os.environ.get("PYTHONPATH", "").split(os.pathsep)]
+    local = rc.address is None
+    ray.init(
+        address=rc.address,
+        num_cpus=rc.num_cpus if local else None,
+        object_store_memory=rc.object_store_mb * 2**20 if local and rc.object_store_mb else None,
+        include_dashboard=False,
+        runtime_env={"env_vars": {"PYTHONPATH": os.pathsep.join(p for p in paths if p)}},
+    )
+    return True
+
+
+def use_ray_runtime(parts: Parts, rollout_class: type = RolloutWorker) -> RayRuntime:
+    """Put a ``RayRuntime`` in ``parts`` in place of its local runtime (whose reward executor it keeps for the
+    driver's scoring); the async lead is drawn from the run's sampler."""
+    local = parts.runtime
+    runtime = RayRuntime(parts.cfg, parts.model_path, parts.engine, local.executor, parts.learner, rollout_class)
+
+    def supply(count: int) -> list[tuple[Item, list[int]]]:
+        return [(draw.item, parts.encode(draw.item)) for draw in parts.sampler.sample(count)]
+
+    runtime.supply = supply
+    parts.runtime = runtime
+    return runtime

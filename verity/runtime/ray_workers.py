@@ -1,0 +1,177 @@
+"""The actors of the Ray runtime, as plain classes (the runtime wraps them with ``ray.remote`` and resources).
+
+- ``RolloutWorker``: an ``HFEngine`` on its own copy of the policy. It runs the same episode function as the
+  local runtime; new weights arrive on a separate thread (Ray concurrency group ``weights``) while a generation
+  runs, and are adopted at the next safe point: before a work unit, or between segments in async mode.
+- ``RewardWorker``: a ``RewardExecutor`` (its verifier pool and timeouts) behind one method.
+"""
+
+from __future__ import annotations
+
+import threading
+from dataclasses import dataclass, field, replace
+from typing import Any
+
+import ray
+import torch
+
+from verity.rewards.config import RewardConfig
+from verity.rewards.executor import RewardExecutor
+from verity.rollout.engine import Engine, SamplingParams
+from verity.rollout.episode import single_turn_rollouts
+from verity.types import Completion, Item, Rollout
+
+
+@dataclass
+class VersionedCompletion(Completion):
+    """A completion whose tokens may come from several policy versions: ``token_versions[i]`` produced
+    ``token_ids[i]``; ``version`` is the oldest of them (what staleness admission checks)."""
+
+    token_versions: list[int] = field(default_factory=list)
+
+
+@dataclass
+class RolloutUnit:
+    """One work unit for a rollout worker: ``params.n`` samples of each item, from a given RNG state."""
+
+    items: list[Item]
+    prompt_ids: list[list[int]]
+    params: SamplingParams
+    rng_state: torch.Tensor
+    segment_tokens: int | None = None
+
+
+class SegmentedEngine:
+    """Interruptible generation over an engine: ``segment`` new tokens at a time; before each further segment,
+    ``between_segments`` may adopt new weights, and an unfinished sequence continues from its prompt plus its
+    tokens so far (prefilled again under the new weights). Each token keeps the version that sampled it, so the
+    behaviour log-probs stay exact per token. The granularity is the segment: tokens within one share a version."""
+
+    def __init__(self, engine: Engine, segment: int, between_segments: Any) -> None:
+        self.engine = engine
+        self.segment = segment
+        self.between_segments = between_segments
+
+    @property
+    def version(self) -> int:
+        return self.engine.version
+
+    def load_weights(self, weights: dict[str, Any], version: int) -> None:
+        self.engine.load_weights(weights, version)
+
+    def generate(self, prompts: list[list[int]], params: SamplingParams) -> list[list[Completion]]:
+        first = self.engine.generate(
+            prompts, replace(params, max_new_tokens=min(self.segment, params.max_new_tokens))
+        )
+        seqs = [_Sequence(i, c, self.engine.version) for i, group in enumerate(first) for c in group]
+        while True:
+            open_seqs = [s for s in seqs if s.open(params.max_new_tokens)]
+            if not open_seqs:
+                break
+            self.between_segments()
+            budget = min(self.segment, params.max_new_tokens - len(open_seqs[0].tokens))
+            step = replace(params, max_new_tokens=budget, n=1)
+            outs = self.engine.generate([prompts[s.prompt] + s.tokens for s in open_seqs], step)
+            for s, (c,) in zip(open_seqs, outs, strict=True):
+                s.extend(c, self.engine.version)
+        decode = self.engine.tokenizer.decode  # type: ignore[attr-defined]
+        out: list[list[Completion]] = [[] for _ in prompts]
+        for s in seqs:
+            out[s.prompt].append(s.completion(decode(s.tokens, skip_special_tokens=True)))
+        return out
+
+
+class _Sequence:
+    def __init__(self, prompt: int, first: Completion, version: int) -> None:
+        self.prompt = prompt
+        self.tokens = list(first.token_ids)
+        self.logprobs = list(first.logprobs)
+        self.versions = [version] * len(first.token_ids)
+        self.finish = first.finish_reason
+
+    def open(self, max_new_tokens: int) -> bool:
+        return self.finish == "length" and len(self.tokens) < max_new_tokens
+
+    def extend(self, more: Completion, version: int) -> None:
+        self.tokens += more.token_ids
+        self.logprobs += more.logprobs
+        self.versions += [version] * len(more.token_ids)
+        self.finish = more.finish_reason
+
+    def completion(self, text: str) -> VersionedCompletion:
+        return VersionedCompletion(
+            token_ids=self.tokens,
+            logprobs=self.logprobs,
+            text=text,
+            finish_reason=self.finish,
+            version=min(self.versions, default=0),
+            token_versions=self.versions,
+        )
+
+
+class RolloutWorker:
+    """An engine on its own copy of the policy, loaded from ``model_path`` (the learner's weights follow)."""
+
+    def __init__(self, model_path: str, dtype: str, lora: Any, device: str, threads: int, batch_size: int) -> None:
+        from verity.models import load_policy
+        from verity.rollout.hf import HFEngine
+        from verity.train.lora import apply_lora
+
+        torch.set_num_threads(threads)
+        model, tokenizer = load_policy(model_path, dtype, device)
+        if lora is not None:
+            model = apply_lora(model, lora)
+        self.engine = HFEngine(model, tokenizer, batch_size=batch_size)
+        # Weights are applied only while no forward runs: under this lock, and never while ``busy``.
+        self._lock = threading.Lock()
+        self._pending: tuple[dict[str, Any], int] | None = None
+        self._busy = False
+
+    @ray.method(concurrency_group="weights")
+    def load_weights(self, weights: dict[str, Any], version: int) -> int:
+        """Take ``weights`` of ``version``: at once when idle, else at the generation's next safe point."""
+        with self._lock:
+            self._pending = (weights, version)
+            if not self._busy:
+                self._adopt()
+        return version
+
+    def _adopt(self) -> None:
+        if self._pending is not None:
+            self.engine.load_weights(*self._pending)
+            self._pending = None
+
+    def _between_segments(self) -> None:
+        with self._lock:
+            self._adopt()
+
+    def generate(self, unit: RolloutUnit) -> tuple[list[Rollout], torch.Tensor]:
+        """Unscored rollouts of ``unit`` (group i = item i) and the RNG state after sampling them."""
+        with self._lock:
+            self._adopt()
+            self._busy = True
+        try:
+            self.engine.generator.set_state(unit.rng_state)
+            engine: Engine = self.engine
+            if unit.segment_tokens is not None:
+                engine = SegmentedEngine(self.engine, unit.segment_tokens, self._between_segments)
+            rollouts = single_turn_rollouts(engine, unit.items, unit.prompt_ids, unit.params)
+            return rollouts, self.engine.generator.get_state()
+        finally:
+            with self._lock:
+                self._busy = False
+
+    def version(self) -> int:
+        return self.engine.version
+
+
+class RewardWorker:
+    """Scores rollouts with the run's reward executor; returns them scored, with the executor's counts."""
+
+    def __init__(self, cfg: RewardConfig) -> None:
+        self.executor = RewardExecutor(cfg)
+
+    def score(self, rollouts: list[Rollout]) -> tuple[list[Rollout], dict[str, float]]:
+        scores = self.executor.score([r.item for r in rollouts], [r.completion.text for r in rollouts])
+        scored = [replace(r, score=s) for r, s in zip(rollouts, scores, strict=True)]
+        return scored, self.executor.stats()
