@@ -33,7 +33,7 @@ from verity.rollout.episode import single_turn_rollouts
 from verity.rollout.hf import HFEngine
 from verity.train.batching import Batch, collate, micro_batches, padding_share
 from verity.train.learner import Learner
-from verity.train.prefix import prompt_groups
+from verity.train.prefix import length_buckets, prompt_groups
 from verity.types import Item
 
 
@@ -52,11 +52,13 @@ def rl_batch(prompts_n: int, group: int, new_tokens: int) -> Batch:
 
 def executed_tokens(batch: Batch) -> tuple[int, int]:
     """Real and computed (real + padding) tokens of a shared-prompt forward: each distinct prompt once,
-    left-padded to the longest, plus every continuation, right-padded to the longest."""
+    left-padded to the longest, plus every continuation, right-padded to the longest of its length bucket."""
     starts, _, prefixes = prompt_groups(batch)
-    suffix = batch.attention_mask.sum(-1) - starts
-    real = sum(len(p) for p in prefixes) + int(suffix.sum())
-    return real, len(prefixes) * max(map(len, prefixes)) + len(batch) * int(suffix.max())
+    suffix = (batch.attention_mask.sum(-1) - starts).tolist()
+    real = sum(len(p) for p in prefixes) + sum(suffix)
+    buckets = length_buckets(suffix)
+    padded = len(prefixes) * max(map(len, prefixes)) + sum(len(b) * max(suffix[i] for i in b) for b in buckets)
+    return real, padded
 
 
 def bench_model(name: str, batch: Batch, train: TrainConfig, repeats: int, peak: float) -> None:

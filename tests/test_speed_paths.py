@@ -13,7 +13,7 @@ from verity.rollout.engine import SamplingParams
 from verity.rollout.hf import HFEngine, PreallocatedLayer
 from verity.train.batching import Batch, collate, micro_batches, padding_share
 from verity.train.learner import Learner, token_logprobs
-from verity.train.prefix import prompt_groups, shared_prefix_logprobs
+from verity.train.prefix import length_buckets, prompt_groups, shared_prefix_logprobs
 from verity.types import Completion, Item, Rollout
 
 EOS, PAD = 2, 0
@@ -157,10 +157,11 @@ def test_shared_prompt_forward_equals_the_plain_forward(model: LlamaForCausalLM)
     batch = _grouped_batch()
     mask = batch.loss_mask.bool()
     plain, plain_entropy = token_logprobs(model, batch, 0.8, with_entropy=True)
-    shared, shared_entropy = shared_prefix_logprobs(model, batch, prompt_groups(batch), 0.8, True)
-    torch.testing.assert_close(shared[mask], plain[mask], atol=1e-5, rtol=0)
-    torch.testing.assert_close(shared_entropy[mask], plain_entropy[mask], atol=1e-5, rtol=0)
-    assert shared[~mask].abs().max() == 0
+    for overhead in (32, 0):  # one bucket of continuations; one bucket per continuation length
+        shared, shared_entropy = shared_prefix_logprobs(model, batch, prompt_groups(batch), 0.8, True, overhead)
+        torch.testing.assert_close(shared[mask], plain[mask], atol=1e-5, rtol=0)
+        torch.testing.assert_close(shared_entropy[mask], plain_entropy[mask], atol=1e-5, rtol=0)
+        assert shared[~mask].abs().max() == 0
     grads = []
     for share in (False, True):
         trained = LlamaForCausalLM(model.config)
@@ -171,3 +172,11 @@ def test_shared_prompt_forward_equals_the_plain_forward(model: LlamaForCausalLM)
         learner.step(batch)
         grads.append(torch.cat([p.grad.flatten() for p in trained.parameters()]))
     torch.testing.assert_close(grads[1], grads[0], atol=1e-6, rtol=1e-4)
+
+
+def test_length_buckets_minimise_computed_tokens() -> None:
+    # [1, 1, 1] + [10] costs 3 + 2 + 10 + 2 = 17 tokens; one bucket costs 4 x 10 + 2 = 42.
+    assert length_buckets([10, 1, 1, 1], overhead=2) == [[1, 2, 3], [0]]
+    # With a large per-call overhead, one bucket (140) beats two (213).
+    assert length_buckets([10, 1, 1, 1], overhead=100) == [[1, 2, 3, 0]]
+    assert sorted(i for run in length_buckets([5, 3, 9, 3, 7], overhead=0) for i in run) == [0, 1, 2, 3, 4]

@@ -48,53 +48,82 @@ def prompt_groups(batch: Batch) -> tuple[torch.Tensor, torch.Tensor, list[tuple[
     return starts, torch.tensor(owner), list(prefixes)
 
 
+def length_buckets(lengths: list[int], overhead: int = 32) -> list[list[int]]:
+    """Rows grouped into runs of similar length that minimise computed tokens: each run costs its row count times
+    its longest row, plus ``overhead`` tokens for the extra forward call. Exact, by dynamic programming over the
+    rows sorted by length (O(B^2)); returns row indices, shortest run first."""
+    order = sorted(range(len(lengths)), key=lambda i: lengths[i])
+    best = [0.0] + [float("inf")] * len(order)  # best[j]: cheapest cover of the j shortest rows
+    cut = [0] * (len(order) + 1)
+    for j in range(1, len(order) + 1):
+        for i in range(j):
+            cost = best[i] + (j - i) * lengths[order[j - 1]] + overhead
+            if cost < best[j]:
+                best[j], cut[j] = cost, i
+    runs, j = [], len(order)
+    while j:
+        runs.append(order[cut[j] : j])
+        j = cut[j]
+    return runs[::-1]
+
+
 def shared_prefix_logprobs(
     model: nn.Module,
     batch: Batch,
     groups: tuple[torch.Tensor, torch.Tensor, list[tuple[int, ...]]],
     temperature: float,
     with_entropy: bool,
+    overhead: int = 32,
 ) -> tuple[torch.Tensor, torch.Tensor | None]:
     """Log-probs (B, T) and optional entropies (B, T) at every position after each row's prefix, as
-    ``token_logprobs`` computes them; 0 on prefix positions and padding."""
+    ``token_logprobs`` computes them; 0 on prefix positions and padding. Continuations run in length buckets
+    (``length_buckets(..., overhead)``) over the one prefix computation, so a few long ones do not pad all the
+    short ones."""
     starts, owner, prefixes = groups
     device = batch.input_ids.device
     starts, owner = starts.to(device), owner.to(device)
     width = max(len(p) for p in prefixes)
-    pad = 0  # any id: padded positions are masked out
-    prefix_ids = torch.full((len(prefixes), width), pad, dtype=torch.long, device=device)
+    prefix_ids = torch.zeros((len(prefixes), width), dtype=torch.long, device=device)  # left-padded
     prefix_mask = torch.zeros((len(prefixes), width), dtype=torch.long, device=device)
     for u, p in enumerate(prefixes):
         prefix_ids[u, width - len(p) :] = torch.tensor(p, device=device)
         prefix_mask[u, width - len(p) :] = 1
     cache = DynamicCache()
-    prefix_positions = (prefix_mask.cumsum(-1) - 1).clamp(min=0)
     first = model(
         input_ids=prefix_ids,
         attention_mask=prefix_mask,
-        position_ids=prefix_positions,
+        position_ids=(prefix_mask.cumsum(-1) - 1).clamp(min=0),
         use_cache=True,
         logits_to_keep=1,
         **{cache_keyword(model): cache},
     ).logits[:, -1]  # (U, V) predicts each row's first continuation token
-    cache.batch_select_indices(owner)
-
-    lengths = batch.attention_mask.sum(-1)  # (B,)
-    span = int((lengths - starts).max())
-    offsets = torch.arange(span, device=device)  # (S,)
-    columns = (starts[:, None] + offsets).clamp(max=batch.input_ids.shape[1] - 1)  # (B, S)
-    valid = offsets < (lengths - starts)[:, None]  # (B, S)
-    suffix_ids = batch.input_ids.gather(1, columns).masked_fill(~valid, pad)
-    mask = torch.cat([prefix_mask[owner], valid.long()], dim=-1)
-    kwargs = {cache_keyword(model): cache}
-    rest = model(input_ids=suffix_ids, attention_mask=mask, position_ids=columns, use_cache=True, **kwargs).logits
-    logits = torch.cat([first[owner][:, None], rest[:, :-1]], dim=1).float() / temperature  # (B, S, V)
-    logp_all = torch.log_softmax(logits, dim=-1)
-    picked = logp_all.gather(-1, suffix_ids[..., None]).squeeze(-1)  # (B, S)
-    zeros = torch.zeros(batch.input_ids.shape, dtype=picked.dtype, device=device)
-    logprobs = zeros.scatter_add(1, columns, picked * valid)
-    entropy = None
-    if with_entropy:
-        ent = -(logp_all.exp() * logp_all).sum(-1)  # (B, S)
-        entropy = zeros.scatter_add(1, columns, ent * valid)
+    prefix_kv = [(layer.keys, layer.values) for layer in cache.layers]
+    span = batch.attention_mask.sum(-1) - starts  # (B,) continuation lengths
+    logprobs = torch.zeros(batch.input_ids.shape, device=device)
+    entropy = torch.zeros(batch.input_ids.shape, device=device) if with_entropy else None
+    for bucket in length_buckets(span.tolist(), overhead):
+        rows = torch.tensor(bucket, device=device)
+        # The gathered cache starts each row from its own prompt; gradients flow back into the shared one.
+        kv = DynamicCache(ddp_cache_data=[(k[owner[rows]], v[owner[rows]]) for k, v in prefix_kv])
+        offsets = torch.arange(int(span[rows].max()), device=device)  # (S,)
+        columns = (starts[rows, None] + offsets).clamp(max=batch.input_ids.shape[1] - 1)  # (R, S)
+        valid = offsets < span[rows, None]  # (R, S)
+        ids = batch.input_ids[rows].gather(1, columns).masked_fill(~valid, 0)
+        mask = torch.cat([prefix_mask[owner[rows]], valid.long()], dim=-1)
+        kwargs = {cache_keyword(model): kv}
+        rest = model(input_ids=ids, attention_mask=mask, position_ids=columns, use_cache=True, **kwargs).logits
+        logits = torch.cat([first[owner[rows], None], rest[:, :-1]], dim=1).float() / temperature  # (R, S, V)
+        logp_all = torch.log_softmax(logits, dim=-1)
+        picked = logp_all.gather(-1, ids[..., None]).squeeze(-1) * valid  # (R, S)
+        logprobs = logprobs.index_add(0, rows, _place(picked, columns, logprobs.shape[1]))
+        if entropy is not None:
+            ent = -(logp_all.exp() * logp_all).sum(-1) * valid  # (R, S)
+            entropy = entropy.index_add(0, rows, _place(ent, columns, entropy.shape[1]))
     return logprobs, entropy
+
+
+def _place(values: torch.Tensor, columns: torch.Tensor, width: int) -> torch.Tensor:
+    """(R, S) values at (R, S) column indices of an (R, width) zero tensor (padding entries must be 0)."""
+    return torch.zeros((values.shape[0], width), dtype=values.dtype, device=values.device).scatter_add(
+        1, columns, values
+    )
