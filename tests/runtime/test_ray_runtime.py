@@ -67,8 +67,9 @@ def test_sync_mode_reproduces_the_local_runtime(make_config) -> None:
             assert [r.completion.logprobs for r in got] == [r.completion.logprobs for r in want]
             assert [(r.item.id, r.group, r.reward) for r in got] == [(r.item.id, r.group, r.reward) for r in want]
         assert {r.completion.version for r in got} == {1}
-        for (name, a), b in zip(local.learner.model.state_dict().items(), parts.learner.model.state_dict().values()):
-            assert torch.equal(a, b), name
+        theirs = parts.learner.model.state_dict()
+        for name, tensor in local.learner.model.state_dict().items():
+            assert torch.equal(tensor, theirs[name]), name
     finally:
         runtime.close()
         local.runtime.close()
