@@ -85,3 +85,18 @@ def raising_tool(arguments: str) -> str:
 def hanging_tool(arguments: str) -> str:
     time.sleep(30)
     return "never"
+
+
+class CodeSum:
+    """Rewards each turn with its characters' code sum mod 3 and ends after three turns: varied turn rewards
+    and episode lengths from any policy."""
+
+    def __init__(self) -> None:
+        self.turns = 0
+
+    def reset(self, item: Item) -> str:
+        return item.prompt
+
+    def step(self, turn: str) -> StepResult:
+        self.turns += 1
+        return "<result>ok</result>", float(sum(map(ord, turn)) % 3), self.turns >= 3, {}
