@@ -134,6 +134,8 @@ class RayRuntime:
             rc.task_timeout_s,
             rc.max_restarts,
         )
+        # Actors import torch and load the model first: a start-up wait, apart from the weight-sync limit.
+        self.rollout_workers.broadcast("version", timeout=rc.task_timeout_s, setting="runtime.ray.task_timeout_s")
         self.sync(learner)
         self._stop = threading.Event()
         self._pump = threading.Thread(target=self._pump_loop, name="verity-ray-pump", daemon=True)

@@ -96,15 +96,20 @@ class ActorWorkers:
         self._dispatch()
         return finished
 
-    def broadcast(self, method: str, *args: Any, timeout: float) -> None:
-        """Call ``method`` on every actor and wait for all; a dead actor is replaced (``on_start`` covers it)."""
+    def broadcast(
+        self, method: str, *args: Any, timeout: float, setting: str = "runtime.ray.sync_timeout_s"
+    ) -> None:
+        """Call ``method`` on every actor and wait for all; a dead actor is replaced (``on_start`` covers it).
+        Past ``timeout`` (the value of ``setting``) it raises ``WeightSyncTimeout`` for ``load_weights``, else
+        ``RemoteTimeout``, naming the late workers."""
         refs = {getattr(actor, method).remote(*args): rank for rank, actor in enumerate(self.actors)}
         ready, late = ray.wait(list(refs), num_returns=len(refs), timeout=timeout)
         if late:
             names = ", ".join(f"{self.kind} worker {refs[r]}" for r in late)
-            raise WeightSyncTimeout(
-                f"{names} did not finish {method} within {timeout:g}s (runtime.ray.sync_timeout_s); "
-                "the worker is hung or overloaded, or the object store cannot move the weights in time"
+            error = WeightSyncTimeout if method == "load_weights" else RemoteTimeout
+            raise error(
+                f"{names} did not finish {method} within {timeout:g}s ({setting}); the worker is hung, "
+                "overloaded or still starting, or the object store cannot move its arguments in time"
             )
         for ref in ready:
             try:
