@@ -36,7 +36,8 @@ from verity.rewards.executor import RewardExecutor
 from verity.rollout.engine import SamplingParams
 from verity.rollout.hf import HFEngine
 from verity.runtime.ray_pool import ActorWorkers, Job, RemoteTimeout, WeightSyncTimeout
-from verity.runtime.ray_workers import RewardWorker, RolloutUnit, RolloutWorker
+from verity.runtime.ray_reward import RewardWorker
+from verity.runtime.ray_workers import RolloutUnit, RolloutWorker
 from verity.train.learner import Learner
 from verity.types import Item, Rollout, Score
 

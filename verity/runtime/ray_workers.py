@@ -1,9 +1,8 @@
-"""The actors of the Ray runtime, as plain classes (the runtime wraps them with ``ray.remote`` and resources).
+"""The rollout actor of the Ray runtime, as a plain class (the runtime wraps it with ``ray.remote``).
 
 - ``RolloutWorker``: an ``HFEngine`` on its own copy of the policy. It runs the same episode function as the
   local runtime; new weights arrive on a separate thread (Ray concurrency group ``weights``) while a generation
   runs, and are adopted at the next safe point: before a work unit, or between segments in async mode.
-- ``RewardWorker``: a ``RewardExecutor`` (its verifier pool and timeouts) behind one method.
 """
 
 from __future__ import annotations
@@ -15,8 +14,6 @@ from typing import Any
 import ray
 import torch
 
-from verity.rewards.config import RewardConfig
-from verity.rewards.executor import RewardExecutor
 from verity.rollout.engine import Engine, SamplingParams
 from verity.rollout.episode import single_turn_rollouts
 from verity.types import Completion, Item, Rollout
@@ -163,15 +160,3 @@ class RolloutWorker:
 
     def version(self) -> int:
         return self.engine.version
-
-
-class RewardWorker:
-    """Scores rollouts with the run's reward executor; returns them scored, with the executor's counts."""
-
-    def __init__(self, cfg: RewardConfig) -> None:
-        self.executor = RewardExecutor(cfg)
-
-    def score(self, rollouts: list[Rollout]) -> tuple[list[Rollout], dict[str, float]]:
-        scores = self.executor.score([r.item for r in rollouts], [r.completion.text for r in rollouts])
-        scored = [replace(r, score=s) for r, s in zip(rollouts, scores, strict=True)]
-        return scored, self.executor.stats()
