@@ -7,7 +7,7 @@ import random
 from collections.abc import Callable
 from dataclasses import dataclass
 from functools import cached_property, partial
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import torch
@@ -31,6 +31,9 @@ from verity.train.learner import Learner
 from verity.train.lora import apply_lora
 from verity.types import Item, Rollout
 
+if TYPE_CHECKING:
+    from verity.runtime.ray import RayRuntime
+
 Log = Callable[[str], None]
 
 
@@ -43,7 +46,7 @@ class Parts:
     tokenizer: Any
     learner: Learner
     engine: HFEngine
-    runtime: LocalRuntime
+    runtime: LocalRuntime | RayRuntime
     sampler: Sampler
     eval_items: list[Item]
     algo_state: AlgoState
@@ -62,6 +65,8 @@ class Parts:
             "algo": self.algo_state.state_dict(),
             "engine_generator": self.engine.generator.get_state(),
             "critic": self.critic.state_dict() if self.critic is not None else None,
+            # Ray async: items drawn but not yet trained on.
+            "runtime": self.runtime.state_dict() if self.cfg.runtime.kind == "ray" else None,
         }
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
@@ -72,6 +77,8 @@ class Parts:
         if self.critic is not None:
             self.critic.load_state_dict(state["critic"])
         self.runtime.sync(self.learner)
+        if state.get("runtime") is not None:
+            self.runtime.load_state_dict(state["runtime"])
 
     def encode(self, item: Item) -> list[int]:
         return self.prompts.encode(self.tokenizer, item)
@@ -158,7 +165,7 @@ def build_parts(cfg: Config, log: Log) -> Parts:
         seed=cfg.seed,
         threshold=cfg.eval.threshold,
     )
-    return Parts(
+    parts = Parts(
         cfg,
         model_path,
         tokenizer,
@@ -171,3 +178,9 @@ def build_parts(cfg: Config, log: Log) -> Parts:
         ref_model,
         critic,
     )
+    if cfg.runtime.kind == "ray":
+        # Imported only here: Ray takes seconds to import and local runs never need it.
+        from verity.runtime.ray import use_ray_runtime
+
+        use_ray_runtime(parts)
+    return parts

@@ -51,9 +51,11 @@ def cluster() -> Iterator[None]:
     shutil.rmtree(temp, ignore_errors=True)
 
 
-def ray_parts(cfg: Any, rollout_class: type = RolloutWorker) -> tuple[Parts, RayRuntime]:
+def ray_parts(cfg: Any) -> tuple[Parts, RayRuntime]:
+    """Parts of a ``runtime.kind=ray`` config: build_parts puts the Ray runtime in."""
     parts = build_parts(cfg, lambda message: None)
-    return parts, use_ray_runtime(parts, rollout_class)
+    assert isinstance(parts.runtime, RayRuntime)
+    return parts, parts.runtime
 
 
 def test_sync_mode_reproduces_the_local_runtime(make_config) -> None:
@@ -145,7 +147,8 @@ class StuckWorker(RolloutWorker):
 
 def test_a_stuck_weight_sync_raises_the_named_error(make_config) -> None:
     """The limit is lowered after start-up, whose first weight transfer may take longer on busy cores."""
-    parts, runtime = ray_parts(make_config(*RAY), StuckWorker)
+    parts = build_parts(make_config(*RAY[1:]), lambda message: None)
+    runtime = use_ray_runtime(parts, StuckWorker)
     runtime.rc.sync_timeout_s = 1.0
     parts.learner.version = 1
     try:

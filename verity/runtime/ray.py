@@ -31,7 +31,7 @@ import ray
 import torch
 from ray.exceptions import GetTimeoutError
 
-from verity.config import Config, RayConfig
+from verity.config import Config, ConfigError, RayConfig
 from verity.rewards.executor import RewardExecutor
 from verity.rollout.engine import SamplingParams
 from verity.rollout.hf import HFEngine
@@ -339,6 +339,10 @@ def init_ray(rc: RayConfig) -> bool:
 def use_ray_runtime(parts: Parts, rollout_class: type = RolloutWorker) -> RayRuntime:
     """Put a ``RayRuntime`` in ``parts`` in place of its local runtime (whose reward executor it keeps for the
     driver's scoring); the async lead is drawn from the run's sampler."""
+    if parts.cfg.env is not None:
+        raise ConfigError(
+            "runtime.kind=ray plays single-turn episodes only; remove `env:` or use runtime.kind=local"
+        )
     local = parts.runtime
     runtime = RayRuntime(parts.cfg, parts.model_path, parts.engine, local.executor, parts.learner, rollout_class)
 
