@@ -6,7 +6,7 @@ lengths are geometric, from 1 to ``--max-new-tokens`` (widely varying, as in lon
 the same loop (``rl_step``) with the same actors (``--workers`` rollout actors, one reward actor); the first
 step of each mode is a warm-up and not timed. A sample is one completion trained on.
 
-    python3 bench/bench_ray.py --workers 1 --steps 6
+    python3 -m bench.bench_ray --workers 1 --steps 6
 """
 
 from __future__ import annotations
@@ -29,7 +29,7 @@ from verity.tokenizer import build_char_tokenizer
 
 
 def prompt_task(seed: int, index: int) -> dict[str, Any]:
-    return {"prompt": f"write {index % 97}", "answer": "7"}
+    return {"prompt": f"write {seed % 1000}:{index}", "answer": "7"}
 
 
 def share_of_sevens(completion: str, **fields: Any) -> float:
@@ -81,26 +81,35 @@ def settings(model: Path, out: Path, mode: str, args: argparse.Namespace) -> dic
                 "reward_cpus": 0.5,
                 "threads": 1,
                 "segment_tokens": args.segment,
+                "items_per_task": args.items_per_task or max(1, args.prompts // args.workers),
             },
         },
     }
 
 
-def samples_per_second(model: Path, out: Path, mode: str, args: argparse.Namespace) -> tuple[float, float]:
-    """Samples/s over steps 2..N, and the mean completion length's coefficient of variation."""
+def samples_per_second(model: Path, out: Path, mode: str, args: argparse.Namespace) -> dict[str, float]:
+    """Samples/s over steps 2..N, the completion lengths' std/mean, and the mean seconds per step spent waiting
+    for rollouts and training."""
     parts = build_parts(load_config(settings(model, out, mode, args)), lambda message: None)
     try:
         rl_step(parts)
-        start, samples, lengths = time.perf_counter(), 0, []
+        start, samples, lengths, waits, trains = time.perf_counter(), 0, [], [], []
         for _ in range(args.steps - 1):
-            _, rollouts = rl_step(parts)
+            metrics, rollouts = rl_step(parts)
             samples += len(rollouts)
             lengths += [len(r.completion.token_ids) for r in rollouts]
+            waits.append(metrics["time/generate"])
+            trains.append(metrics["time/train"])
         seconds = time.perf_counter() - start
     finally:
         parts.runtime.close()
     spread = torch.tensor(lengths, dtype=torch.float32)
-    return samples / seconds, float(spread.std() / spread.mean())
+    return {
+        "rate": samples / seconds,
+        "cv": float(spread.std() / spread.mean()),
+        "wait": sum(waits) / len(waits),
+        "train": sum(trains) / len(trains),
+    }
 
 
 def sync_seconds_per_mb(model: Path, out: Path, args: argparse.Namespace, repeats: int = 5) -> tuple[float, float]:
@@ -123,6 +132,12 @@ def main() -> None:
     parser.add_argument("--group", type=int, default=4)
     parser.add_argument("--max-new-tokens", type=int, default=128)
     parser.add_argument("--segment", type=int, default=32, help="async: tokens between weight checks")
+    parser.add_argument(
+        "--items-per-task",
+        type=int,
+        default=None,
+        help="prompts per work unit, both modes (default: step / workers)",
+    )
     parser.add_argument("--hidden", type=int, default=128)
     parser.add_argument("--layers", type=int, default=4)
     args = parser.parse_args()
@@ -131,15 +146,26 @@ def main() -> None:
     with tempfile.TemporaryDirectory(prefix="vbench") as tmp:
         model, out = Path(tmp) / "policy", Path(tmp) / "runs"
         save_policy(model, args.hidden, args.layers)
-        ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False, _temp_dir=str(Path(tmp) / "ray"))
+        ray.init(
+            num_cpus=2,
+            include_dashboard=False,
+            log_to_driver=False,
+            _temp_dir=str(Path(tmp) / "ray"),
+            runtime_env={"env_vars": {"PYTHONPATH": os.getcwd()}},  # actors import this module's task by path
+        )
         try:
             rates = {mode: samples_per_second(model, out, mode, args) for mode in ("sync", "async")}
             per_mb, megabytes = sync_seconds_per_mb(model, out, args)
         finally:
             ray.shutdown()
-    for mode, (rate, cv) in rates.items():
-        print(f"{mode:5s}: {rate:7.1f} samples/s  (completion length std/mean {cv:.2f})")
-    print(f"async / sync: {rates['async'][0] / rates['sync'][0]:.2f}x with {args.workers} rollout actor(s)")
+    for mode, r in rates.items():
+        print(
+            f"{mode:5s}: {r['rate']:7.1f} samples/s  (length std/mean {r['cv']:.2f}; per step: waiting for "
+            f"rollouts {r['wait']:.2f}s, training {r['train']:.2f}s)"
+        )
+    print(
+        f"async / sync: {rates['async']['rate'] / rates['sync']['rate']:.2f}x with {args.workers} rollout actor(s)"
+    )
     print(f"weight sync: {1000 * per_mb:.1f} ms per MB ({megabytes:.1f} MB of weights, {args.workers} actor(s))")
 
 
