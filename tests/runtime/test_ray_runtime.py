@@ -4,6 +4,7 @@ sync that cannot finish raises the named error."""
 
 from __future__ import annotations
 
+import copy
 import os
 import shutil
 import tempfile
@@ -58,25 +59,36 @@ def ray_parts(cfg: Any) -> tuple[Parts, RayRuntime]:
     return parts, parts.runtime
 
 
-def test_sync_mode_reproduces_the_local_runtime(make_config) -> None:
+def test_sync_mode_reproduces_the_local_runtime_and_resumes(make_config) -> None:
     """Same seed, one rollout actor: the same tokens, behaviour log-probs, rewards and, after two updates, the
-    same parameters bit for bit (unit 0 continues the driver's RNG; the actor loads the learner's weights)."""
+    same parameters bit for bit (unit 0 continues the driver's RNG; the actor loads the learner's weights).
+    Restoring the state saved after step 1 (as --resume does) replays step 2 exactly."""
     local = build_parts(make_config(), lambda message: None)
     parts, runtime = ray_parts(make_config(*RAY))
     try:
-        for _ in range(2):
+        for step in range(2):
+            if step == 1:
+                saved = copy.deepcopy(parts.state_dict())
             _, want = rl_step(local)
             _, got = rl_step(parts)
             assert [r.completion.token_ids for r in got] == [r.completion.token_ids for r in want]
             assert [r.completion.logprobs for r in got] == [r.completion.logprobs for r in want]
             assert [(r.item.id, r.group, r.reward) for r in got] == [(r.item.id, r.group, r.reward) for r in want]
         assert {r.completion.version for r in got} == {1}
-        theirs = parts.learner.model.state_dict()
-        for name, tensor in local.learner.model.state_dict().items():
-            assert torch.equal(tensor, theirs[name]), name
+        assert_same_parameters(local.learner.model, parts.learner.model)
+        parts.load_state_dict(saved)
+        _, again = rl_step(parts)
+        assert [r.completion.token_ids for r in again] == [r.completion.token_ids for r in got]
+        assert_same_parameters(local.learner.model, parts.learner.model)
     finally:
         runtime.close()
         local.runtime.close()
+
+
+def assert_same_parameters(a: torch.nn.Module, b: torch.nn.Module) -> None:
+    theirs = b.state_dict()
+    for name, tensor in a.state_dict().items():
+        assert torch.equal(tensor, theirs[name]), name
 
 
 def test_async_mode_trains_within_the_staleness_bound(make_config) -> None:
