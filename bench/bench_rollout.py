@@ -47,8 +47,8 @@ def generate_baseline(model: Any, tokenizer: Any, prompts: list[list[int]], grou
         mask[i, width - len(p) :] = 1
     with torch.inference_mode():
         out = model.generate(
-            input_ids=ids,
-            attention_mask=mask,
+            input_ids=ids.to(model.device),
+            attention_mask=mask.to(model.device),
             do_sample=True,
             temperature=1.0,
             top_k=None,
@@ -63,8 +63,10 @@ def engine_run(engine: HFEngine, prompts: list[list[int]], params: SamplingParam
     return sum(len(c.token_ids) for group in engine.generate(prompts, params) for c in group)
 
 
-def bench_model(name: str, prompts_n: int, group: int, new_tokens: int, repeats: int, peak: float) -> None:
-    model, tokenizer = load_model(name)
+def bench_model(
+    name: str, prompts_n: int, group: int, new_tokens: int, repeats: int, peak: float, device: str = "cpu"
+) -> None:
+    model, tokenizer = load_model(name, device)
     prompts = bench_prompts(tokenizer, prompts_n)
     engine = HFEngine(model, tokenizer, batch_size=prompts_n * group)
     params = SamplingParams(new_tokens, temperature=1.0, n=group)
@@ -92,13 +94,14 @@ def main() -> None:
     parser.add_argument("--max-new-tokens", type=int, help="default: 12 (quickstart), 64 (llama15m)")
     parser.add_argument("--repeats", type=int, default=5)
     parser.add_argument("--threads", type=int, help="torch threads (default: torch's choice)")
+    parser.add_argument("--device", default="cpu", help="cpu or cuda (the peak is measured on it too)")
     args = parser.parse_args()
     set_threads(args.threads)
-    peak = matmul_peak()
+    peak = matmul_peak(device=args.device)
     print(f"{machine_note()}; matmul peak {peak / 1e9:.1f} GFLOP/s")
     for name in MODELS if args.model == "all" else (args.model,):
         new_tokens = args.max_new_tokens or DEFAULT_NEW_TOKENS[name]
-        bench_model(name, args.prompts, args.group, new_tokens, args.repeats, peak)
+        bench_model(name, args.prompts, args.group, new_tokens, args.repeats, peak, args.device)
 
 
 if __name__ == "__main__":

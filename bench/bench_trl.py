@@ -66,7 +66,7 @@ def trl_steps_per_second(model: str, steps: int) -> float:
             learning_rate=3e-4,
             use_vllm=False,
             use_cpu=True,
-            logging_steps=1,
+            logging_steps=steps,
             save_strategy="no",
             report_to="none",
             disable_tqdm=True,

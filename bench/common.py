@@ -55,14 +55,14 @@ def llama_15m(tokenizer: Any, seed: int = 0) -> PreTrainedModel:
     return LlamaForCausalLM(config)
 
 
-def load_model(name: str) -> tuple[PreTrainedModel, Any]:
-    """``quickstart`` (the cached base) or ``llama15m`` (random weights, same tokenizer), in float32 on CPU."""
+def load_model(name: str, device: str = "cpu") -> tuple[PreTrainedModel, Any]:
+    """``quickstart`` (the cached base) or ``llama15m`` (random weights, same tokenizer), in float32."""
     model, tokenizer = load_policy(quickstart_base())
     if name == "llama15m":
         model = llama_15m(tokenizer)
     elif name != "quickstart":
         raise SystemExit(f"unknown model {name!r}; choose one of {', '.join(MODELS)}")
-    return model.eval(), tokenizer
+    return model.to(device).eval(), tokenizer
 
 
 def model_dir(name: str) -> Path:
@@ -96,10 +96,20 @@ def best_of(fn: Callable[[], Any], repeats: int) -> tuple[float, Any]:
     return best, result
 
 
-def matmul_peak(size: int = 1024, repeats: int = 20) -> float:
-    """Measured float32 matmul FLOP/s of this process's threads: 2 n^3 FLOPs per n x n product, best of runs."""
-    a, b = torch.randn(size, size), torch.randn(size, size)
-    seconds, _ = best_of(lambda: torch.mm(a, b), repeats)
+def matmul_peak(size: int = 1024, repeats: int = 20, device: str = "cpu") -> float:
+    """Measured float32 matmul FLOP/s on ``device`` (this process's threads on CPU): 2 n^3 FLOPs per n x n
+    product, best of runs. On CUDA the products are larger and synchronised, and TF32 stays as torch sets it."""
+    if device.startswith("cuda"):
+        size = max(size, 8192)
+    a, b = torch.randn(size, size, device=device), torch.randn(size, size, device=device)
+
+    def product() -> torch.Tensor:
+        out = torch.mm(a, b)
+        if device.startswith("cuda"):
+            torch.cuda.synchronize()
+        return out
+
+    seconds, _ = best_of(product, repeats)
     return 2 * size**3 / seconds
 
 

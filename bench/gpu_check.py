@@ -1,0 +1,43 @@
+"""A short device check: a few RL steps of the quickstart and ~15M models on the best device, with throughput.
+
+Builds the quickstart base model if it is missing, then prints the device, the measured matmul peak, rollout
+tokens/s of the engine vs ``model.generate``, and seconds per RL step by phase (bf16 autocast on CUDA, SDPA
+attention). It also runs on CPU, where it is just a smaller version of the other benchmarks.
+
+    python3 -m bench.gpu_check --steps 5
+"""
+
+from __future__ import annotations
+
+import argparse
+
+import torch
+
+from bench.bench_rollout import bench_model
+from bench.bench_step import run_loop, summarize
+from bench.common import MODELS, QUICKSTART, machine_note, matmul_peak, quickstart_config, set_threads
+from verity.build import resolve_device
+from verity.cli import main as verity_cli
+from verity.models import base_cache_dir
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("--steps", type=int, default=5)
+    parser.add_argument("--device", default="auto")
+    parser.add_argument("--threads", type=int, help="torch threads on CPU (default: torch's choice)")
+    args = parser.parse_args()
+    set_threads(args.threads)
+    device = resolve_device(args.device)
+    if not (base_cache_dir(quickstart_config()) / "config.json").is_file():
+        verity_cli(["init", QUICKSTART])
+    name = torch.cuda.get_device_name(device) if device.startswith("cuda") else "cpu"
+    peak = matmul_peak(device=device)
+    print(f"device {device} ({name}); {machine_note()}; fp32 matmul peak {peak / 1e12:.2f} TFLOP/s")
+    for model in MODELS:
+        bench_model(model, 8, 8, 64, repeats=2, peak=peak, device=device)
+        summarize(model, run_loop(model, args.steps, args.threads, [f"runtime.device={device}"]))
+
+
+if __name__ == "__main__":
+    main()
