@@ -18,12 +18,14 @@ unchanged; on a GPU node the driver takes the training GPU and rollout actors re
 
 from __future__ import annotations
 
+import contextlib
 import math
 import os
+import signal
 import threading
 import time
 from collections import Counter, deque
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, replace
 from typing import TYPE_CHECKING, Any
 
@@ -326,14 +328,30 @@ def init_ray(rc: RayConfig) -> bool:
         return False
     paths = [os.getcwd(), *os.environ.get("PYTHONPATH", "").split(os.pathsep)]
     local = rc.address is None
-    ray.init(
-        address=rc.address,
-        num_cpus=rc.num_cpus if local else None,
-        object_store_memory=rc.object_store_mb * 2**20 if local and rc.object_store_mb else None,
-        include_dashboard=False,
-        runtime_env={"env_vars": {"PYTHONPATH": os.pathsep.join(p for p in paths if p)}},
-    )
+    with _sigint_ignored_by_children():
+        ray.init(
+            address=rc.address,
+            num_cpus=rc.num_cpus if local else None,
+            object_store_memory=rc.object_store_mb * 2**20 if local and rc.object_store_mb else None,
+            include_dashboard=False,
+            runtime_env={"env_vars": {"PYTHONPATH": os.pathsep.join(p for p in paths if p)}},
+        )
     return True
+
+
+@contextlib.contextmanager
+def _sigint_ignored_by_children() -> Iterator[None]:
+    """Start Ray's services with SIGINT ignored (an ignored signal stays ignored across exec). A local cluster's
+    services share the terminal's process group, so Ctrl-C would otherwise kill them under the driver, which
+    turns the first Ctrl-C into a clean stop with a checkpoint and then shuts the cluster down itself."""
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+    previous = signal.signal(signal.SIGINT, signal.SIG_IGN)
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGINT, previous)
 
 
 def use_ray_runtime(parts: Parts, rollout_class: type = RolloutWorker) -> RayRuntime:
