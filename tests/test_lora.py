@@ -57,6 +57,7 @@ def rewarded_batch():
     return batch
 
 
+@pytest.mark.slow
 def test_lora_trains_adapters_and_never_touches_frozen_weights() -> None:
     model = apply_lora(tiny_llama(), LoraConfig(r=4, alpha=8, target_modules=["q_proj", "v_proj", "down_proj"]))
     frozen = {n: p.detach().clone() for n, p in model.named_parameters() if not p.requires_grad}

@@ -116,6 +116,7 @@ def test_token_budget_cuts_micro_batches_by_padded_size() -> None:
     assert [len(p) for p in micro_batches(batch, size=4)] == [4, 2]
 
 
+@pytest.mark.slow
 def test_micro_batching_leaves_the_gradient_unchanged(model: LlamaForCausalLM) -> None:
     batch = _batch_of_lengths([3, 10, 4, 4, 9, 3])
     batch.advantages = batch.loss_mask * torch.linspace(-1, 1, len(batch))[:, None]
@@ -153,6 +154,7 @@ def test_prompt_groups_find_shared_prefixes() -> None:
     assert prompt_groups(_grouped_batch().select(torch.tensor([0, 3]))) is None  # nothing shared
 
 
+@pytest.mark.slow
 def test_shared_prompt_forward_equals_the_plain_forward(model: LlamaForCausalLM) -> None:
     batch = _grouped_batch()
     mask = batch.loss_mask.bool()
