@@ -24,7 +24,7 @@ from conftest import REPO_DIR, TESTS_DIR  # noqa: E402
 from verity.build import Parts, build_parts  # noqa: E402
 from verity.loop import rl_step  # noqa: E402
 from verity.runtime.ray import RayRuntime, use_ray_runtime  # noqa: E402
-from verity.runtime.ray_pool import WeightSyncTimeout  # noqa: E402
+from verity.runtime.ray_pool import ActorWorkers, WeightSyncTimeout  # noqa: E402
 from verity.runtime.ray_workers import RolloutWorker  # noqa: E402
 
 pytestmark = [pytest.mark.ray, pytest.mark.usefixtures("one_thread")]
@@ -116,9 +116,9 @@ def test_async_mode_trains_within_the_staleness_bound(make_config) -> None:
     assert sum(rewards[-3:]) / 3 > sum(rewards[:3]) / 3 + 0.2, rewards
 
 
-def test_a_killed_rollout_worker_loses_and_repeats_nothing(make_config) -> None:
-    """Kill a rollout actor while it holds work: it is replaced, its jobs re-queued, and every item drawn is
-    trained on once or still queued — none lost, none twice."""
+def test_killed_workers_lose_and_repeat_nothing(make_config) -> None:
+    """Kill a rollout actor while it holds work, then the reward actor: each is replaced, their jobs re-queued,
+    and every item drawn is trained on once or is still queued (in the checkpoint state) — none lost or twice."""
     cfg = make_config(*ASYNC, "runtime.ray.rollout_workers=2", "runtime.ray.max_staleness=2")
     parts, runtime = ray_parts(cfg)
     drawn: list[str] = []
@@ -133,18 +133,32 @@ def test_a_killed_rollout_worker_loses_and_repeats_nothing(make_config) -> None:
     trained: list[str] = []
     try:
         for step in range(4):
+            if step == 1:
+                kill_when_busy(runtime.rollout_workers)
             if step == 2:
-                with runtime._cond:
-                    assert runtime.rollout_workers.running, "nothing in flight to lose"
-                    ray.kill(runtime.rollout_workers.actors[0], no_restart=True)
+                kill_when_busy(runtime.reward_workers)
             _, rollouts = rl_step(parts)
             trained.extend({r.item.id for r in rollouts})
         queued = [item.id for item, _, _ in runtime.state_dict()["queued"]]
-        assert runtime.rollout_workers.restarts[0] == 1
+        assert runtime.rollout_workers.restarts == [1, 0]
+        assert runtime.reward_workers.restarts == [1]
     finally:
         runtime.close()
     assert len(trained) == len(set(trained)) == 4 * 4
     assert sorted(trained + queued) == sorted(drawn)
+
+
+def kill_when_busy(workers: ActorWorkers) -> None:
+    """Kill actor 0 the next time it is handed a job, so that the job is in flight when it dies."""
+    dispatch = workers._dispatch
+
+    def dispatch_then_kill() -> None:
+        dispatch()
+        if any(rank == 0 for rank, _ in workers.running.values()):
+            ray.kill(workers.actors[0], no_restart=True)
+            workers._dispatch = dispatch  # type: ignore[method-assign]
+
+    workers._dispatch = dispatch_then_kill  # type: ignore[method-assign]
 
 
 class StuckWorker(RolloutWorker):
