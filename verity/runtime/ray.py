@@ -196,6 +196,7 @@ class RayRuntime:
         return groups
 
     def _take_async(self, groups: list[_Group], params: SamplingParams) -> list[_Group]:
+        self.timings["async/stale_requeued"] = 0.0
         if not self._lead_drawn and self.supply is not None:
             lead = self.supply(self.rc.max_staleness * len(groups))
             self._submit_each([_Group(it, ids, params) for it, ids in lead])
