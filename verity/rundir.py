@@ -18,6 +18,7 @@ import torch
 
 from verity.config import Config, ConfigError, dump_config
 from verity.train.checkpoint import latest_checkpoint, load_checkpoint, save_checkpoint
+from verity.train.lora import save_policy
 from verity.types import Rollout
 
 
@@ -63,11 +64,12 @@ class RunDir:
                 f.write(json.dumps(row) + "\n")
 
     def save_model(self, model: Any, tokenizer: Any) -> Path:
-        """The final model in Hugging Face format, written aside and renamed into place."""
+        """The final model in Hugging Face format (LoRA merged or as an adapter, per ``model.lora.save``),
+        written aside and renamed into place."""
         staging = self.path / ".final_model.tmp"
         shutil.rmtree(staging, ignore_errors=True)
-        model.save_pretrained(staging)
-        tokenizer.save_pretrained(staging)
+        lora = self.cfg.model.lora
+        save_policy(model, tokenizer, staging, lora.save if lora is not None else "merged")
         shutil.rmtree(self.final_model, ignore_errors=True)
         os.replace(staging, self.final_model)
         return self.final_model
