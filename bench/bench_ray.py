@@ -77,7 +77,7 @@ def settings(model: Path, out: Path, mode: str, args: argparse.Namespace) -> dic
                 "mode": mode,
                 "max_staleness": 1,
                 "rollout_workers": args.workers,
-                "rollout_cpus": 1.0,
+                "rollout_cpus": 1.5 / args.workers,  # with the reward actor's 0.5: the 2 CPUs of the cluster
                 "reward_cpus": 0.5,
                 "threads": 1,
                 "segment_tokens": args.segment,

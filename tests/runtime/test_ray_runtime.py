@@ -22,8 +22,9 @@ ray = pytest.importorskip("ray")
 from conftest import REPO_DIR, TESTS_DIR  # noqa: E402
 
 from verity.build import Parts, build_parts  # noqa: E402
+from verity.config import ConfigError, RayConfig  # noqa: E402
 from verity.loop import rl_step  # noqa: E402
-from verity.runtime.ray import RayRuntime, use_ray_runtime  # noqa: E402
+from verity.runtime.ray import RayRuntime, check_resources, use_ray_runtime  # noqa: E402
 from verity.runtime.ray_pool import ActorWorkers, WeightSyncTimeout  # noqa: E402
 from verity.runtime.ray_workers import RolloutWorker  # noqa: E402
 
@@ -184,3 +185,10 @@ def test_a_stuck_weight_sync_raises_the_named_error(make_config) -> None:
         assert time.monotonic() - start < 5
     finally:
         runtime.close()
+
+
+def test_more_resources_than_the_cluster_has_is_a_config_error() -> None:
+    """Two rollout actors of 1 CPU and a reward actor of 1 CPU cannot fit 2 CPUs: said at once, not a hang."""
+    with pytest.raises(ConfigError, match=r"request 3 CPUs .* the cluster has 2"):
+        check_resources(RayConfig(rollout_workers=2))
+    check_resources(RayConfig(rollout_cpus=0.5, reward_cpus=0.5, rollout_workers=3))

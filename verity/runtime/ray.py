@@ -107,6 +107,12 @@ class RayRuntime:
         self.timings: dict[str, float] = {}
         self.supply: Supply | None = None
         self._started_ray = init_ray(self.rc)
+        try:
+            check_resources(self.rc)
+        except ConfigError:
+            if self._started_ray:
+                ray.shutdown()
+            raise
         self._cond = threading.Condition(threading.RLock())
         self._jobs: dict[int, list[_Group]] = {}  # rollout job id -> its groups, until scored (sync: until taken)
         self._rng_after: dict[int, torch.Tensor] = {}
@@ -320,6 +326,27 @@ class RayRuntime:
 
 def _oldest(group: _Group) -> int:
     return min(r.completion.version for r in group.rollouts or [])
+
+
+def check_resources(rc: RayConfig) -> None:
+    """Fail at once, naming the settings, when the actors ask for more than the cluster has (Ray would otherwise
+    leave them pending until the start-up limit)."""
+    have = ray.cluster_resources()
+    for resource, need, keys in (
+        (
+            "CPU",
+            rc.rollout_workers * rc.rollout_cpus + rc.reward_workers * rc.reward_cpus,
+            "rollout_cpus/reward_cpus",
+        ),
+        ("GPU", rc.rollout_workers * rc.rollout_gpus, "rollout_gpus"),
+    ):
+        total = have.get(resource, 0.0)
+        if need > total + 1e-9:
+            raise ConfigError(
+                f"runtime.ray: the actors request {need:g} {resource}s ({rc.rollout_workers} rollout x "
+                f"runtime.ray.{keys}, {rc.reward_workers} reward) but the cluster has {total:g}; "
+                "request less per actor, use fewer workers, or add nodes"
+            )
 
 
 def init_ray(rc: RayConfig) -> bool:
