@@ -28,3 +28,8 @@ def faulty(completion: str, *, id: str, **fields: Any) -> Any:
 def six_questions(seed: int, index: int) -> dict[str, Any]:
     """Only six distinct prompts, whatever the seed: held-out items necessarily repeat training ones."""
     return {"prompt": f"q{index % 6}", "answer": str(index % 6)}
+
+
+def distinct_characters(completion: str, **fields: Any) -> float:
+    """Share of distinct characters: differs between almost any two samples, so every group has signal."""
+    return len(set(completion)) / max(len(completion), 1)
