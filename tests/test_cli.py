@@ -86,3 +86,23 @@ def test_eval_writes_accuracy(tmp_path: Path, tiny_model_dir: Path, char_tokeniz
     assert str(out) in capsys.readouterr().out
     assert main(["eval", str(tiny_model_dir), str(config), "--out", str(out)]) == 0
     assert json.loads(out.read_text())["accuracy"] == 0.0
+
+
+@pytest.mark.usefixtures("one_thread")
+def test_eval_takes_a_task_and_several_k_without_a_config(tmp_path: Path, tiny_model_dir: Path) -> None:
+    out = tmp_path / "result.json"
+    task = 'chain_sum:{"min_terms": 2, "max_terms": 2}'
+    argv = ["eval", str(tiny_model_dir), "--task", task, "--k", "1,2,4", "data.eval_items=3", "--out", str(out)]
+    assert main(argv) == 0
+    result = json.loads(out.read_text())
+    assert result["items"] == 3
+    assert {"pass@1", "pass@2", "pass@4", "maj@4"} <= set(result)
+    assert [s["task"] for s in result["samples"]] == ["chain_sum"] * 3
+    assert all(s["prompt"].count("+") + s["prompt"].count("-") == 1 for s in result["samples"])
+    # pass@k never falls as k grows.
+    assert result["pass@1"] <= result["pass@2"] <= result["pass@4"] <= 1.0
+
+
+def test_eval_rejects_a_malformed_k(tiny_model_dir: Path) -> None:
+    with pytest.raises(SystemExit, match="--k '1,x'"):
+        main(["eval", str(tiny_model_dir), "--k", "1,x"])

@@ -7,6 +7,10 @@ import argparse
 import json
 import sys
 from pathlib import Path
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from verity.config import Config
 
 
 def _parser() -> argparse.ArgumentParser:
@@ -18,9 +22,18 @@ def _parser() -> argparse.ArgumentParser:
     train.add_argument("--resume", action="store_true", help="continue the run from its latest checkpoint")
     train.add_argument("--quiet", action="store_true", help="line-oriented progress, no live display")
     ev = sub.add_parser("eval", help="Held-out greedy accuracy, pass@k and maj@k of a model directory.")
-    ev.add_argument("model", help="a Hugging Face causal-LM directory (e.g. RUN_DIR/final_model)")
-    ev.add_argument("config", help="YAML config naming the tasks and verifiers")
-    ev.add_argument("overrides", nargs="*", help="dotted overrides, e.g. eval.k=8")
+    ev.add_argument("model", help="a Hugging Face causal-LM directory (e.g. RUN_DIR/final_model) or hub id")
+    ev.add_argument(
+        "config", nargs="?", help="YAML config naming tasks and verifiers (default: built-in defaults)"
+    )
+    ev.add_argument("overrides", nargs="*", help="dotted overrides, e.g. data.eval_items=500")
+    ev.add_argument(
+        "--task",
+        action="append",
+        help="a reasoning-gym family to evaluate on instead of the config's tasks, with optional JSON settings: "
+        "chain_sum or 'chain_sum:{\"min_terms\": 3}' (repeatable)",
+    )
+    ev.add_argument("--k", help="pass@k values from max(k) samples per item, e.g. 1,8,16 (default: eval.k)")
     ev.add_argument("--out", help="where to write the JSON result (default: MODEL/eval.json)")
     init = sub.add_parser("init", help="Build (or reuse) the offline tiny base model a config names.")
     init.add_argument("config")
@@ -60,15 +73,17 @@ def _dispatch(args: argparse.Namespace) -> int:
         return importlib.import_module(f"verity.{args.command}").cli_main(args.args)
     from verity.config import load_config
 
-    cfg = load_config(args.config, args.overrides)
+    if args.config and "=" in args.config and not args.config.endswith((".yaml", ".yml")):
+        args.overrides, args.config = [args.config, *args.overrides], None
+    cfg = load_config(args.config, [*args.overrides, *_eval_overrides(args)])
     if args.command == "train":
         return _train(cfg, args.resume, args.quiet)
     if args.command == "eval":
-        return _eval(cfg, args.model, args.out)
+        return _eval(cfg, args.model, args.out, _ks(args.k) if args.k else ())
     return _init(cfg)
 
 
-def _train(cfg, resume: bool, quiet: bool) -> int:
+def _train(cfg: Config, resume: bool, quiet: bool) -> int:
     from verity.loop import TrainingStopped, train
 
     try:
@@ -93,9 +108,41 @@ def _train(cfg, resume: bool, quiet: bool) -> int:
     return 0 if summary["status"] == "finished" else 130
 
 
-def _eval(cfg, model: str, out: str | None) -> int:
+def _eval_overrides(args: argparse.Namespace) -> list[str]:
+    """``--task`` and ``--k`` of ``verity eval`` as config overrides."""
+    if args.command != "eval":
+        return []
+    out = []
+    if args.task:
+        tasks = []
+        for spec in args.task:
+            name, _, settings = spec.partition(":")
+            try:
+                kwargs = json.loads(settings) if settings else {}
+            except json.JSONDecodeError as err:
+                raise SystemExit(f"verity eval: --task {spec!r}: settings are not JSON ({err.msg})") from None
+            tasks.append({"source": "reasoning_gym", "name": name, "kwargs": kwargs})
+        out.append(f"data.tasks={json.dumps(tasks)}")
+    if args.k:
+        out.append(f"eval.k={max(_ks(args.k))}")
+    return out
+
+
+def _ks(text: str) -> tuple[int, ...]:
+    try:
+        ks = tuple(int(part) for part in text.split(","))
+    except ValueError:
+        raise SystemExit(f"verity eval: --k {text!r}: expected comma-separated integers, e.g. 1,8,16") from None
+    if not ks or min(ks) < 1:
+        raise SystemExit(f"verity eval: --k {text!r}: every k must be at least 1")
+    return ks
+
+
+def _eval(cfg: Config, model: str, out: str | None, ks: tuple[int, ...]) -> int:
+    from rich.progress import Progress
+
     from verity.build import build_tasks, resolve_device
-    from verity.data.prompts import encode_prompt
+    from verity.data.prompts import TaskPrompts
     from verity.eval import evaluate
     from verity.models import load_policy
     from verity.rewards.executor import RewardExecutor
@@ -104,16 +151,21 @@ def _eval(cfg, model: str, out: str | None) -> int:
     _, items = build_tasks(cfg)
     policy, tokenizer = load_policy(model, cfg.model.dtype, resolve_device(cfg.runtime.device))
     engine = HFEngine(policy, tokenizer, batch_size=cfg.eval.batch_size, seed=cfg.seed)
-    with RewardExecutor(cfg.reward) as executor:
+    prompts = TaskPrompts(cfg.data)
+    with RewardExecutor(cfg.reward) as executor, Progress(transient=True) as bar:
+        task = bar.add_task("evaluating", total=len(items))
         result = evaluate(
             engine,
-            lambda it: encode_prompt(tokenizer, it, cfg.data.system_prompt),
+            lambda it: prompts.encode(tokenizer, it),
             items,
             executor.score,
             max_new_tokens=cfg.rollout.max_new_tokens,
             k=cfg.eval.k,
             temperature=cfg.eval.temperature,
             threshold=cfg.eval.threshold,
+            pass_ks=[k for k in ks if k > 1],
+            chunk_size=max(1, cfg.eval.batch_size // max(cfg.eval.k, 1)),
+            on_progress=lambda n: bar.advance(task, n),
         )
     path = Path(out) if out else Path(model) / "eval.json"
     path.write_text(json.dumps(result, indent=2))
@@ -123,7 +175,7 @@ def _eval(cfg, model: str, out: str | None) -> int:
     return 0
 
 
-def _init(cfg) -> int:
+def _init(cfg: Config) -> int:
     from verity.build import build_tasks
     from verity.models import BUILTIN, ensure_tiny_base
     from verity.rewards.executor import RewardExecutor

@@ -43,28 +43,40 @@ def evaluate(
     k: int = 1,
     temperature: float = 1.0,
     threshold: float = 1.0,
+    pass_ks: Sequence[int] = (),
+    chunk_size: int = 512,
+    on_progress: Callable[[int], None] | None = None,
 ) -> dict[str, Any]:
-    """Greedy accuracy on ``items``; with ``k > 1`` also pass@1, pass@k and maj@k from k samples at
-    ``temperature``. An item counts as correct when its reward is at least ``threshold``. Per-task accuracy is
-    reported as ``task/<family>/accuracy``."""
-    prompts = [encode(item) for item in items]
-    greedy = [outs[0] for outs in engine.generate(prompts, SamplingParams(max_new_tokens, temperature=0.0))]
-    greedy_ok = [s.value >= threshold for s in score(items, [c.text for c in greedy])]
+    """Greedy accuracy on ``items``; with ``k > 1`` also pass@j for j in {1, k} and ``pass_ks`` (each at most k,
+    from the same k samples at ``temperature``) and maj@k. An item counts as correct when its reward is at least
+    ``threshold``. Per-task accuracy is reported as ``task/<family>/accuracy``. Items are generated in chunks of
+    ``chunk_size``; ``on_progress(n)`` is called after each chunk with the number of items it held."""
+    too_big = [j for j in pass_ks if not 1 <= j <= k]
+    if too_big:
+        raise ValueError(f"pass@{too_big[0]} needs at least {too_big[0]} samples per item; raise k (now {k})")
+    greedy, greedy_ok, sample_texts, sample_ok = [], [], [], []
+    for start in range(0, len(items), chunk_size):
+        chunk = items[start : start + chunk_size]
+        prompts = [encode(item) for item in chunk]
+        outs = [o[0] for o in engine.generate(prompts, SamplingParams(max_new_tokens, temperature=0.0))]
+        greedy += outs
+        greedy_ok += [s.value >= threshold for s in score(chunk, [c.text for c in outs])]
+        if k > 1:
+            samples = engine.generate(prompts, SamplingParams(max_new_tokens, temperature=temperature, n=k))
+            flat_text = [c.text for group in samples for c in group]
+            ok = [s.value >= threshold for s in score([it for it in chunk for _ in range(k)], flat_text)]
+            sample_texts += [flat_text[i * k : (i + 1) * k] for i in range(len(chunk))]
+            sample_ok += [ok[i * k : (i + 1) * k] for i in range(len(chunk))]
+        if on_progress is not None:
+            on_progress(len(chunk))
     result: dict[str, Any] = {"accuracy": _mean(greedy_ok), "items": len(items)}
     for task in sorted({item.task for item in items}):
         hits = [ok for ok, item in zip(greedy_ok, items, strict=True) if item.task == task]
         result[f"task/{task}/accuracy"] = _mean(hits)
     if k > 1:
-        params = SamplingParams(max_new_tokens, temperature=temperature, n=k)
-        samples = engine.generate(prompts, params)
-        flat_items = [item for item in items for _ in range(k)]
-        flat_text = [c.text for outs in samples for c in outs]
-        ok = [s.value >= threshold for s in score(flat_items, flat_text)]
-        per_item = [ok[i * k : (i + 1) * k] for i in range(len(items))]
-        result["pass@1"] = _mean([pass_at_k(k, sum(o), 1) for o in per_item])
-        result[f"pass@{k}"] = _mean([pass_at_k(k, sum(o), k) for o in per_item])
-        texts = [flat_text[i * k : (i + 1) * k] for i in range(len(items))]
-        result[f"maj@{k}"] = _mean([majority_correct(t, o) for t, o in zip(texts, per_item, strict=True)])
+        for j in sorted({1, k, *pass_ks}):
+            result[f"pass@{j}"] = _mean([pass_at_k(k, sum(o), j) for o in sample_ok])
+        result[f"maj@{k}"] = _mean([majority_correct(t, o) for t, o in zip(sample_texts, sample_ok, strict=True)])
     result["samples"] = [
         {"task": item.task, "prompt": item.prompt, "completion": c.text, "answer": item.answer, "correct": good}
         for item, c, good in list(zip(items, greedy, greedy_ok, strict=True))[:8]
