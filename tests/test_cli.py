@@ -106,3 +106,15 @@ def test_eval_takes_a_task_and_several_k_without_a_config(tmp_path: Path, tiny_m
 def test_eval_rejects_a_malformed_k(tiny_model_dir: Path) -> None:
     with pytest.raises(SystemExit, match="--k '1,x'"):
         main(["eval", str(tiny_model_dir), "--k", "1,x"])
+
+
+def test_plot_report_and_runs_dispatch_from_the_main_command(tmp_path: Path, capsys) -> None:
+    from conftest_run import write_run
+
+    run = write_run(tmp_path, name="tiny")
+    assert main(["runs", str(tmp_path)]) == 0
+    assert "tiny" in capsys.readouterr().out
+    assert main(["report", str(run)]) == 0
+    assert "<html" in (run / "report.html").read_text().lower()
+    assert main(["plot", str(run), "--out", str(tmp_path / "plots")]) == 0
+    assert (tmp_path / "plots" / "reward.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"

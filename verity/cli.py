@@ -53,7 +53,7 @@ def main(argv: list[str] | None = None) -> int:
     args, extra = parser.parse_known_args(argv)
     # Overrides may also follow options (``train cfg.yaml --resume train.steps=5``).
     misplaced = [a for a in extra if "=" in a and not a.startswith("-")]
-    if len(misplaced) != len(extra) or not hasattr(args, "overrides"):
+    if extra and (len(misplaced) != len(extra) or not hasattr(args, "overrides")):
         parser.error(f"unrecognized arguments: {' '.join(extra)}")
     if misplaced:
         args.overrides = [*args.overrides, *misplaced]
