@@ -1,9 +1,10 @@
 """Sampling curricula on a two-task mix where one task is much harder: held-out accuracy per task after the same
 wall-time budget of RL with uniform (natural-mix), task-balanced and hard-focus sampling.
 
-The mix is sums of two 1-digit numbers ('easy') and of two 2-3-digit numbers ('hard'), drawn 3:1 as a natural
-dataset would be. Each arm starts from the same tiny base model (built once, cached under --cache) and trains
-until --seconds have passed. Run from the repository root:
+The mix is sums of three 1-digit numbers ('easy': held-out sums reuse the same one-digit facts, so what RL
+fixes carries over) and of two 2-digit numbers ('hard'), drawn 3:1 as a natural dataset would be. Each arm
+starts from the same tiny base model (built once, cached under --cache) and trains until --seconds have passed.
+Run from the repository root:
 
     python3 bench/bench_curriculum.py [--seconds 90] [--eval-items 100] [--cache /tmp/vcache]
 """
@@ -35,22 +36,22 @@ ARMS: dict[str, dict[str, Any]] = {
 }
 
 
-def sum_task(seed: int, index: int, min_digits: int, max_digits: int) -> dict[str, Any]:
-    """'a + b =' with a and b of min_digits..max_digits digits; item ``index`` of stream ``seed``."""
+def sum_task(seed: int, index: int, min_digits: int, max_digits: int, terms: int = 2) -> dict[str, Any]:
+    """'a + b (+ c) =' with terms of min_digits..max_digits digits; item ``index`` of stream ``seed``."""
     rng = random.Random(seed * 1_000_003 + index)
-    terms = []
-    for _ in range(2):
+    values = []
+    for _ in range(terms):
         digits = rng.randint(min_digits, max_digits)
-        terms.append(rng.randint(0 if digits == 1 else 10 ** (digits - 1), 10**digits - 1))
-    return {"prompt": f"{terms[0]} + {terms[1]} =", "answer": str(sum(terms))}
+        values.append(rng.randint(0 if digits == 1 else 10 ** (digits - 1), 10**digits - 1))
+    return {"prompt": " + ".join(map(str, values)) + " =", "answer": str(sum(values))}
 
 
 def config(arm: dict[str, Any], cache: str, eval_items: int) -> Config:
     tasks = [
         {"source": "generator", "name": name, "function": "bench_curriculum:sum_task", "kwargs": kw, "weight": w}
         for name, kw, w in [
-            ("easy", {"min_digits": 1, "max_digits": 1}, 3.0),
-            ("hard", {"min_digits": 2, "max_digits": 3}, 1.0),
+            ("easy", {"min_digits": 1, "max_digits": 1, "terms": 3}, 3.0),
+            ("hard", {"min_digits": 2, "max_digits": 2}, 1.0),
         ]
     ]
     return load_config(
