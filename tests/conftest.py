@@ -21,22 +21,33 @@ TESTS_DIR = Path(__file__).resolve().parent
 REPO_DIR = TESTS_DIR.parent
 
 
+def small_llama(vocab_size: int, *, eos: int, pad: int, seed: int = 0, **settings: Any) -> LlamaForCausalLM:
+    """A randomly initialised 2-layer, 32-wide Llama; ``settings`` override its config (heads, positions, ...)."""
+    torch.manual_seed(seed)
+    config = {
+        "vocab_size": vocab_size,
+        "hidden_size": 32,
+        "num_hidden_layers": 2,
+        "num_attention_heads": 2,
+        "num_key_value_heads": 2,
+        "intermediate_size": 64,
+        "max_position_embeddings": 128,
+        "eos_token_id": eos,
+        "pad_token_id": pad,
+    }
+    return LlamaForCausalLM(LlamaConfig(**{**config, **settings}))
+
+
 def tiny_llama(tokenizer: PreTrainedTokenizerFast, seed: int = 0) -> LlamaForCausalLM:
     """A randomly initialised 2-layer Llama over ``tokenizer`` (about 10k parameters)."""
-    torch.manual_seed(seed)
-    config = LlamaConfig(
-        vocab_size=len(tokenizer),
-        hidden_size=32,
-        num_hidden_layers=2,
-        num_attention_heads=2,
-        num_key_value_heads=2,
-        intermediate_size=64,
-        max_position_embeddings=128,
+    model = small_llama(
+        len(tokenizer),
+        eos=tokenizer.eos_token_id,
+        pad=tokenizer.pad_token_id,
+        seed=seed,
         bos_token_id=tokenizer.bos_token_id,
-        eos_token_id=tokenizer.eos_token_id,
-        pad_token_id=tokenizer.pad_token_id,
     )
-    return LlamaForCausalLM(config).eval()
+    return model.eval()
 
 
 @contextlib.contextmanager

@@ -4,7 +4,8 @@ from __future__ import annotations
 
 import pytest
 import torch
-from transformers import AutoModelForCausalLM, LlamaConfig, LlamaForCausalLM
+from conftest import small_llama
+from transformers import AutoModelForCausalLM, LlamaForCausalLM
 
 from verity.algo.config import AlgoConfig
 from verity.config import ConfigError, LoraConfig, TrainConfig
@@ -30,19 +31,9 @@ class DigitTokenizer:
 
 
 def tiny_llama() -> LlamaForCausalLM:
-    torch.manual_seed(0)
-    cfg = LlamaConfig(
-        vocab_size=16,
-        hidden_size=32,
-        num_hidden_layers=2,
-        num_attention_heads=4,
-        num_key_value_heads=4,
-        intermediate_size=64,
-        max_position_embeddings=32,
-        eos_token_id=EOS,
-        pad_token_id=PAD,
+    return small_llama(
+        16, eos=EOS, pad=PAD, num_attention_heads=4, num_key_value_heads=4, max_position_embeddings=32
     )
-    return LlamaForCausalLM(cfg)
 
 
 def rewarded_batch():

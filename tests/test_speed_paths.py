@@ -5,7 +5,8 @@ from __future__ import annotations
 
 import pytest
 import torch
-from transformers import LlamaConfig, LlamaForCausalLM
+from conftest import small_llama
+from transformers import LlamaForCausalLM
 
 from verity.algo.config import AlgoConfig
 from verity.config import TrainConfig
@@ -29,19 +30,9 @@ class ByteTokenizer:
 
 @pytest.fixture(scope="module")
 def model() -> LlamaForCausalLM:
-    torch.manual_seed(0)
-    config = LlamaConfig(
-        vocab_size=24,
-        hidden_size=32,
-        num_hidden_layers=2,
-        num_attention_heads=4,
-        num_key_value_heads=2,
-        intermediate_size=64,
-        max_position_embeddings=64,
-        eos_token_id=EOS,
-        pad_token_id=PAD,
-    )
-    return LlamaForCausalLM(config).eval()
+    return small_llama(
+        24, eos=EOS, pad=PAD, num_attention_heads=4, num_key_value_heads=2, max_position_embeddings=64
+    ).eval()
 
 
 PROMPTS = [[1, 5, 6, 7, 8], [1, 9], [1, 10, 11], [1, 12, 13, 14, 15, 16, 17]]
