@@ -3,7 +3,6 @@ Hugging Face datasets), each with disjoint held-out items."""
 
 from __future__ import annotations
 
-import importlib
 import random
 from collections.abc import Callable
 from pathlib import Path
@@ -11,6 +10,7 @@ from typing import Any, Protocol
 
 from verity.config import ConfigError, TaskConfig
 from verity.data.files import read_rows
+from verity.registry import import_object
 from verity.types import Item
 
 # Held-out items of a procedural source use seeds this far from the training seeds, so the two never meet.
@@ -146,18 +146,12 @@ class GeneratorSource:
 
 
 def resolve_callable(spec: str, key: str) -> Callable[..., Any]:
-    """Import ``package.module:attribute``; a failure names the config key and what went wrong."""
-    module_name, sep, attr = spec.partition(":")
-    if not sep or not module_name or not attr:
-        raise ConfigError(f"{key}: {spec!r} is not an import path of the form 'package.module:function'")
+    """Import ``package.module:function``; a failure is a ``ConfigError`` naming the config key and what went
+    wrong."""
     try:
-        module = importlib.import_module(module_name)
-    except ImportError as err:
-        raise ConfigError(f"{key}: cannot import module {module_name!r}: {err}") from None
-    fn = getattr(module, attr, None)
-    if not callable(fn):
-        raise ConfigError(f"{key}: module {module_name!r} has no callable {attr!r}")
-    return fn
+        return import_object(spec, "import path")
+    except (ValueError, ImportError, AttributeError, TypeError) as err:
+        raise ConfigError(f"{key}: {err}") from None
 
 
 def build_source(task: TaskConfig, seed: int, eval_n: int) -> TaskSource:

@@ -9,24 +9,18 @@ from functools import partial
 from typing import Any
 
 from verity.envs.base import Env
+from verity.registry import Registry
 
 EnvFactory = Callable[..., Env]
-_ENVS: dict[str, EnvFactory] = {}
+_ENVS: Registry[EnvFactory] = Registry("environment", ("verity.envs.calculator", "verity.envs.guessing"))
 
 
 def register_env(name: str) -> Callable[[EnvFactory], EnvFactory]:
-    def add(factory: EnvFactory) -> EnvFactory:
-        if name in _ENVS and _ENVS[name] is not factory:
-            raise ValueError(f"environment {name!r} is already registered")
-        _ENVS[name] = factory
-        return factory
-
-    return add
+    return _ENVS.register(name)
 
 
 def env_names() -> list[str]:
-    _load_builtins()
-    return sorted(_ENVS)
+    return _ENVS.names()
 
 
 def env_factory(
@@ -38,14 +32,13 @@ def env_factory(
     from verity.config import ConfigError
     from verity.data.sources import resolve_callable
 
-    _load_builtins()
     if ":" in spec:
         factory = resolve_callable(spec, f"{key}.name")
     elif spec in _ENVS:
-        factory = _ENVS[spec]
+        factory = _ENVS.get(spec)
     else:
         raise ConfigError(
-            f"{key}.name: unknown environment {spec!r}; built-in: {sorted(_ENVS)}, or give an "
+            f"{key}.name: unknown environment {spec!r}; built-in: {_ENVS.names()}, or give an "
             "import path 'package.module:Factory'"
         )
     accepted = inspect.signature(factory).parameters
@@ -60,8 +53,3 @@ def env_factory(
     if missing:
         raise ConfigError(f"{key}.name: {spec!r} builds {type(env).__name__}, which lacks {', '.join(missing)}()")
     return make
-
-
-def _load_builtins() -> None:
-    import verity.envs.calculator
-    import verity.envs.guessing  # noqa: F401

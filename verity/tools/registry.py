@@ -6,10 +6,11 @@ from __future__ import annotations
 import threading
 from collections.abc import Callable, Iterable
 
+from verity.registry import Registry
 from verity.tools.syntax import ToolCall
 
 Tool = Callable[[str], str]
-_TOOLS: dict[str, Tool] = {}
+_TOOLS: Registry[Tool] = Registry("tool", ("verity.tools.calculator", "verity.tools.python"))
 MAX_RESULT_CHARS = 200  # a result is read by the model: long outputs only crowd its context
 
 
@@ -18,25 +19,15 @@ class ToolError(Exception):
 
 
 def register_tool(name: str) -> Callable[[Tool], Tool]:
-    def add(fn: Tool) -> Tool:
-        if name in _TOOLS and _TOOLS[name] is not fn:
-            raise ValueError(f"tool {name!r} is already registered")
-        _TOOLS[name] = fn
-        return fn
-
-    return add
+    return _TOOLS.register(name)
 
 
 def tool_names() -> list[str]:
-    _load_builtins()
-    return sorted(_TOOLS)
+    return _TOOLS.names()
 
 
 def get_tool(name: str) -> Tool:
-    _load_builtins()
-    if name not in _TOOLS:
-        raise KeyError(f"unknown tool {name!r}; registered tools: {sorted(_TOOLS)}")
-    return _TOOLS[name]
+    return _TOOLS.get(name)
 
 
 def run_tool(call: ToolCall, allowed: Iterable[str], timeout_s: float) -> str:
@@ -65,8 +56,3 @@ def run_tool(call: ToolCall, allowed: Iterable[str], timeout_s: float) -> str:
     if thread.is_alive():
         return f"error: {call.name} timed out after {timeout_s:g} s"
     return box["out"][:MAX_RESULT_CHARS]
-
-
-def _load_builtins() -> None:
-    import verity.tools.calculator
-    import verity.tools.python  # noqa: F401
