@@ -129,26 +129,26 @@ def train(cfg: Config, *, resume: bool = False, quiet: bool = False) -> dict[str
         "final_model": None,
     }
     step = 0
-    if resume:
-        state = run.load()
-        parts.load_state_dict(state)
-        summary, step = state["summary"], state["step"]
-        earlier_wall = summary.get("wall_time_s", 0.0)
-        progress.message(f"resumed from step {step}")
-    else:
-        summary["eval_before"] = _eval_and_log(parts, tracker, 0, progress)
-        summary["best_accuracy"] = summary["eval_before"]["accuracy"]
-        run.write_summary(summary)
 
     def checkpoint() -> None:
         summary["wall_time_s"] = earlier_wall + time.time() - started
         run.save(step, {**parts.state_dict(), "summary": summary})
         run.write_summary(summary)
 
+    if resume:
+        state = run.load()
+        parts.load_state_dict(state)
+        summary, step = state["summary"], state["step"]
+        earlier_wall = summary.get("wall_time_s", 0.0)
+        progress.message(f"resumed from step {step}")
     stop = _StopFlag()
     bad_steps = 0
-    progress.start_step = step
     try:
+        if not resume:
+            summary["eval_before"] = _eval_and_log(parts, tracker, 0, progress)
+            summary["best_accuracy"] = summary["eval_before"]["accuracy"]
+            run.write_summary(summary)
+        progress.start_step = step
         with progress, stop:
             while step < cfg.train.steps and not stop.requested:
                 metrics, rollouts = rl_step(parts)
