@@ -76,6 +76,9 @@ def _dispatch(args: argparse.Namespace) -> int:
     if args.config and "=" in args.config and not args.config.endswith((".yaml", ".yml")):
         args.overrides, args.config = [args.config, *args.overrides], None
     cfg = load_config(args.config, [*args.overrides, *_eval_overrides(args)])
+    from transformers.utils import logging as hf_logging
+
+    hf_logging.disable_progress_bar()  # per-file load/save bars would interleave with Verity's own progress
     if args.command == "train":
         return _train(cfg, args.resume, args.quiet)
     if args.command == "eval":
