@@ -21,6 +21,7 @@ from bench.common import MODELS, machine_note, model_dir, quickstart_config, set
 from verity.loop import train
 
 PHASES = ("time/generate", "time/score", "time/train", "time/sync")
+PROMPTS, GROUP, NEW_TOKENS = 8, 8, 12  # the RL batch shape every end-to-end figure uses (also TRL's)
 
 
 def run_loop(model: str, steps: int, threads: int | None, extra: list[str]) -> list[dict[str, Any]]:
@@ -35,6 +36,9 @@ def run_loop(model: str, steps: int, threads: int | None, extra: list[str]) -> l
             "eval.items=8",
             "eval.k=1",
             f"train.checkpoint_every={steps + 1}",
+            f"rollout.prompts_per_step={PROMPTS}",
+            f"rollout.group_size={GROUP}",
+            f"rollout.max_new_tokens={NEW_TOKENS}",
             *([f"runtime.threads={threads}"] if threads else []),
             *extra,
         ]

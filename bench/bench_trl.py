@@ -22,12 +22,11 @@ from typing import Any
 
 import torch
 
-from bench.bench_step import run_loop, summarize
+from bench.bench_step import GROUP, NEW_TOKENS, PROMPTS, run_loop, summarize
 from bench.common import MODELS, machine_note, model_dir, quickstart_config, set_threads
 from verity.data.sources import build_source
 from verity.rewards.executor import RewardExecutor
 
-PROMPTS, GROUP, NEW_TOKENS = 8, 8, 12
 SETUP = __doc__.split("TRL lives", 1)[1]
 
 

@@ -7,9 +7,11 @@ import pytest
 import torch
 from conftest import small_llama
 from transformers import LlamaForCausalLM
+from transformers.integrations.sdpa_attention import sdpa_attention_forward
 
 from verity.algo.config import AlgoConfig
 from verity.config import TrainConfig
+from verity.rollout.attention import decode_attention, use_decode_attention
 from verity.rollout.engine import SamplingParams
 from verity.rollout.hf import HFEngine, PreallocatedLayer
 from verity.train.batching import Batch, collate, micro_batches, padding_share
@@ -47,11 +49,13 @@ def _rollouts(prompts: list[list[int]], outputs: list) -> list[Rollout]:
     ]
 
 
-def test_engine_logprobs_match_teacher_forcing(model: LlamaForCausalLM) -> None:
-    engine = HFEngine(model, ByteTokenizer(), batch_size=6, seed=3)
+@pytest.mark.parametrize("batch_size", [6, 12])  # 12 rows: finished rows stay in the batch until 2 have finished
+def test_engine_logprobs_match_teacher_forcing(model: LlamaForCausalLM, batch_size: int) -> None:
+    engine = HFEngine(model, ByteTokenizer(), batch_size=batch_size, seed=3)
     outputs = engine.generate(PROMPTS, SamplingParams(max_new_tokens=10, temperature=0.7, n=3))
     lengths = {len(c.token_ids) for outs in outputs for c in outs}
     assert len(lengths) > 1, "rows should finish at different steps so row dropping is exercised"
+    assert all(EOS not in c.token_ids[:-1] for outs in outputs for c in outs), "no token after a stop token"
     batch = collate(_rollouts(PROMPTS, outputs), PAD)
     with torch.no_grad():
         teacher, _ = token_logprobs(model, batch, temperature=0.7)
@@ -84,6 +88,47 @@ def test_preallocated_layer_grows_in_place_and_refuses_overflow() -> None:
     torch.testing.assert_close(layer.keys[0, :, :2], k[1])
     with pytest.raises(RuntimeError, match="KV cache full"):
         layer.update(k[:1, :, :1], k[:1, :, :1])
+
+
+def test_preallocated_layer_repeats_rows_for_each_sample() -> None:
+    layer = PreallocatedLayer(capacity=4)
+    k = torch.randn(2, 3, 2, 5)
+    layer.update(k, -k)
+    layer.batch_repeat_interleave(3)
+    assert layer.keys.shape == (6, 3, 2, 5)
+    torch.testing.assert_close(layer.keys, k.repeat_interleave(3, dim=0))
+    torch.testing.assert_close(layer.values, -k.repeat_interleave(3, dim=0))
+    new = torch.randn(6, 3, 1, 5)
+    keys, _ = layer.update(new, new)
+    torch.testing.assert_close(keys[:, :, 2], new[:, :, 0])
+
+
+@pytest.mark.parametrize("kv_heads", [4, 2, 1])
+@pytest.mark.parametrize("masked", [False, True])
+def test_decode_attention_equals_sdpa(kv_heads: int, masked: bool) -> None:
+    gen = torch.Generator().manual_seed(0)
+    query = torch.randn(5, 4, 1, 8, generator=gen)
+    key, value = torch.randn(2, 5, kv_heads, 7, 8, generator=gen)
+    module = torch.nn.Module()
+    module.num_key_value_groups = 4 // kv_heads
+    mask = None
+    if masked:  # left padding: row r cannot see its first r positions
+        mask = (torch.arange(7)[None, :] >= torch.arange(5)[:, None])[:, None, None, :]
+    with torch.no_grad():
+        out, _ = decode_attention(module, query, key, value, mask, scaling=0.3)
+        ref, _ = sdpa_attention_forward(module, query, key, value, mask, scaling=0.3)
+    assert out.shape == ref.shape == (5, 1, 4, 8)
+    torch.testing.assert_close(out, ref, atol=1e-6, rtol=1e-5)
+
+
+def test_decode_attention_is_switched_on_for_sdpa_models_only(tmp_path) -> None:
+    sdpa = small_llama(12, eos=EOS, pad=PAD)
+    eager = small_llama(12, eos=EOS, pad=PAD, attn_implementation="eager")
+    assert use_decode_attention(sdpa) and sdpa.config._attn_implementation == "verity"
+    assert not use_decode_attention(eager) and eager.config._attn_implementation == "eager"
+    sdpa.save_pretrained(tmp_path)
+    reloaded = type(sdpa).from_pretrained(tmp_path)
+    assert reloaded.config._attn_implementation == "sdpa"  # the switch is not saved with the model
 
 
 def _batch_of_lengths(lengths: list[int]) -> Batch:
