@@ -112,3 +112,54 @@ def test_epochs_times_mini_batches_optimizer_steps(char_tokenizer) -> None:
     metrics = learner.step(on_policy(learner, make_batch(char_tokenizer, [1.0, -1.0, 1.0, -1.0])))
     assert metrics["lr"] == pytest.approx(1e-2 * 5 / 8)  # four optimizer steps taken
     assert learner.version == 1
+
+
+@pytest.mark.parametrize("aggregation", ["token_mean", "seq_mean_token_mean", "constant"])
+def test_zero_advantage_rows_are_left_out_with_the_same_gradient(char_tokenizer, aggregation: str) -> None:
+    algo = AlgoConfig(aggregation=aggregation)
+    batch = make_batch(char_tokenizer, [1.0, 0.0, -0.5, 0.0])
+    learners = {}
+    for skip in (True, False):
+        cfg = TrainConfig(lr=1e-2, skip_zero_advantage=skip)
+        learners[skip] = Learner(tiny_llama(char_tokenizer), cfg, algo, temperature=1.0, seed=0)
+    metrics = {skip: learner.step(on_policy(learner, batch)) for skip, learner in learners.items()}
+    assert metrics[True]["rows_skipped"] == 0.5 and metrics[False]["rows_skipped"] == 0.0
+    assert metrics[True]["grad_norm"] > 0
+    assert metrics[True]["grad_norm"] == pytest.approx(metrics[False]["grad_norm"], rel=1e-5)
+    assert metrics[True]["loss/policy"] == pytest.approx(metrics[False]["loss/policy"], abs=1e-7)
+    pairs = zip(learners[True].model.parameters(), learners[False].model.parameters(), strict=True)
+    for a, b in pairs:
+        torch.testing.assert_close(
+            learners[True].optimizer.state[a]["exp_avg"],
+            learners[False].optimizer.state[b]["exp_avg"],
+            atol=1e-7,
+            rtol=1e-4,
+        )
+
+
+def test_rows_stay_when_an_entropy_term_or_kl_reads_them(char_tokenizer) -> None:
+    batch = make_batch(char_tokenizer, [1.0, 0.0, -0.5, 0.0])
+    bonus = Learner(
+        tiny_llama(char_tokenizer), TrainConfig(), AlgoConfig(entropy_coef=0.01), temperature=1.0, seed=0
+    )
+    assert bonus.step(on_policy(bonus, batch))["rows_skipped"] == 0.0
+    plain = fresh_learner(char_tokenizer)
+    batch = on_policy(plain, batch)
+    batch.ref_logprobs = batch.old_logprobs.clone()
+    assert plain.step(batch)["rows_skipped"] == 0.0
+
+
+def test_an_all_zero_step_still_applies_adamw_momentum_and_decay(char_tokenizer) -> None:
+    """After one real update, a batch with no signal moves the weights by AdamW's momentum and weight decay
+    exactly as a backward pass of zeros would, whether or not its rows are skipped."""
+    models = {}
+    for skip in (True, False):
+        learner = fresh_learner(char_tokenizer, weight_decay=0.1, skip_zero_advantage=skip)
+        learner.step(on_policy(learner, make_batch(char_tokenizer, [1.0, -1.0, 1.0, -1.0])))
+        before = copy.deepcopy(learner.model.state_dict())
+        metrics = learner.step(on_policy(learner, make_batch(char_tokenizer, [0.0] * 4)))
+        assert metrics["rows_skipped"] == (1.0 if skip else 0.0) and metrics["grad_norm"] == 0.0
+        assert any(not torch.equal(t, before[n]) for n, t in learner.model.state_dict().items())
+        models[skip] = learner.model.state_dict()
+    for name, tensor in models[True].items():
+        torch.testing.assert_close(tensor, models[False][name], atol=1e-7, rtol=0)

@@ -62,7 +62,11 @@ def test_run_directory(make_config) -> None:
     rows = train_rows(run)
     assert [row["step"] for row in rows] == [1, 2, 3]
     for row in rows:
-        assert {"reward/std", "grad_norm", "entropy", "lr", "time/step", "throughput/tokens_per_s"} <= set(row)
+        assert {"reward/std", "grad_norm", "rows_skipped", "lr", "time/step", "throughput/tokens_per_s"} <= set(
+            row
+        )
+        # Loss metrics cover the trained rows: absent only when no row had a nonzero advantage.
+        assert "entropy" in row or row["rows_skipped"] == 1.0
         assert row["scored"] == 16 and row["failures"] == 0
     samples = read_jsonl(run / "samples.jsonl")
     assert len(samples) == 3 * 16
@@ -105,7 +109,8 @@ def test_verifier_faults_score_zero_with_reason_and_are_counted(make_config) -> 
 
 
 def nan_on_calls(monkeypatch: pytest.MonkeyPatch, bad_calls: set[int]) -> None:
-    """Make the policy loss NaN on the given (1-based) calls."""
+    """Make the policy loss NaN on the given (1-based) calls. Tests using it train every row
+    (``train.skip_zero_advantage=false``), so that every step computes a loss."""
     real = learner_module.policy_loss
     calls = [0]
 
@@ -119,7 +124,9 @@ def nan_on_calls(monkeypatch: pytest.MonkeyPatch, bad_calls: set[int]) -> None:
 
 def test_nan_losses_in_a_row_stop_the_run(make_config, tiny_model_dir: Path, monkeypatch) -> None:
     nan_on_calls(monkeypatch, set(range(1, 100)))
-    cfg = make_config("train.steps=10", "train.max_bad_steps=3", "train.checkpoint_every=2")
+    cfg = make_config(
+        "train.steps=10", "train.max_bad_steps=3", "train.checkpoint_every=2", "train.skip_zero_advantage=false"
+    )
     with pytest.raises(TrainingStopped, match="3 steps in a row had a non-finite loss"):
         train(cfg, quiet=True)
     summary = json.loads((cfg.run_dir / "summary.json").read_text())
@@ -133,7 +140,7 @@ def test_nan_losses_in_a_row_stop_the_run(make_config, tiny_model_dir: Path, mon
 
 def test_a_single_nan_step_is_skipped_and_the_run_goes_on(make_config, monkeypatch) -> None:
     nan_on_calls(monkeypatch, {1})
-    cfg = make_config("train.max_bad_steps=2")
+    cfg = make_config("train.max_bad_steps=2", "train.skip_zero_advantage=false")
     summary = train(cfg, quiet=True)
     assert summary["status"] == "finished" and summary["steps"] == 3
     assert summary["warnings"] == ["step 1: non-finite loss or gradient, update skipped"]

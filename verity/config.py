@@ -185,6 +185,11 @@ class TrainConfig(Section):
     gradient_checkpointing: bool = Field(
         False, description="Recompute activations in the backward pass: less memory, about a third more compute."
     )
+    skip_zero_advantage: bool = Field(
+        True,
+        description="Leave rows whose advantages are all 0 out of the forward and backward when the loss has no "
+        "KL or entropy term (their gradient is exactly 0); loss metrics then cover the trained rows.",
+    )
     checkpoint_every: int = Field(50, gt=0, description="Steps between checkpoints.")
     keep_checkpoints: int = Field(2, gt=0, description="How many recent checkpoints to keep.")
     max_bad_steps: int = Field(5, gt=0, description="Stop after this many non-finite losses in a row.")

@@ -98,16 +98,17 @@ class Learner:
         """
         self.model.train()
         sums: dict[str, float] = {}
-        updates = skipped = 0
+        counts: dict[str, int] = {}  # a metric averages over the updates that report it
+        skipped = 0
         for _ in range(self.train_cfg.epochs):
             for rows in split_indices(len(batch), self.train_cfg.mini_batches, self.generator):
                 metrics = self._update(batch.select(rows), loss_kwargs)
                 if metrics.pop("skipped"):
                     skipped += 1
-                updates += 1
                 for k, v in metrics.items():
                     sums[k] = sums.get(k, 0.0) + v
-        out = {k: v / updates for k, v in sums.items()}
+                    counts[k] = counts.get(k, 0) + 1
+        out = {k: v / counts[k] for k, v in sums.items()}
         out["skipped"] = float(skipped)
         out["lr"] = self.scheduler.get_last_lr()[0]
         self.version += 1
@@ -117,10 +118,38 @@ class Learner:
         token_count = float(mini.loss_mask.sum().item())
         seq_count = float((mini.loss_mask.sum(-1) > 0).sum().item())
         self.optimizer.zero_grad(set_to_none=True)
+        rows = self._rows_with_gradient(mini, loss_kwargs)
+        skipped_rows = 1.0 - len(rows) / len(mini)
+        if len(rows):
+            normalizers = {"token_normalizer": max(token_count, 1.0), "seq_normalizer": max(seq_count, 1.0)}
+            trained = mini.select(rows) if len(rows) < len(mini) else mini
+            finite, sums = self._accumulate(trained, normalizers, loss_kwargs)
+        else:
+            # A zero gradient, not a missing one: AdamW still applies its momentum and weight decay, as it would
+            # after a backward pass over rows whose advantages are all 0.
+            for p in self.model.parameters():
+                if p.requires_grad:
+                    p.grad = torch.zeros_like(p)
+            finite, sums = True, {"loss/policy": 0.0, "loss/total": 0.0}
+        grad_norm = float(torch.nn.utils.clip_grad_norm_(self.model.parameters(), self.train_cfg.max_grad_norm))
+        if not finite or not math.isfinite(grad_norm):
+            self.optimizer.zero_grad(set_to_none=True)
+            return {"skipped": 1.0}
+        self.optimizer.step()
+        self.scheduler.step()
+        sums["grad_norm"] = grad_norm
+        sums["rows_skipped"] = skipped_rows
+        sums["skipped"] = 0.0
+        return sums
+
+    def _accumulate(
+        self, batch: Batch, normalizers: dict[str, float], loss_kwargs: dict[str, float]
+    ) -> tuple[bool, dict[str, float]]:
+        """Forward and backward over ``batch`` in micro-batches, gradients accumulating; returns whether every loss
+        was finite, and the metrics (``loss/*`` summed, the rest token means over ``batch``)."""
+        tokens = max(float(batch.loss_mask.sum().item()), 1.0)
         sums: dict[str, float] = {}
-        parts = micro_batches(mini, self.train_cfg.micro_batch_size, self.train_cfg.micro_batch_tokens)
-        finite = True
-        for micro in parts:
+        for micro in micro_batches(batch, self.train_cfg.micro_batch_size, self.train_cfg.micro_batch_tokens):
             micro = micro.to(self.device)
             groups = prompt_groups(micro) if self.share_prompts else None
             with autocast(self.device):
@@ -134,30 +163,33 @@ class Learner:
                 micro.old_logprobs,
                 micro.advantages,
                 micro.loss_mask,
-                token_normalizer=max(token_count, 1.0),
-                seq_normalizer=max(seq_count, 1.0),
                 ref_logprobs=micro.ref_logprobs,
                 entropy=entropy,
                 prox_logprobs=micro.prox_logprobs,
+                **normalizers,
                 **loss_kwargs,
             )
             if not torch.isfinite(loss):
-                finite = False
-                break
+                return False, sums
             loss.backward()
-            # loss/* terms add up over micro-batches; the other metrics are token means, weighted by share.
-            share = float(micro.loss_mask.sum().item()) / max(token_count, 1.0)
+            share = float(micro.loss_mask.sum().item()) / tokens
             for k, v in metrics.items():
                 sums[k] = sums.get(k, 0.0) + (v if k.startswith("loss/") else v * share)
-        grad_norm = float(torch.nn.utils.clip_grad_norm_(self.model.parameters(), self.train_cfg.max_grad_norm))
-        if not finite or not math.isfinite(grad_norm):
-            self.optimizer.zero_grad(set_to_none=True)
-            return {"skipped": 1.0}
-        self.optimizer.step()
-        self.scheduler.step()
-        sums["grad_norm"] = grad_norm
-        sums["skipped"] = 0.0
-        return sums
+        return True, sums
+
+    def _rows_with_gradient(self, mini: Batch, loss_kwargs: dict[str, float]) -> torch.Tensor:
+        """Indices of the rows that can contribute to the gradient. Every policy loss here is a function of the
+        token's ratio times its advantage, and the aggregations sum rows over normalizers counted on the whole
+        mini-batch, so a row whose advantages are all 0 adds exactly 0 unless a KL or entropy term is in play.
+        With ``train.skip_zero_advantage`` such rows are left out (in GRPO, every group whose samples all got the
+        same reward), except when the KL or entropy measured over all rows feeds a loss term or a controller."""
+        everything = torch.arange(len(mini))
+        entropy_in_play = (
+            loss_kwargs.get("entropy_coef", self.algo.entropy_coef) > 0 or self.algo.entropy_target_low is not None
+        )
+        if not self.train_cfg.skip_zero_advantage or mini.ref_logprobs is not None or entropy_in_play:
+            return everything
+        return everything[(mini.advantages * mini.loss_mask).ne(0).any(-1)]
 
     def weights(self) -> dict[str, torch.Tensor]:
         """What an engine needs to follow the policy: every weight, or only the adapters of a LoRA model."""
