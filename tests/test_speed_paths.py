@@ -49,14 +49,20 @@ def _rollouts(prompts: list[list[int]], outputs: list) -> list[Rollout]:
     ]
 
 
+EQUAL_PROMPTS = [[1, 5, 6], [1, 9, 10], [1, 11, 12], [1, 13, 14]]  # no left padding: no mask is passed
+
+
+@pytest.mark.parametrize("prompts", [PROMPTS, EQUAL_PROMPTS])
 @pytest.mark.parametrize("batch_size", [6, 12])  # 12 rows: finished rows stay in the batch until 2 have finished
-def test_engine_logprobs_match_teacher_forcing(model: LlamaForCausalLM, batch_size: int) -> None:
+def test_engine_logprobs_match_teacher_forcing(
+    model: LlamaForCausalLM, batch_size: int, prompts: list[list[int]]
+) -> None:
     engine = HFEngine(model, ByteTokenizer(), batch_size=batch_size, seed=3)
-    outputs = engine.generate(PROMPTS, SamplingParams(max_new_tokens=10, temperature=0.7, n=3))
+    outputs = engine.generate(prompts, SamplingParams(max_new_tokens=10, temperature=0.7, n=3))
     lengths = {len(c.token_ids) for outs in outputs for c in outs}
     assert len(lengths) > 1, "rows should finish at different steps so row dropping is exercised"
     assert all(EOS not in c.token_ids[:-1] for outs in outputs for c in outs), "no token after a stop token"
-    batch = collate(_rollouts(PROMPTS, outputs), PAD)
+    batch = collate(_rollouts(prompts, outputs), PAD)
     with torch.no_grad():
         teacher, _ = token_logprobs(model, batch, temperature=0.7)
     mask = batch.loss_mask.bool()

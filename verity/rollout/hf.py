@@ -70,9 +70,11 @@ class HFEngine:
             ids[row, width - len(p) :] = torch.tensor(p)
             mask[row, width - len(p) : width] = 1
         ids, mask = ids.to(device), mask.to(device)
+        # Without left padding every mask is all ones: the model then builds no mask at all (none is passed).
+        padded = len({len(p) for p in prompts}) > 1
         positions = (mask[:, :width].cumsum(-1) - 1).clamp(min=0)
         cache = self._new_cache(width + params.max_new_tokens)
-        logits = self._forward(ids, mask[:, :width], positions, cache)  # (B, V)
+        logits = self._forward(ids, mask[:, :width] if padded else None, positions, cache)  # (B, V)
         # Share each prompt's prefill across its n samples.
         if params.n > 1:
             cache.batch_repeat_interleave(params.n)
@@ -108,7 +110,8 @@ class HFEngine:
                 active, chosen, mask, lengths = active[kept], chosen[kept], mask[kept], lengths[kept]
                 done = done[kept]
             mask[:, width + step] = 1
-            logits = self._forward(chosen[:, None], mask[:, : width + step + 1], lengths[:, None], cache)
+            step_mask = mask[:, : width + step + 1] if padded else None
+            logits = self._forward(chosen[:, None], step_mask, lengths[:, None], cache)
             lengths = lengths + 1
         return [
             Completion(
@@ -130,12 +133,18 @@ class HFEngine:
         return Cache(layers=[PreallocatedLayer(capacity) for _ in range(config.num_hidden_layers)])
 
     def _forward(
-        self, ids: torch.Tensor, mask: torch.Tensor, positions: torch.Tensor, cache: Cache
+        self, ids: torch.Tensor, mask: torch.Tensor | None, positions: torch.Tensor, cache: Cache
     ) -> torch.Tensor:
         """Last-position logits (N, V) of one prefill or decode step, extending ``cache``."""
         kwargs = {self._cache_kw: cache, "logits_to_keep": 1}
         with autocast(ids.device):
-            out = self.model(input_ids=ids, attention_mask=mask, position_ids=positions, use_cache=True, **kwargs)
+            out = self.model(
+                input_ids=ids,
+                attention_mask=mask,
+                position_ids=positions,
+                use_cache=True,
+                **kwargs,
+            )
         return out.logits[:, -1, :].float()
 
     def _sample(self, logits: torch.Tensor, params: SamplingParams) -> tuple[torch.Tensor, torch.Tensor]:
