@@ -62,6 +62,20 @@ def test_pool_survives_hang_crash_and_exceptions() -> None:
         assert [s.value for s in ex.score([ITEMS[0]] * 2, ["ok", "ok"])] == [2.0, 2.0]  # still serving
 
 
+def test_tasks_queued_behind_a_hang_or_crash_are_scored_by_the_replacement() -> None:
+    """One worker gets several tasks per message; a hang or a crash fails only the task being scored, and every
+    task queued behind it is scored normally after the restart."""
+    cfg = RewardConfig(verifiers=["fixture_verifiers:hang", "fixture_verifiers:die"], workers=1, timeout_s=0.5)
+    texts = ["a", "hang", "b", "c", "die", "d", "e"]
+    with RewardExecutor(cfg) as ex:
+        scores = ex.score([ITEMS[0]] * len(texts), texts)
+        assert scores[1].reason == "timeout after 0.5s"
+        assert scores[4].reason is not None and scores[4].reason.startswith("worker crashed (exit code 3)")
+        assert [s.value for i, s in enumerate(scores) if i not in (1, 4)] == [2.0] * 5
+        assert all(s.reason is None for i, s in enumerate(scores) if i not in (1, 4))
+        assert ex.stats()["worker_restarts"] == 2
+
+
 def test_pool_runs_in_other_processes() -> None:
     with RewardExecutor(RewardConfig(verifiers=["fixture_verifiers:worker_pid"], workers=2)) as ex:
         pids = {s.value for s in ex.score(ITEMS * 4, TEXTS * 4)}

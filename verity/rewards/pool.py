@@ -2,6 +2,14 @@
 
 Workers start with 'forkserver' or 'spawn', never 'fork': the trainer holds torch threads. A worker imports the
 verifiers' heavy libraries before it reports ready, so start-up time is never charged to a completion's limit.
+
+A worker gets several tasks in one message and answers them one by one, in order, so a cheap verifier is not
+paced by a round trip per completion (64 chain-sum answers on 2 workers: 6.3 ms one task per message, 1.6 ms
+32 per message, 0.35 ms in-process). How many depends on the measured time per task: up to 32 while tasks take
+under a millisecond, otherwise 2, so slow verifiers (code) stay spread evenly over the workers.
+The time limit still applies to each completion alone: it runs from the moment the task reaches the head of its
+worker's queue. When a worker hangs or dies, its head task is scored as a failure and the tasks queued behind it
+go back to the pending queue for the replacement or another worker.
 """
 
 from __future__ import annotations
@@ -20,10 +28,12 @@ from verity.rewards.registry import preload_modules
 from verity.types import Item, Score
 
 _BOOT_TIMEOUT_S = 120.0
+_FAST_TASK_S = 1e-3
 
 
 def _worker_main(conn: Connection, components: list[Component]) -> None:
-    """Worker loop: build the reward, say ready, then score ``(index, item, completion)`` until told to stop."""
+    """Worker loop: build the reward, say ready, then score lists of ``(index, item, completion)``, answering each
+    task on its own, until told to stop."""
     for spec in {c.spec for c in components}:
         for module in preload_modules(spec):
             importlib.import_module(module)
@@ -31,17 +41,17 @@ def _worker_main(conn: Connection, components: list[Component]) -> None:
     conn.send(("ready", None))
     while True:
         try:
-            task = conn.recv()
+            batch = conn.recv()
         except EOFError:
             return
-        if task is None:
+        if batch is None:
             return
-        index, item, completion = task
-        try:
-            score = reward(item, completion)
-        except BaseException as exc:  # a verifier calling sys.exit must not end the worker
-            score = Score(0.0, reason=f"raised {type(exc).__name__}: {str(exc)[:200]}")
-        conn.send((index, score))
+        for index, item, completion in batch:
+            try:
+                score = reward(item, completion)
+            except BaseException as exc:  # a verifier calling sys.exit must not end the worker
+                score = Score(0.0, reason=f"raised {type(exc).__name__}: {str(exc)[:200]}")
+            conn.send((index, score))
 
 
 class _Worker:
@@ -52,8 +62,8 @@ class _Worker:
         child.close()  # so the parent sees EOF when the worker dies
         self.started = time.monotonic()
         self.ready = False
-        self.task: int | None = None
-        self.deadline = 0.0
+        self.tasks: deque[int] = deque()  # sent and not yet answered, in the order the worker answers them
+        self.deadline = 0.0  # for the head task
 
     def stop(self, wait_s: float = 0.0) -> None:
         if wait_s > 0 and self.process.is_alive():
@@ -78,6 +88,7 @@ class WorkerPool:
             self._ctx.set_forkserver_preload(["verity.rewards.compose", *sorted(preload)])
         self._workers = [_Worker(self._ctx, self.components) for _ in range(workers)]
         self._restarts = 0
+        self._task_s = 0.0  # moving average of the seconds one task takes, which sets how many go per message
 
     def take_restarts(self) -> int:
         """Workers replaced since the previous call."""
@@ -88,54 +99,67 @@ class WorkerPool:
         """Score every task; the i-th score belongs to the i-th task."""
         results: list[Score | None] = [None] * len(tasks)
         pending = deque(range(len(tasks)))
-        while pending or any(w.task is not None for w in self._workers):
+        while pending or any(w.tasks for w in self._workers):
             self._dispatch(tasks, pending)
-            self._collect(results, self._wait_timeout())
-            self._expire(results)
+            self._collect(results, pending, self._wait_timeout())
+            self._expire(results, pending)
         return [s if s is not None else Score(0.0, reason="worker crashed before scoring") for s in results]
 
     def _dispatch(self, tasks: list[tuple[Item, str]], pending: deque[int]) -> None:
         for w in self._workers:
-            if w.ready and w.task is None and pending:
-                index = pending.popleft()
-                w.task, w.deadline = index, time.monotonic() + self.timeout_s
-                # A dead worker's send fails; _collect then notices the closed pipe and scores a crash.
-                with contextlib.suppress(OSError):
-                    w.conn.send((index, *tasks[index]))
+            room = (32 if self._task_s < _FAST_TASK_S else 2) - len(w.tasks)
+            if not (w.ready and pending and room > 0):
+                continue
+            if not w.tasks:
+                w.deadline = time.monotonic() + self.timeout_s
+            batch = [pending.popleft() for _ in range(min(room, len(pending)))]
+            w.tasks.extend(batch)
+            # A dead worker's send fails; _collect then notices the closed pipe and scores a crash.
+            with contextlib.suppress(OSError):
+                w.conn.send([(index, *tasks[index]) for index in batch])
 
     def _wait_timeout(self) -> float:
-        deadlines = [w.deadline for w in self._workers if w.task is not None]
+        deadlines = [w.deadline for w in self._workers if w.tasks]
         return max(0.0, min(deadlines) - time.monotonic()) if deadlines else 1.0
 
-    def _collect(self, results: list[Score | None], timeout: float) -> None:
+    def _collect(self, results: list[Score | None], pending: deque[int], timeout: float) -> None:
         by_conn = {w.conn: w for w in self._workers}
         for conn in wait(list(by_conn), timeout):
             w = by_conn[conn]
-            try:
-                tag, payload = conn.recv()
-            except (EOFError, OSError):
-                w.process.join(1.0)  # the pipe closes as the process exits; wait for its exit code
-                self._replace(w, results, f"worker crashed (exit code {w.process.exitcode})")
-                continue
-            if tag == "ready":
-                w.ready = True
-            elif w.task == tag:
-                results[tag], w.task = payload, None
+            while True:
+                try:
+                    tag, payload = conn.recv()
+                except (EOFError, OSError):
+                    w.process.join(1.0)  # the pipe closes as the process exits; wait for its exit code
+                    self._replace(w, results, pending, f"worker crashed (exit code {w.process.exitcode})")
+                    break
+                if tag == "ready":
+                    w.ready = True
+                elif w.tasks and w.tasks[0] == tag:
+                    results[tag] = payload
+                    w.tasks.popleft()
+                    now = time.monotonic()
+                    self._task_s = 0.8 * self._task_s + 0.2 * (now - (w.deadline - self.timeout_s))
+                    w.deadline = now + self.timeout_s  # the next task starts now
+                if not conn.poll():
+                    break
 
-    def _expire(self, results: list[Score | None]) -> None:
+    def _expire(self, results: list[Score | None], pending: deque[int]) -> None:
         now = time.monotonic()
         for w in list(self._workers):
-            if w.task is not None and now >= w.deadline:
-                self._replace(w, results, f"timeout after {self.timeout_s:g}s")
+            if w.tasks and now >= w.deadline:
+                self._replace(w, results, pending, f"timeout after {self.timeout_s:g}s")
             elif not w.ready and now - w.started > _BOOT_TIMEOUT_S:
                 raise RuntimeError(f"reward worker did not start within {_BOOT_TIMEOUT_S:g}s")
 
-    def _replace(self, w: _Worker, results: list[Score | None], reason: str) -> None:
-        if not w.ready and w.task is None and w.process.exitcode not in (None, 0):
+    def _replace(self, w: _Worker, results: list[Score | None], pending: deque[int], reason: str) -> None:
+        """Score ``w``'s head task with ``reason``, requeue the tasks behind it, and start a new worker."""
+        if not w.ready and not w.tasks and w.process.exitcode not in (None, 0):
             w.stop()
             raise RuntimeError(f"reward worker failed to start (exit code {w.process.exitcode}); see its stderr")
-        if w.task is not None:
-            results[w.task] = Score(0.0, reason=reason)
+        if w.tasks:
+            results[w.tasks.popleft()] = Score(0.0, reason=reason)
+            pending.extendleft(reversed(w.tasks))
         w.stop()
         self._workers[self._workers.index(w)] = _Worker(self._ctx, self.components)
         self._restarts += 1
