@@ -84,6 +84,11 @@ def main() -> None:
     parser.add_argument("--steps", type=int, default=10)
     parser.add_argument("--threads", type=int, help="torch threads (default: torch's choice)")
     parser.add_argument("--rounds", type=int, default=2, help="alternating TRL/Verity rounds; best of each")
+    parser.add_argument(
+        "overrides",
+        nargs="*",
+        help="dotted config overrides for Verity's run, e.g. train.skip_zero_advantage=false",
+    )
     args = parser.parse_args()
     if importlib.util.find_spec("trl") is None:
         print(f"trl is not importable from {sys.executable}; set it up in its own environment:{SETUP}")
@@ -95,7 +100,9 @@ def main() -> None:
     for _ in range(args.rounds):
         trl_rate = max(trl_rate, trl_steps_per_second(args.model, args.steps))
         print(f"TRL GRPOTrainer: {trl_rate:.3f} optimizer steps/s ({1 / trl_rate:.3f} s/step), best so far")
-        verity_rate = max(verity_rate, summarize(args.model, run_loop(args.model, args.steps, args.threads, [])))
+        verity_rate = max(
+            verity_rate, summarize(args.model, run_loop(args.model, args.steps, args.threads, args.overrides))
+        )
     print(f"best of {args.rounds}: Verity {verity_rate:.3f}, TRL {trl_rate:.3f} optimizer steps/s")
     print(f"Verity / TRL: {verity_rate / trl_rate:.2f}x optimizer steps/s")
 

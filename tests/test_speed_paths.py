@@ -127,6 +127,18 @@ def test_decode_attention_equals_sdpa(kv_heads: int, masked: bool) -> None:
     torch.testing.assert_close(out, ref, atol=1e-6, rtol=1e-5)
 
 
+def test_decode_attention_leaves_unknown_features_to_sdpa() -> None:
+    query, key, value = torch.randn(3, 2, 2, 1, 4)
+    module = torch.nn.Module()
+    module.num_key_value_groups = 1
+    with torch.no_grad(), pytest.raises(ValueError, match="softcap"):  # SDPA's own refusal: the call reached it
+        decode_attention(module, query, key, value, None, softcap=30.0)
+    with torch.no_grad():
+        out, _ = decode_attention(module, query, key, value, None, sliding_window=None, position_ids=None)
+        ref, _ = sdpa_attention_forward(module, query, key, value, None)
+    torch.testing.assert_close(out, ref, atol=1e-6, rtol=1e-5)
+
+
 def test_decode_attention_is_switched_on_for_sdpa_models_only(tmp_path) -> None:
     sdpa = small_llama(12, eos=EOS, pad=PAD)
     eager = small_llama(12, eos=EOS, pad=PAD, attn_implementation="eager")

@@ -18,6 +18,9 @@ from transformers.integrations.sdpa_attention import sdpa_attention_forward
 from transformers.masking_utils import AttentionMaskInterface, sdpa_mask
 
 NAME = "verity"
+# Keywords the plain path may ignore: SDPA ignores them too (the mask already carries any sliding window). Any
+# other keyword with a value (softcap, attention sinks, position biases, packed-sequence offsets) goes to SDPA.
+_IGNORABLE = frozenset({"position_ids", "use_cache", "sliding_window", "is_causal"})
 
 
 def decode_attention(
@@ -36,8 +39,7 @@ def decode_attention(
         query.shape[2] == 1
         and not torch.is_grad_enabled()
         and dropout == 0.0
-        and kwargs.get("position_bias") is None
-        and kwargs.get("softcap") is None
+        and all(name in _IGNORABLE for name, setting in kwargs.items() if setting is not None)
         and query.shape[1] % key.shape[1] == 0
         and (attention_mask is None or attention_mask.shape[1] == 1)
     )
