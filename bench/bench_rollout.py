@@ -98,7 +98,11 @@ def main() -> None:
     args = parser.parse_args()
     set_threads(args.threads)
     peak = matmul_peak(device=args.device)
-    print(f"{machine_note()}; matmul peak {peak / 1e9:.1f} GFLOP/s")
+    bf16 = matmul_peak(device=args.device, dtype=torch.bfloat16)
+    print(
+        f"{machine_note()}; matmul peak {peak / 1e9:.1f} GFLOP/s in float32, the precision both engines run in "
+        f"(bfloat16: {bf16 / 1e9:.1f} GFLOP/s)"
+    )
     for name in MODELS if args.model == "all" else (args.model,):
         new_tokens = args.max_new_tokens or DEFAULT_NEW_TOKENS[name]
         bench_model(name, args.prompts, args.group, new_tokens, args.repeats, peak, args.device)

@@ -96,12 +96,15 @@ def best_of(fn: Callable[[], Any], repeats: int) -> tuple[float, Any]:
     return best, result
 
 
-def matmul_peak(size: int = 1024, repeats: int = 20, device: str = "cpu") -> float:
-    """Measured float32 matmul FLOP/s on ``device`` (this process's threads on CPU): 2 n^3 FLOPs per n x n
-    product, best of runs. On CUDA the products are larger and synchronised, and TF32 stays as torch sets it."""
+def matmul_peak(
+    size: int = 1024, repeats: int = 20, device: str = "cpu", dtype: torch.dtype = torch.float32
+) -> float:
+    """Measured matmul FLOP/s on ``device`` (this process's threads on CPU): 2 n^3 FLOPs per n x n product, best
+    of runs. On CUDA the products are larger and synchronised, and TF32 stays as torch sets it."""
     if device.startswith("cuda"):
         size = max(size, 8192)
-    a, b = torch.randn(size, size, device=device), torch.randn(size, size, device=device)
+    a = torch.randn(size, size, device=device, dtype=dtype)
+    b = torch.randn(size, size, device=device, dtype=dtype)
 
     def product() -> torch.Tensor:
         out = torch.mm(a, b)

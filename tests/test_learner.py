@@ -12,7 +12,7 @@ from conftest import encode, tiny_llama
 from verity.algo.config import AlgoConfig
 from verity.config import TrainConfig
 from verity.train.batching import collate
-from verity.train.learner import Learner, token_logprobs
+from verity.train.learner import Learner, lr_factor, token_logprobs
 from verity.types import Completion, Item, Rollout
 
 pytestmark = pytest.mark.usefixtures("one_thread")
@@ -163,3 +163,18 @@ def test_an_all_zero_step_still_applies_adamw_momentum_and_decay(char_tokenizer)
         models[skip] = learner.model.state_dict()
     for name, tensor in models[True].items():
         torch.testing.assert_close(tensor, models[False][name], atol=1e-7, rtol=0)
+
+
+def test_lr_factor_schedules() -> None:
+    assert [lr_factor(s, 4, 10, "constant") for s in (0, 1, 3, 9)] == [0.25, 0.5, 1.0, 1.0]
+    assert [lr_factor(s, 0, 5, "linear") for s in range(5)] == pytest.approx([1.0, 0.75, 0.5, 0.25, 0.0])
+    assert [lr_factor(s, 0, 3, "cosine") for s in range(3)] == pytest.approx([1.0, 0.5, 0.0])
+    assert [lr_factor(s, 2, 5, "cosine", 0.1) for s in range(5)] == pytest.approx([0.5, 1.0, 1.0, 0.55, 0.1])
+
+
+def test_learner_follows_the_decay_over_all_optimizer_steps(char_tokenizer) -> None:
+    learner = fresh_learner(char_tokenizer, steps=2, mini_batches=2, lr_schedule="linear")
+    batch = make_batch(char_tokenizer, [1.0, -1.0, 1.0, -1.0])
+    lrs = [learner.step(on_policy(learner, batch))["lr"] for _ in range(2)]
+    # 4 optimizer steps in all; "lr" is read after each RL step's two updates
+    assert lrs == pytest.approx([1e-2 / 3, 0.0])

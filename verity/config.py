@@ -168,6 +168,10 @@ class TrainConfig(Section):
     steps: int = Field(200, ge=0, description="RL steps (one rollout batch each).")
     lr: float = Field(1e-4, gt=0, description="Peak AdamW learning rate.")
     warmup_steps: int = Field(0, ge=0, description="Linear learning-rate warm-up, in optimizer steps.")
+    lr_schedule: Literal["constant", "linear", "cosine"] = Field(
+        "constant", description="Learning rate after the warm-up: constant, or decaying to min_lr_ratio x lr."
+    )
+    min_lr_ratio: float = Field(0.0, ge=0, le=1, description="Final learning rate of a decay, as a share of lr.")
     weight_decay: float = Field(0.0, ge=0, description="AdamW weight decay.")
     betas: tuple[float, float] = Field((0.9, 0.99), description="AdamW betas.")
     max_grad_norm: float = Field(1.0, gt=0, description="Gradient clipping norm.")

@@ -43,6 +43,18 @@ def autocast(device: torch.device) -> torch.autocast:
     return torch.autocast(device.type, dtype=torch.bfloat16, enabled=device.type == "cuda")
 
 
+def lr_factor(step: int, warmup: int, total: int, schedule: str, min_ratio: float = 0.0) -> float:
+    """Share of the peak learning rate for optimizer step ``step`` (0-based): linear warm-up over ``warmup``
+    steps, then constant, or a linear or cosine decay that reaches ``min_ratio`` at step ``total - 1``."""
+    if step < warmup:
+        return (step + 1) / warmup
+    if schedule == "constant" or total - 1 <= warmup:
+        return 1.0
+    progress = min(1.0, (step - warmup) / (total - 1 - warmup))
+    shape = 1.0 - progress if schedule == "linear" else 0.5 * (1.0 + math.cos(math.pi * progress))
+    return min_ratio + (1.0 - min_ratio) * shape
+
+
 class Learner:
     """AdamW with warm-up, gradient clipping, mini-batch updates and micro-batch gradient accumulation."""
 
@@ -63,9 +75,10 @@ class Learner:
         self.version = 0
         params = [p for p in model.parameters() if p.requires_grad]
         self.optimizer = torch.optim.AdamW(params, lr=train.lr, betas=train.betas, weight_decay=train.weight_decay)
-        warm = train.warmup_steps
+        total = train.steps * train.epochs * train.mini_batches
         self.scheduler = torch.optim.lr_scheduler.LambdaLR(
-            self.optimizer, lambda s: min(1.0, (s + 1) / warm) if warm else 1.0
+            self.optimizer,
+            lambda s: lr_factor(s, train.warmup_steps, total, train.lr_schedule, train.min_lr_ratio),
         )
         self.generator = torch.Generator().manual_seed(seed)
 
