@@ -99,7 +99,7 @@ def test_async_mode_trains_within_the_staleness_bound(make_config) -> None:
     parts, runtime = ray_parts(cfg)
     rewards, lags, seen = [], [], Counter()
     try:
-        for _ in range(14):
+        for _ in range(20):  # at 14 steps the last rewards sat at the margin (0.207 against 0.212 in one run)
             version = parts.learner.version
             metrics, rollouts = rl_step(parts)
             rewards.append(metrics["reward/mean"])
