@@ -3,10 +3,11 @@
 Workers start with 'forkserver' or 'spawn', never 'fork': the trainer holds torch threads. A worker imports the
 verifiers' heavy libraries before it reports ready, so start-up time is never charged to a completion's limit.
 
-A worker gets several tasks in one message and answers them one by one, in order, so a cheap verifier is not
-paced by a round trip per completion (64 chain-sum answers on 2 workers: 6.3 ms one task per message, 1.6 ms
-32 per message, 0.35 ms in-process). How many depends on the measured time per task: up to 32 while tasks take
-under a millisecond, otherwise 2, so slow verifiers (code) stay spread evenly over the workers.
+A worker gets several tasks in one message and answers them one by one, in order, so a cheap verifier is not paced
+by a round trip per completion (64 cheap answers on 2 workers: 6.3 ms one task per message, 1.35 ms with
+batches, 0.38 ms in-process; ``python -m bench.bench_rewards``). How many depends on the measured time per task: up
+to 32 while tasks take under a millisecond, otherwise 2, so slow verifiers (code) stay spread evenly over the
+workers.
 The time limit still applies to each completion alone: it runs from the moment the task reaches the head of its
 worker's queue. When a worker hangs or dies, its head task is scored as a failure and the tasks queued behind it
 go back to the pending queue for the replacement or another worker.
@@ -29,6 +30,7 @@ from verity.types import Item, Score
 
 _BOOT_TIMEOUT_S = 120.0
 _FAST_TASK_S = 1e-3
+_FAST_BATCH, _SLOW_BATCH = 32, 2  # tasks in flight per worker while tasks take under / over _FAST_TASK_S
 
 
 def _worker_main(conn: Connection, components: list[Component]) -> None:
@@ -107,7 +109,7 @@ class WorkerPool:
 
     def _dispatch(self, tasks: list[tuple[Item, str]], pending: deque[int]) -> None:
         for w in self._workers:
-            room = (32 if self._task_s < _FAST_TASK_S else 2) - len(w.tasks)
+            room = (_FAST_BATCH if self._task_s < _FAST_TASK_S else _SLOW_BATCH) - len(w.tasks)
             if not (w.ready and pending and room > 0):
                 continue
             if not w.tasks:

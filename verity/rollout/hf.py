@@ -138,13 +138,7 @@ class HFEngine:
         """Last-position logits (N, V) of one prefill or decode step, extending ``cache``."""
         kwargs = {self._cache_kw: cache, "logits_to_keep": 1}
         with autocast(ids.device):
-            out = self.model(
-                input_ids=ids,
-                attention_mask=mask,
-                position_ids=positions,
-                use_cache=True,
-                **kwargs,
-            )
+            out = self.model(input_ids=ids, attention_mask=mask, position_ids=positions, use_cache=True, **kwargs)
         return out.logits[:, -1, :].float()
 
     def _sample(self, logits: torch.Tensor, params: SamplingParams) -> tuple[torch.Tensor, torch.Tensor]:

@@ -48,15 +48,18 @@ def prompt_groups(batch: Batch) -> tuple[torch.Tensor, torch.Tensor, list[tuple[
     return starts, torch.tensor(owner), list(prefixes)
 
 
-def length_buckets(lengths: list[int], overhead: int = 64) -> list[list[int]]:
+CALL_OVERHEAD_TOKENS = 64
+
+
+def length_buckets(lengths: list[int], overhead: int = CALL_OVERHEAD_TOKENS) -> list[list[int]]:
     """Rows grouped into runs of similar length that minimise computed tokens: each run costs its row count times
     its longest row, plus ``overhead`` tokens for the extra forward and backward call. Exact, by dynamic
     programming over the rows sorted by length (O(B^2)); returns row indices, shortest run first.
 
-    The default 64 is measured (``bench/bench_train.py``, one CPU thread): on an RL batch of 4-6 token answers,
-    folding a one-row bucket into the other 63 rows (63 more tokens computed) made the step about 10 % faster on
-    both the 0.9M and the 15M model, so a call costs more than that many tokens; a rare long answer still gets its
-    own bucket."""
+    The default (``CALL_OVERHEAD_TOKENS``, 64) is measured (``bench/bench_train.py``, one CPU thread): on an RL
+    batch of 4-6 token answers, folding a one-row bucket into the other 63 rows (63 more tokens computed) made the
+    step about 10 % faster on both the 0.9M and the 15M model, so a call costs more than that many tokens; a rare
+    long answer still gets its own bucket."""
     order = sorted(range(len(lengths)), key=lambda i: lengths[i])
     best = [0.0] + [float("inf")] * len(order)  # best[j]: cheapest cover of the j shortest rows
     cut = [0] * (len(order) + 1)
@@ -78,7 +81,7 @@ def shared_prefix_logprobs(
     groups: tuple[torch.Tensor, torch.Tensor, list[tuple[int, ...]]],
     temperature: float,
     with_entropy: bool,
-    overhead: int = 64,
+    overhead: int = CALL_OVERHEAD_TOKENS,
 ) -> tuple[torch.Tensor, torch.Tensor | None]:
     """Log-probs (B, T) and optional entropies (B, T) at every position after each row's prefix, as
     ``token_logprobs`` computes them; 0 on prefix positions and padding. Continuations run in length buckets
