@@ -27,11 +27,11 @@ from bench.common import (
     set_threads,
 )
 from verity.algo.config import AlgoConfig
-from verity.config import TrainConfig
 from verity.rollout.engine import SamplingParams
 from verity.rollout.episode import single_turn_rollouts
 from verity.rollout.hf import HFEngine
 from verity.train.batching import Batch, collate, micro_batches, padding_share
+from verity.train.config import TrainConfig
 from verity.train.learner import Learner
 from verity.train.prefix import length_buckets, prompt_groups
 from verity.types import Item

@@ -8,8 +8,10 @@ from pathlib import Path
 import pytest
 
 from verity.build import build_parts, build_tasks
-from verity.config import ConfigError, TaskConfig, load_config
+from verity.config import load_config
+from verity.data.config import TaskConfig
 from verity.data.sources import build_source, resolve_callable
+from verity.schema import ConfigError
 
 pytestmark = pytest.mark.usefixtures("one_thread")
 

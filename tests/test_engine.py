@@ -9,10 +9,10 @@ import pytest
 import torch
 from conftest import encode, sevens_model, single_thread, tiny_llama
 
+from verity.modeling import token_logprobs
 from verity.rollout.engine import SamplingParams
 from verity.rollout.hf import HFEngine
 from verity.train.batching import collate
-from verity.train.learner import token_logprobs
 from verity.types import Completion, Item, Rollout
 
 pytestmark = pytest.mark.usefixtures("one_thread")
@@ -155,7 +155,7 @@ def test_same_seed_same_samples(char_tokenizer) -> None:
 def test_outputs_carry_the_engine_version_and_restore_train_mode(char_tokenizer) -> None:
     model = tiny_llama(char_tokenizer).train()
     engine = HFEngine(model, char_tokenizer)
-    engine.load_weights(model.state_dict(), version=7)
+    engine.load_weights(model.state_dict().items(), version=7)
     outputs = engine.generate(prompt_ids(char_tokenizer)[:1], SamplingParams(2, n=2))
     assert [c.version for c in outputs[0]] == [7, 7]
     assert model.training

@@ -3,9 +3,10 @@
 from __future__ import annotations
 
 import pytest
+from fake_engine import FakeEngine
 
 from verity.eval import evaluate, majority_correct, pass_at_k
-from verity.rollout.engine import SamplingParams
+from verity.rollout.engine import SamplingParams, Weights
 from verity.types import Completion, Item, Score
 
 
@@ -52,12 +53,12 @@ def test_majority_ignores_completions_without_an_answer() -> None:
     assert majority_correct(["no tag", "none"], [False, False]) is False
 
 
-class ScriptedEngine:
+class ScriptedEngine(FakeEngine):
     """Returns fixed completions: greedy text per prompt, and k sampled texts per prompt."""
 
     def __init__(self, greedy: dict[int, str], sampled: dict[int, list[str]]) -> None:
+        super().__init__()
         self.greedy, self.sampled = greedy, sampled
-        self.version = 0
         self.calls: list[SamplingParams] = []
 
     def generate(self, prompts: list[list[int]], params: SamplingParams) -> list[list[Completion]]:
@@ -65,7 +66,7 @@ class ScriptedEngine:
         texts = [[self.greedy[p[0]]] if params.greedy else self.sampled[p[0]] for p in prompts]
         return [[Completion([1], [0.0], t, "stop") for t in ts] for ts in texts]
 
-    def load_weights(self, weights: dict, version: int) -> None:
+    def load_weights(self, weights: Weights, version: int) -> None:
         raise AssertionError("evaluation never changes weights")
 
 

@@ -10,9 +10,10 @@ import torch
 from conftest import encode, tiny_llama
 
 from verity.algo.config import AlgoConfig
-from verity.config import TrainConfig
+from verity.modeling import token_logprobs
 from verity.train.batching import collate
-from verity.train.learner import Learner, lr_factor, token_logprobs
+from verity.train.config import TrainConfig
+from verity.train.learner import Learner, lr_factor
 from verity.types import Completion, Item, Rollout
 
 pytestmark = pytest.mark.usefixtures("one_thread")

@@ -13,8 +13,9 @@ from loop_tasks import share_of_sevens
 from safetensors.torch import load_file
 
 import verity.train.learner as learner_module
-from verity.config import ConfigError, load_config
+from verity.config import load_config
 from verity.loop import TrainingStopped, train
+from verity.schema import ConfigError
 
 pytestmark = pytest.mark.usefixtures("one_thread")
 

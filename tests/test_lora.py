@@ -8,11 +8,13 @@ from conftest import small_llama
 from transformers import AutoModelForCausalLM, LlamaForCausalLM
 
 from verity.algo.config import AlgoConfig
-from verity.config import ConfigError, LoraConfig, TrainConfig
+from verity.modeling import token_logprobs
 from verity.rollout.engine import SamplingParams
 from verity.rollout.hf import HFEngine
+from verity.schema import ConfigError
 from verity.train.batching import collate
-from verity.train.learner import Learner, token_logprobs
+from verity.train.config import LoraConfig, TrainConfig
+from verity.train.learner import Learner
 from verity.train.lora import apply_lora, save_policy, trainable_state_dict
 from verity.types import Completion, Item, Rollout
 
@@ -77,13 +79,13 @@ def test_only_adapters_are_synced_and_checkpointed() -> None:
     model = apply_lora(tiny_llama(), lora)
     learner = Learner(model, TrainConfig(lr=5e-2), AlgoConfig(), temperature=1.0, seed=0)
     learner.step(rewarded_batch())
-    weights = learner.weights()
+    weights = dict(learner.weights())
     trainable = {n for n, p in model.named_parameters() if p.requires_grad}
     assert set(weights) == trainable
     assert set(learner.state_dict()["model"]) == trainable
     follower = apply_lora(tiny_llama(), lora)
     engine = HFEngine(follower, DigitTokenizer())
-    engine.load_weights(weights, version=1)
+    engine.load_weights(weights.items(), version=1)
     prompts = [[1, 5, 6]]
     greedy = SamplingParams(max_new_tokens=6, temperature=0.0)
     ours = HFEngine(model, DigitTokenizer()).generate(prompts, greedy)[0][0]

@@ -11,9 +11,10 @@ import torch
 from transformers import AutoModelForCausalLM, AutoTokenizer
 
 from verity.build import build_tasks
-from verity.config import ConfigError, load_config
+from verity.config import load_config
 from verity.models import base_cache_dir, ensure_tiny_base, load_policy
 from verity.rewards.executor import RewardExecutor
+from verity.schema import ConfigError
 
 pytestmark = pytest.mark.usefixtures("one_thread")
 

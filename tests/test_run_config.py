@@ -8,7 +8,8 @@ from pathlib import Path
 
 import pytest
 
-from verity.config import Config, ConfigError, dump_config, load_config
+from verity.config import Config, dump_config, load_config
+from verity.schema import ConfigError
 
 
 def write(tmp_path: Path, text: str) -> Path:

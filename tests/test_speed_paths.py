@@ -10,12 +10,13 @@ from transformers import LlamaForCausalLM
 from transformers.integrations.sdpa_attention import sdpa_attention_forward
 
 from verity.algo.config import AlgoConfig
-from verity.config import TrainConfig
+from verity.modeling import token_logprobs
 from verity.rollout.attention import decode_attention, use_decode_attention
 from verity.rollout.engine import SamplingParams
 from verity.rollout.hf import HFEngine, PreallocatedLayer
 from verity.train.batching import Batch, collate, micro_batches, padding_share
-from verity.train.learner import Learner, token_logprobs
+from verity.train.config import TrainConfig
+from verity.train.learner import Learner
 from verity.train.prefix import length_buckets, prompt_groups, shared_prefix_logprobs
 from verity.types import Completion, Item, Rollout
 

@@ -23,8 +23,8 @@ from verity.data.sources import TaskSource, build_source
 from verity.envs.setup import build_episode_runner
 from verity.models import BUILTIN, ensure_tiny_base, load_policy
 from verity.rewards.executor import RewardExecutor
-from verity.rollout.engine import SamplingParams
-from verity.rollout.hf import HFEngine
+from verity.rollout.engine import Engine, EngineSpec, SamplingParams
+from verity.rollout.registry import build_engine
 from verity.runtime.local import LocalRuntime
 from verity.train.critic import CriticTrainer, build_critic
 from verity.train.learner import Learner
@@ -45,7 +45,7 @@ class Parts:
     model_path: str
     tokenizer: Any
     learner: Learner
-    engine: HFEngine
+    engine: Engine
     runtime: LocalRuntime | RayRuntime
     sampler: Sampler
     eval_items: list[Item]
@@ -63,7 +63,7 @@ class Parts:
             "learner": self.learner.state_dict(),
             "sampler": self.sampler.state_dict(),
             "algo": self.algo_state.state_dict(),
-            "engine_generator": self.engine.generator.get_state(),
+            "engine_generator": self.engine.get_rng_state(),
             "critic": self.critic.state_dict() if self.critic is not None else None,
             # Ray async: items drawn but not yet trained on.
             "runtime": self.runtime.state_dict() if self.cfg.runtime.kind == "ray" else None,
@@ -73,7 +73,7 @@ class Parts:
         self.learner.load_state_dict(state["learner"])
         self.sampler.load_state_dict(state["sampler"])
         self.algo_state.load_state_dict(state["algo"])
-        self.engine.generator.set_state(state["engine_generator"])
+        self.engine.set_rng_state(state["engine_generator"])
         if self.critic is not None:
             self.critic.load_state_dict(state["critic"])
         self.runtime.sync(self.learner)
@@ -155,7 +155,20 @@ def build_parts(cfg: Config, log: Log) -> Parts:
             build_critic(cfg.algo.critic, model, separate).to(device), cfg.algo.critic_lr, cfg.algo.value_clip
         )
     learner = Learner(model, cfg.train, cfg.algo, cfg.rollout.temperature, cfg.seed)
-    engine = HFEngine(model, tokenizer, batch_size=cfg.eval.batch_size, seed=cfg.seed)
+    engine = build_engine(
+        cfg.rollout.engine,
+        EngineSpec(
+            model_path,
+            tokenizer,
+            cfg.model.dtype,
+            device,
+            cfg.seed,
+            cfg.eval.batch_size,
+            cfg.model.lora,
+            cfg.rollout,
+            model=model,
+        ),
+    )
     sampler = Sampler(
         sources,
         cfg.data,

@@ -57,7 +57,7 @@ def main(argv: list[str] | None = None) -> int:
         parser.error(f"unrecognized arguments: {' '.join(extra)}")
     if misplaced:
         args.overrides = [*args.overrides, *misplaced]
-    from verity.config import ConfigError
+    from verity.schema import ConfigError
 
     try:
         return _dispatch(args)

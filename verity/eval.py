@@ -7,11 +7,25 @@ from collections import Counter
 from collections.abc import Callable, Sequence
 from typing import Any
 
+from pydantic import Field
+
 from verity.rewards.extract import extract_answer
 from verity.rollout.engine import Engine, SamplingParams
+from verity.schema import Section
 from verity.types import Item, Score
 
 Scorer = Callable[[list[Item], list[str]], list[Score]]
+
+
+class EvalConfig(Section):
+    """Held-out evaluation: greedy accuracy and pass@k."""
+
+    every: int = Field(50, ge=0, description="Steps between evaluations (0: only before and after).")
+    items: int | None = Field(None, gt=0, description="Held-out items per task (default: data.eval_items).")
+    k: int = Field(4, ge=1, description="Samples per item for pass@k (1 disables sampling).")
+    temperature: float = Field(1.0, gt=0, description="Sampling temperature for pass@k.")
+    batch_size: int = Field(128, gt=0, description="Sequences per generation batch.")
+    threshold: float = Field(1.0, description="A completion counts as correct when its reward is at least this.")
 
 
 def pass_at_k(n: int, c: int, k: int) -> float:

@@ -20,11 +20,12 @@ from typing import Any
 import torch
 from transformers import AutoModelForCausalLM, AutoTokenizer, LlamaConfig, LlamaForCausalLM, PreTrainedModel
 
-from verity.config import Config, ConfigError
+from verity.config import Config
 from verity.data.prompts import encode_prompt
 from verity.data.sources import TaskSource
 from verity.eval import Scorer, evaluate
 from verity.rollout.hf import HFEngine
+from verity.schema import ConfigError
 from verity.tokenizer import build_bpe_tokenizer
 from verity.train.sft import demonstration_batch, sft_loss
 from verity.types import Item

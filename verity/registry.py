@@ -1,5 +1,6 @@
-"""Naming pluggable parts: a ``Registry`` per kind (verifiers, environments, tools), and ``import_object`` for a
-user's own ``package.module:function``. Configs name either; a wrong name says what would have been right."""
+"""Naming pluggable parts: a ``Registry`` per kind (verifiers, environments, tools, engines, estimators, losses),
+and ``import_object`` for a user's own ``package.module:function``. Configs name either; a wrong name says what
+would have been right."""
 
 from __future__ import annotations
 
@@ -49,6 +50,17 @@ class Registry(Generic[T]):
         close = difflib.get_close_matches(name, self._items, n=3, cutoff=0.5)
         hint = f" Did you mean {', '.join(repr(c) for c in close)}?" if close else ""
         raise KeyError(f"unknown {self.kind} {name!r}.{hint} Registered: {', '.join(sorted(self._items))}.")
+
+    def resolve(self, spec: str) -> T:
+        """The object for a registered name or a user's import path (``package.module:name``)."""
+        if ":" in spec:
+            return import_object(spec, self.kind)  # type: ignore[return-value]
+        try:
+            return self.get(spec)
+        except KeyError as err:
+            raise KeyError(
+                f"{err.args[0]} A user {self.kind} is named by its import path, 'package.module:function'."
+            ) from None
 
     def _load_builtins(self) -> None:
         for module in self._builtin_modules:

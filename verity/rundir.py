@@ -16,7 +16,8 @@ from typing import Any
 import numpy as np
 import torch
 
-from verity.config import Config, ConfigError, dump_config
+from verity.config import Config, dump_config
+from verity.schema import ConfigError
 from verity.train.checkpoint import latest_checkpoint, load_checkpoint, save_checkpoint
 from verity.train.lora import save_policy
 from verity.types import Rollout

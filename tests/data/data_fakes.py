@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from collections.abc import Callable
 
-from verity.config import DataConfig, TaskConfig
+from verity.data.config import DataConfig, TaskConfig
 from verity.data.samplers import Sampler
 from verity.rollout.engine import SamplingParams
 from verity.types import Completion, Item, Rollout, Score

@@ -10,9 +10,10 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 
-from verity.config import ConfigError, DataConfig, TaskConfig
+from verity.data.config import DataConfig, TaskConfig
 from verity.data.prompts import TaskPrompts, reference_solution
 from verity.data.sources import build_source
+from verity.schema import ConfigError
 from verity.types import Item
 
 ROWS = [{"question": f"q{i}", "label": i, "solution": f"s{i}"} for i in range(5)]

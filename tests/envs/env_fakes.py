@@ -6,6 +6,8 @@ import time
 from collections.abc import Callable
 from typing import Any
 
+from fake_engine import FakeEngine
+
 from verity.envs.base import StepResult
 from verity.rollout.engine import SamplingParams
 from verity.tools import register_tool
@@ -14,14 +16,13 @@ from verity.types import Completion, Item
 TURN_LOGPROB = -0.25
 
 
-class ScriptedEngine:
+class ScriptedEngine(FakeEngine):
     """Answers each context with ``script(context_text, turn_index)``; every token gets log-prob -0.25 and the
     engine, like the real one, does not know about stop strings (the runner cuts the text)."""
 
     def __init__(self, tokenizer: Any, script: Callable[[str, int], str]) -> None:
-        self.tokenizer = tokenizer
+        super().__init__(tokenizer, version=3)
         self.script = script
-        self.version = 3
         self.contexts: list[str] = []
 
     def generate(self, prompts: list[list[int]], params: SamplingParams) -> list[list[Completion]]:
@@ -45,9 +46,6 @@ class ScriptedEngine:
                 * params.n
             )
         return out
-
-    def load_weights(self, weights: dict[str, Any], version: int) -> None:
-        self.version = version
 
 
 class NeverDone:

@@ -12,13 +12,13 @@ from env_fakes import CodeSum
 
 from verity.algo.config import AlgoConfig
 from verity.algo.objective import compute_advantages
-from verity.config import TrainConfig
 from verity.data.prompts import encode_prompt
 from verity.envs.turns import turn_tensors
 from verity.rollout.engine import SamplingParams
 from verity.rollout.episode import Budget, EpisodeRunner
 from verity.rollout.hf import HFEngine
 from verity.train.batching import collate
+from verity.train.config import TrainConfig
 from verity.train.learner import Learner
 from verity.types import Item
 

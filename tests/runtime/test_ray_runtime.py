@@ -22,11 +22,12 @@ ray = pytest.importorskip("ray")
 from conftest import REPO_DIR, TESTS_DIR  # noqa: E402
 
 from verity.build import Parts, build_parts  # noqa: E402
-from verity.config import ConfigError, RayConfig  # noqa: E402
 from verity.loop import rl_step  # noqa: E402
+from verity.runtime.config import RayConfig  # noqa: E402
 from verity.runtime.ray import RayRuntime, check_resources, use_ray_runtime  # noqa: E402
 from verity.runtime.ray_pool import ActorWorkers, WeightSyncTimeout  # noqa: E402
 from verity.runtime.ray_workers import RolloutWorker  # noqa: E402
+from verity.schema import ConfigError  # noqa: E402
 
 pytestmark = [pytest.mark.ray, pytest.mark.usefixtures("one_thread")]
 

@@ -8,25 +8,23 @@ import pytest
 
 pytest.importorskip("ray")
 
+from fake_engine import FakeEngine
+
 from verity.rollout.engine import SamplingParams
 from verity.runtime.ray_workers import SegmentedEngine, VersionedCompletion
 from verity.types import Completion
 
 
-class ScriptedEngine:
+class ScriptedEngine(FakeEngine):
     """Each call emits ``max_new_tokens`` copies of the prompt's length, with log-prob -version; a prompt that
     starts with 9 stops after its first token."""
 
     def __init__(self) -> None:
-        self.version = 0
+        super().__init__()
         self.calls: list[tuple[list[list[int]], int, int]] = []
-        self.tokenizer = self
 
-    def decode(self, ids: list[int], skip_special_tokens: bool = True) -> str:
-        return ",".join(map(str, ids))
-
-    def load_weights(self, weights: dict, version: int) -> None:
-        self.version = version
+    def decode(self, token_ids: list[int]) -> str:
+        return ",".join(map(str, token_ids))
 
     def generate(self, prompts: list[list[int]], params: SamplingParams) -> list[list[Completion]]:
         self.calls.append((prompts, params.max_new_tokens, params.n))

@@ -1,29 +1,27 @@
-"""Settings of the data path: difficulty estimates, dynamic sampling, adaptive group sizes, hard-focus, stages,
-ReLIFT and ViSurf. ``verity.config.DataConfig`` holds one of each; every field is documented once, here."""
+"""The ``data:`` section: task sources and their mixture, difficulty estimates, dynamic sampling, adaptive group
+sizes, hard-focus, stages, ReLIFT and ViSurf. Every field is documented once, here."""
 
 from __future__ import annotations
 
 import re
-from typing import Literal
+from typing import Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, field_validator
+from pydantic import Field, field_validator, model_validator
+
+from verity.schema import Section
 
 # "<metric> <op> <number>", e.g. "task/chain_sum/accuracy >= 0.8"
 CONDITION = re.compile(r"^\s*(?P<key>[\w/@.\-]+)\s*(?P<op>>=|<=|>|<)\s*(?P<value>-?[\d.]+(?:e-?\d+)?)\s*$")
 
 
-class DataSection(BaseModel):
-    model_config = ConfigDict(extra="forbid", validate_assignment=True)
-
-
-class FewShotExample(DataSection):
+class FewShotExample(Section):
     """One worked example shown before a task's prompt (a user turn and an assistant turn)."""
 
     prompt: str = Field(description="The example question.")
     completion: str = Field(description="The example answer, written as the model should write it.")
 
 
-class DifficultyConfig(DataSection):
+class DifficultyConfig(Section):
     """Online pass-rate estimates, updated from every scored rollout."""
 
     decay: float = Field(
@@ -36,14 +34,14 @@ class DifficultyConfig(DataSection):
     max_items: int = Field(100_000, gt=0, description="Most items tracked; the least recently seen go first.")
 
 
-class DynamicSamplingConfig(DataSection):
+class DynamicSamplingConfig(Section):
     """DAPO dynamic sampling: drop groups whose rewards are all equal and draw more prompts to fill the batch."""
 
     enabled: bool = Field(False, description="Filter zero-variance groups and refill the batch.")
     max_rounds: int = Field(3, gt=0, description="Most generation rounds per step; short batches are padded.")
 
 
-class AdaptiveGroupConfig(DataSection):
+class AdaptiveGroupConfig(Section):
     """Per-item group size from its pass rate p: the smallest n with p^n + (1-p)^n <= target."""
 
     enabled: bool = Field(False, description="Choose each item's group size from its estimated pass rate.")
@@ -52,7 +50,7 @@ class AdaptiveGroupConfig(DataSection):
     target: float = Field(0.25, gt=0, lt=1, description="Wanted chance that a group's rewards are all equal.")
 
 
-class HardFocusConfig(DataSection):
+class HardFocusConfig(Section):
     """DRIVE-style hard-focus: revisit the hardest items seen so far, with a larger group size."""
 
     fraction: float = Field(0.5, ge=0, le=1, description="Share of each batch drawn from the hard pool.")
@@ -62,7 +60,7 @@ class HardFocusConfig(DataSection):
     pool_size: int = Field(1024, gt=0, description="Most items kept as candidates for the hard pool.")
 
 
-class StageConfig(DataSection):
+class StageConfig(Section):
     """One stage of a curriculum. Fields left unset keep the run's settings."""
 
     name: str = Field(description="Label shown in metrics and logs.")
@@ -84,7 +82,7 @@ class StageConfig(DataSection):
         return value
 
 
-class ReliftConfig(DataSection):
+class ReliftConfig(Section):
     """ReLIFT: queue items on which every rollout failed and interleave SFT steps on their reference solutions."""
 
     enabled: bool = Field(False, description="Queue all-failed items that have a reference solution.")
@@ -92,3 +90,70 @@ class ReliftConfig(DataSection):
     batch_size: int = Field(8, gt=0, description="Demonstrations per SFT step.")
     queue_size: int = Field(256, gt=0, description="Most queued items; the oldest are dropped first.")
     lr_scale: float = Field(1.0, gt=0, description="SFT step size as a multiple of the RL learning rate.")
+
+
+class TaskConfig(Section):
+    """One source of items. ``source`` picks the kind; the other fields apply to it."""
+
+    source: Literal["reasoning_gym", "jsonl", "parquet", "datasets", "generator"] = Field(
+        description="Kind of source ('datasets': a Hugging Face dataset saved with save_to_disk)."
+    )
+    name: str = Field(description="Task family: a reasoning-gym dataset name, or a label for the other kinds.")
+    path: str | None = Field(None, description="jsonl/parquet: file of rows; datasets: the saved directory.")
+    eval_path: str | None = Field(None, description="Held-out file or directory (default: last rows of `path`).")
+    split: str = Field("train", description="datasets: split to train on when the directory holds several.")
+    eval_split: str | None = Field(None, description="datasets: held-out split (default: last rows of `split`).")
+    prompt_field: str = Field("prompt", description="Column holding the prompt.")
+    answer_field: str = Field("answer", description="Column holding the reference answer.")
+    function: str | None = Field(None, description="generator: 'module:function' taking (seed, index) -> dict.")
+    kwargs: dict[str, Any] = Field(default_factory=dict, description="Settings passed to the family/generator.")
+    weight: float = Field(1.0, gt=0, description="Share of this task in the training mixture.")
+    system_prompt: str | None = Field(None, description="System message for this task (overrides data's).")
+    few_shot: list[FewShotExample] = Field(default_factory=list, description="Worked examples before the prompt.")
+
+    @model_validator(mode="after")
+    def _check_source_fields(self) -> TaskConfig:
+        if self.source in ("jsonl", "parquet", "datasets") and not self.path:
+            raise ValueError(f"a {self.source} task needs `path`")
+        if self.source == "generator" and not self.function:
+            raise ValueError("a generator task needs `function: module:function`")
+        return self
+
+
+class DataConfig(Section):
+    """What the model practises and is evaluated on, and how items are chosen (see docs/data.md)."""
+
+    tasks: list[TaskConfig] = Field(
+        default_factory=lambda: [TaskConfig(source="reasoning_gym", name="chain_sum")],
+        description="Task sources mixed by weight.",
+    )
+    system_prompt: str | None = Field(None, description="Optional system message before every prompt.")
+    eval_items: int = Field(200, gt=0, description="Held-out items per task (seeds disjoint from training).")
+    sampling: Literal["mixture", "balanced"] = Field(
+        "mixture", description="'mixture': each prompt's task drawn by weight; 'balanced': equal share per task."
+    )
+    difficulty: DifficultyConfig = Field(default_factory=DifficultyConfig, description="Online pass rates.")
+    dynamic_sampling: DynamicSamplingConfig = Field(
+        default_factory=DynamicSamplingConfig, description="Drop zero-variance groups and refill (DAPO)."
+    )
+    adaptive_group: AdaptiveGroupConfig = Field(
+        default_factory=AdaptiveGroupConfig, description="Group size per item from its pass rate."
+    )
+    stages: list[StageConfig] = Field(default_factory=list, description="Curriculum stages, in order.")
+    relift: ReliftConfig = Field(default_factory=ReliftConfig, description="SFT on all-failed items (ReLIFT).")
+    visurf: bool = Field(False, description="Put an item's reference solution in its group (ViSurf).")
+    reference_field: str = Field(
+        "solution",
+        description="Item field with a reference solution (ReLIFT, ViSurf); 'answer': <answer>{answer}</answer>.",
+    )
+
+    @model_validator(mode="after")
+    def _check_stages(self) -> DataConfig:
+        names = {t.name for t in self.tasks}
+        for i, stage in enumerate(self.stages):
+            unknown = sorted(set(stage.tasks or []) - names)
+            if unknown:
+                raise ValueError(f"stages.{i}.tasks: unknown task(s) {unknown}; tasks are {sorted(names)}")
+            if i < len(self.stages) - 1 and stage.steps is None and stage.until is None:
+                raise ValueError(f"stages.{i} ({stage.name}): only the last stage may lack `steps` and `until`")
+        return self

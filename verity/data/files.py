@@ -13,7 +13,7 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
-from verity.config import ConfigError
+from verity.schema import ConfigError
 
 Row = tuple[str, Any]  # (where, row)
 

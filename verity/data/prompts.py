@@ -6,8 +6,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 from typing import Any
 
-from verity.config import DataConfig
-from verity.data.config import FewShotExample
+from verity.data.config import DataConfig, FewShotExample
 from verity.types import Item
 
 

@@ -13,8 +13,7 @@ from collections import OrderedDict, deque
 from dataclasses import dataclass
 from typing import Any
 
-from verity.config import DataConfig
-from verity.data.config import HardFocusConfig
+from verity.data.config import DataConfig, HardFocusConfig
 from verity.data.difficulty import PassRates, group_size_for
 from verity.data.prompts import reference_solution
 from verity.data.sources import TaskSource

@@ -8,9 +8,10 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any, Protocol
 
-from verity.config import ConfigError, TaskConfig
+from verity.data.config import TaskConfig
 from verity.data.files import read_rows
 from verity.registry import import_object
+from verity.schema import ConfigError
 from verity.types import Item
 
 # Held-out items of a procedural source use seeds this far from the training seeds, so the two never meet.

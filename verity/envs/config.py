@@ -1,18 +1,16 @@
 """The ``env:`` section of a run config: which environment, the episode budgets, tool tags and guidance.
-``verity.config.Config.env`` holds one (or None for single-turn runs); every field is documented once, here."""
+The run's ``Config.env`` holds one (or None for single-turn runs); every field is documented once, here."""
 
 from __future__ import annotations
 
 from typing import Any
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import Field
+
+from verity.schema import Section
 
 
-class EnvSection(BaseModel):
-    model_config = ConfigDict(extra="forbid", validate_assignment=True)
-
-
-class ToolTagsConfig(EnvSection):
+class ToolTagsConfig(Section):
     """The tags of a tool call, ``<tool>name: arguments</tool>``, and of its answer, ``<result>...</result>``."""
 
     call_open: str = Field("<tool>", min_length=1, description="Opens a tool call in model output.")
@@ -21,7 +19,7 @@ class ToolTagsConfig(EnvSection):
     result_close: str = Field("</result>", min_length=1, description="Closes an environment's answer.")
 
 
-class EnvConfig(EnvSection):
+class EnvConfig(Section):
     """Multi-turn episodes: the model and an environment take turns (see docs/multiturn.md)."""
 
     name: str = Field(

@@ -29,8 +29,8 @@ def env_factory(
     """A no-argument maker of fresh environments. ``defaults`` fill keywords the factory takes and ``settings``
     do not give. A bad name or bad settings is a ``ConfigError`` naming ``key``; one environment is built here
     so that settings errors surface before the run starts."""
-    from verity.config import ConfigError
     from verity.data.sources import resolve_callable
+    from verity.schema import ConfigError
 
     if ":" in spec:
         factory = resolve_callable(spec, f"{key}.name")

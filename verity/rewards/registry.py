@@ -10,7 +10,7 @@ from __future__ import annotations
 from collections.abc import Callable
 from typing import Any
 
-from verity.registry import Registry, import_object
+from verity.registry import Registry
 
 Verifier = Callable[..., Any]
 
@@ -54,11 +54,4 @@ def preload_modules(spec: str) -> tuple[str, ...]:
 
 def resolve_verifier(spec: str) -> Verifier:
     """The verifier for a registered name (``"accuracy"``) or an import path (``"my_pkg.rewards:score"``)."""
-    if ":" in spec:
-        return import_object(spec, "verifier")
-    try:
-        return _VERIFIERS.get(spec)
-    except KeyError as err:
-        raise KeyError(
-            f"{err.args[0]} A user verifier is named by its import path, 'package.module:function'."
-        ) from None
+    return _VERIFIERS.resolve(spec)

@@ -1,36 +1,94 @@
-"""The Engine seam: turn prompts into sampled completions with behaviour log-probs."""
+"""The Engine seam: turn prompts (token ids) into sampled completions (token ids) with behaviour log-probs.
+
+A backend is one file that implements ``Engine`` and registers a factory in ``ENGINES`` (``verity/rollout/
+registry.py``): ``@ENGINES.register("name")`` over ``def build(spec: EngineSpec) -> Engine``. Configs pick it with
+``rollout.engine`` (a registered name or a user's ``package.module:factory``). Callers use nothing but what the
+protocol names.
+"""
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from collections.abc import Iterable
+from dataclasses import dataclass, field
 from typing import Any, Protocol
 
+import torch
+
 from verity.types import Completion
+
+Weights = Iterable[tuple[str, torch.Tensor]]
 
 
 @dataclass(frozen=True)
 class SamplingParams:
-    """How to sample. ``temperature == 0`` means greedy decoding (log-probs then use temperature 1)."""
+    """How to sample. ``temperature == 0`` means greedy decoding (log-probs then use temperature 1). Behaviour
+    log-probs are always those of the tempered, untruncated distribution (what the learner's ratio assumes), even
+    when ``top_p``/``top_k`` restrict what is sampled. ``stop_ids`` end a completion besides the tokenizer's
+    end-of-sequence (kept as its last token, like end-of-sequence)."""
 
     max_new_tokens: int
     temperature: float = 1.0
     top_p: float = 1.0
+    top_k: int = 0  # 0: no top-k restriction
     n: int = 1
+    stop_ids: frozenset[int] = field(default_factory=frozenset)
 
     @property
     def greedy(self) -> bool:
         return self.temperature == 0
 
 
+@dataclass(frozen=True)
+class EngineSpec:
+    """What an engine factory gets. ``model`` is the learner's own module when the engine may share it (the
+    local runtime, where a weight sync is then free); an engine that keeps its own copy loads ``model_path``.
+    ``settings`` is the run's ``rollout:`` section (``RolloutConfig``): a backend reads its own subsection
+    (``rollout.vllm``), a user's backend ``rollout.engine_settings``; None gives a backend its defaults."""
+
+    model_path: str
+    tokenizer: Any
+    dtype: str = "auto"
+    device: str = "cpu"
+    seed: int = 0
+    batch_size: int = 64
+    lora: Any = None  # a LoraConfig when the learner trains adapters; weight syncs then carry adapters only
+    settings: Any = None
+    model: torch.nn.Module | None = None
+
+
 class Engine(Protocol):
-    """Generates completions; knows which policy version produced them."""
+    """Generates completions and knows which policy version produced them."""
 
     version: int
+    tokenizer: Any
 
     def generate(self, prompts: list[list[int]], params: SamplingParams) -> list[list[Completion]]:
         """``params.n`` completions for each prompt (token ids, no padding), in prompt order."""
         ...
 
-    def load_weights(self, weights: dict[str, Any], version: int) -> None:
-        """Adopt new policy weights; later completions carry ``version``."""
+    def load_weights(self, weights: Weights, version: int) -> None:
+        """Adopt new policy weights (``(name, tensor)`` pairs, the learner's parameter names, streamed: read them
+        once); later completions carry ``version``. An engine sharing the learner's module takes the version only
+        and never reads ``weights``."""
+        ...
+
+    def logprobs(
+        self, prompts: list[list[int]], completions: list[list[int]], temperature: float
+    ) -> list[list[float]]:
+        """Teacher-forced log-probs of each completion's tokens after its prompt, under ``logits / temperature``:
+        what a weight sync is verified with."""
+        ...
+
+    def decode(self, token_ids: list[int]) -> str:
+        """Text of ``token_ids``, special tokens skipped."""
+        ...
+
+    def get_rng_state(self) -> Any:
+        """The sampler's random state (checkpointed; handed between Ray workers so splits sample the same)."""
+        ...
+
+    def set_rng_state(self, state: Any) -> None: ...
+
+    def close(self) -> None:
+        """Release what the engine holds (worker processes, device memory)."""
         ...

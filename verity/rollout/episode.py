@@ -8,8 +8,7 @@ reward), and the episode's reward is the sum of its turn rewards.
 
 from __future__ import annotations
 
-import contextlib
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from dataclasses import dataclass, field, replace
 from typing import Any
 
@@ -121,16 +120,18 @@ class EpisodeRunner:
 
     def _play(self, episodes: list[_Episode], params: SamplingParams) -> None:
         stops = sorted({s for ep in episodes for s in getattr(ep.env, "stop_strings", ())})
-        with self._stop_tokens(stops):
-            for _ in range(self.budget.max_turns):
-                live = [ep for ep in episodes if not ep.done]
-                if not live:
-                    break
-                room = max(self.budget.max_tokens - len(ep.tokens) for ep in live)
-                turn = replace(params, n=1, max_new_tokens=min(self.budget.turn_tokens, room))
-                outputs = self.engine.generate([ep.prompt_ids + ep.tokens for ep in live], turn)
-                for ep, (completion, *_) in zip(live, outputs, strict=True):
-                    self._model_turn(ep, completion, stops)
+        # Stop strings that are single tokens also stop the engine's decoding, saving the tokens past them.
+        single = [t for t in (self.tokenizer.encode(s, add_special_tokens=False) for s in stops) if len(t) == 1]
+        stop_ids = params.stop_ids | {t[0] for t in single}
+        for _ in range(self.budget.max_turns):
+            live = [ep for ep in episodes if not ep.done]
+            if not live:
+                break
+            room = max(self.budget.max_tokens - len(ep.tokens) for ep in live)
+            turn = replace(params, n=1, max_new_tokens=min(self.budget.turn_tokens, room), stop_ids=stop_ids)
+            outputs = self.engine.generate([ep.prompt_ids + ep.tokens for ep in live], turn)
+            for ep, (completion, *_) in zip(live, outputs, strict=True):
+                self._model_turn(ep, completion, stops)
         for ep in episodes:
             if not ep.done:
                 ep.end("length")
@@ -165,28 +166,13 @@ class EpisodeRunner:
             return len(ids)
         return next(k for k in range(1, len(ids) + 1) if any(s in self._decode(ids[:k]) for s in stops))
 
-    @contextlib.contextmanager
-    def _stop_tokens(self, stops: list[str]) -> Iterator[None]:
-        """Stop strings that are single tokens also stop the engine's decoding, saving the tokens past them."""
-        engine_stops = getattr(self.engine, "stop_ids", None)
-        ids = [self.tokenizer.encode(s, add_special_tokens=False) for s in stops]
-        extra = {t[0] for t in ids if len(t) == 1} - (engine_stops or set())
-        if engine_stops is None or not extra:
-            yield
-            return
-        engine_stops |= extra
-        try:
-            yield
-        finally:
-            engine_stops -= extra
-
     def _rollout(self, ep: _Episode) -> Rollout:
         completion = Completion(ep.tokens, ep.logprobs, self._decode(ep.tokens), ep.finish, self.engine.version)
         score = Score(sum(t.reward for t in ep.turns))
         return Rollout(ep.item, ep.group, ep.prompt_ids, completion, score, ep.mask, ep.turns)
 
     def _decode(self, ids: list[int]) -> str:
-        return self.tokenizer.decode(ids, skip_special_tokens=True)
+        return self.engine.decode(ids)
 
     def _reattempt(
         self, items: list[Item], rollouts: list[Rollout], params: SamplingParams, guidance: Guidance

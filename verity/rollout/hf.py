@@ -8,29 +8,55 @@ the same logits that sampled it.
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from typing import Any
 
 import torch
 from transformers import PreTrainedModel
 from transformers.cache_utils import Cache, DynamicCache, DynamicLayer
 
+from verity.modeling import autocast, cache_keyword, full_attention_only, token_logprobs
 from verity.rollout.attention import use_decode_attention
-from verity.rollout.engine import SamplingParams
-from verity.train.learner import autocast
-from verity.train.prefix import cache_keyword, full_attention_only
+from verity.rollout.engine import EngineSpec, SamplingParams, Weights
+from verity.rollout.registry import ENGINES
 from verity.types import Completion
 
 
-class HFEngine:
-    """Engine over a Hugging Face causal LM. In the local runtime it shares the learner's module (no copy)."""
+@ENGINES.register("hf")
+def build_hf_engine(spec: EngineSpec) -> HFEngine:
+    """The learner's own module when the spec offers it (a sync then moves only the version), else a copy of the
+    policy loaded from ``spec.model_path`` (with fresh adapters when the learner trains LoRA)."""
+    if spec.model is not None:
+        return HFEngine(spec.model, spec.tokenizer, batch_size=spec.batch_size, seed=spec.seed, shared=True)
+    from verity.models import load_policy
+    from verity.train.lora import apply_lora
 
-    def __init__(self, model: PreTrainedModel, tokenizer: Any, *, batch_size: int = 64, seed: int = 0) -> None:
+    model, tokenizer = load_policy(spec.model_path, spec.dtype, spec.device)
+    if spec.lora is not None:
+        model = apply_lora(model, spec.lora)
+    return HFEngine(model, tokenizer, batch_size=spec.batch_size, seed=spec.seed)
+
+
+class HFEngine:
+    """Engine over a Hugging Face causal LM. In the local runtime it shares the learner's module (``shared``: no
+    copy, and a weight sync only moves the version)."""
+
+    def __init__(
+        self,
+        model: PreTrainedModel,
+        tokenizer: Any,
+        *,
+        batch_size: int = 64,
+        seed: int = 0,
+        shared: bool = False,
+    ) -> None:
         self.model = model
         self.tokenizer = tokenizer
         self.batch_size = batch_size
+        self.shared = shared
         self.version = 0
         self.generator = torch.Generator(device="cpu").manual_seed(seed)
-        self.stop_ids = {tokenizer.eos_token_id}
+        self.eos_id = tokenizer.eos_token_id
         self.pad_id = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else tokenizer.eos_token_id
         self._cache_kw = cache_keyword(model)
         use_decode_attention(model)
@@ -39,9 +65,52 @@ class HFEngine:
     def device(self) -> torch.device:
         return next(self.model.parameters()).device
 
-    def load_weights(self, weights: dict[str, Any], version: int) -> None:
-        self.model.load_state_dict(weights, strict=False)
+    def load_weights(self, weights: Weights, version: int) -> None:
+        if not self.shared:
+            state = self.model.state_dict()  # views of the live tensors: copying into them updates the model
+            with torch.no_grad():
+                for name, tensor in weights:
+                    if name not in state:
+                        raise KeyError(f"weight {name!r} is not in the engine's model (a different architecture?)")
+                    state[name].copy_(tensor)
         self.version = version
+
+    def decode(self, token_ids: list[int]) -> str:
+        return self.tokenizer.decode(token_ids, skip_special_tokens=True)
+
+    def get_rng_state(self) -> torch.Tensor:
+        return self.generator.get_state()
+
+    def set_rng_state(self, state: torch.Tensor) -> None:
+        self.generator.set_state(state)
+
+    def close(self) -> None:
+        """Nothing to release: the model is an ordinary module."""
+
+    @torch.inference_mode()
+    def logprobs(
+        self, prompts: list[list[int]], completions: list[list[int]], temperature: float
+    ) -> list[list[float]]:
+        was_training = self.model.training
+        self.model.eval()
+        try:
+            rows = [p + c for p, c in zip(prompts, completions, strict=True)]
+            width = max(len(r) for r in rows)
+            ids = torch.full((len(rows), width), self.pad_id, dtype=torch.long)
+            mask = torch.zeros((len(rows), width), dtype=torch.long)
+            for i, row in enumerate(rows):
+                ids[i, : len(row)] = torch.tensor(row)
+                mask[i, : len(row)] = 1
+            batch = _Rows(ids.to(self.device), mask.to(self.device))
+            with autocast(self.device):
+                lp, _ = token_logprobs(self.model, batch, temperature)
+            lp = lp.float().cpu()
+            return [
+                lp[i, len(p) : len(p) + len(c)].tolist()
+                for i, (p, c) in enumerate(zip(prompts, completions, strict=True))
+            ]
+        finally:
+            self.model.train(was_training)
 
     @torch.inference_mode()
     def generate(self, prompts: list[list[int]], params: SamplingParams) -> list[list[Completion]]:
@@ -87,7 +156,7 @@ class HFEngine:
         tokens: list[list[int]] = [[] for _ in range(total)]
         logps: list[list[float]] = [[] for _ in range(total)]
         finish = ["length"] * total
-        stop_ids = torch.tensor(sorted(self.stop_ids), device=device)
+        stop_ids = torch.tensor(sorted({self.eos_id, *params.stop_ids}), device=device)
         for step in range(params.max_new_tokens):
             chosen, chosen_logp = self._sample(logits, params)
             stop = torch.isin(chosen, stop_ids)
@@ -117,7 +186,7 @@ class HFEngine:
             Completion(
                 token_ids=tokens[r],
                 logprobs=logps[r],
-                text=self._decode(tokens[r]),
+                text=self.decode(tokens[r]),
                 finish_reason=finish[r],
                 version=self.version,
             )
@@ -149,13 +218,26 @@ class HFEngine:
             return chosen, logp.gather(-1, chosen[:, None]).squeeze(-1)
         logp = torch.log_softmax(logits / params.temperature, dim=-1)
         probs = logp.exp()
+        if params.top_k > 0:
+            probs = _top_k_filter(probs, params.top_k)
         if params.top_p < 1.0:
             probs = _top_p_filter(probs, params.top_p)
         chosen = torch.multinomial(probs.cpu(), 1, generator=self.generator).squeeze(-1).to(logits.device)
         return chosen, logp.gather(-1, chosen[:, None]).squeeze(-1)
 
-    def _decode(self, token_ids: list[int]) -> str:
-        return self.tokenizer.decode(token_ids, skip_special_tokens=True)
+
+@dataclass
+class _Rows:
+    input_ids: torch.Tensor  # (B, T) right-padded
+    attention_mask: torch.Tensor  # (B, T)
+
+
+def _top_k_filter(probs: torch.Tensor, top_k: int) -> torch.Tensor:
+    """Zero all but the ``top_k`` most likely tokens of each row."""
+    if top_k >= probs.shape[-1]:
+        return probs
+    kth = probs.topk(top_k, dim=-1).values[:, -1:]  # (N, 1)
+    return probs.masked_fill(probs < kth, 0.0)
 
 
 def _top_p_filter(probs: torch.Tensor, top_p: float) -> torch.Tensor:

@@ -40,9 +40,7 @@ class LocalRuntime:
 
     def sync(self, learner: Learner) -> None:
         start = time.perf_counter()
-        if self.engine.model is not learner.model:
-            self.engine.load_weights(learner.weights(), learner.version)
-        self.engine.version = learner.version
+        self.engine.load_weights(learner.weights(), learner.version)
         self.timings["time/sync"] = time.perf_counter() - start
 
     def close(self) -> None:

@@ -33,13 +33,15 @@ import ray
 import torch
 from ray.exceptions import GetTimeoutError
 
-from verity.config import Config, ConfigError, RayConfig
+from verity.config import Config
 from verity.rewards.executor import RewardExecutor
-from verity.rollout.engine import SamplingParams
+from verity.rollout.engine import EngineSpec, SamplingParams
 from verity.rollout.hf import HFEngine
+from verity.runtime.config import RayConfig
 from verity.runtime.ray_pool import ActorWorkers, Job, RemoteTimeout, WeightSyncTimeout
 from verity.runtime.ray_reward import RewardWorker
 from verity.runtime.ray_workers import RolloutUnit, RolloutWorker
+from verity.schema import ConfigError
 from verity.train.learner import Learner
 from verity.types import Item, Rollout, Score
 
@@ -126,10 +128,20 @@ class RayRuntime:
             num_cpus=rc.rollout_cpus, num_gpus=rc.rollout_gpus, max_restarts=0
         )
         device = "cuda" if rc.rollout_gpus > 0 else "cpu"
-        args = (model_path, cfg.model.dtype, cfg.model.lora, device, rc.threads or max(1, int(rc.rollout_cpus)))
+        spec = EngineSpec(
+            model_path,
+            engine.tokenizer,
+            cfg.model.dtype,
+            device,
+            cfg.seed,
+            cfg.eval.batch_size,
+            cfg.model.lora,
+            cfg.rollout,
+        )
+        threads = rc.threads or max(1, int(rc.rollout_cpus))
         self.rollout_workers = ActorWorkers(
             "rollout",
-            lambda rank: rollout_actor.remote(*args, cfg.eval.batch_size),
+            lambda rank: rollout_actor.remote(cfg.rollout.engine, spec, threads),
             rc.rollout_workers,
             rc.task_timeout_s,
             rc.max_restarts,
@@ -155,7 +167,7 @@ class RayRuntime:
     def sync(self, learner: Learner) -> None:
         """Put the learner's weights in the object store once; every rollout actor takes them by reference."""
         start = time.perf_counter()
-        weights = {k: v.detach().to("cpu", copy=True) for k, v in learner.weights().items()}
+        weights = [(k, v.detach().to("cpu", copy=True)) for k, v in learner.weights()]
         with self._cond:
             self._raise_pump_error()
             self._weights = (ray.put(weights), learner.version)
@@ -192,11 +204,11 @@ class RayRuntime:
         size = self.rc.items_per_task or math.ceil(len(groups) / self.rc.rollout_workers)
         # Unit 0 continues the driver engine's RNG stream, as the local runtime's single generate call does.
         jobs = [
-            self._submit(groups[lo : lo + size], self.engine.generator.get_state() if lo == 0 else None, None)
+            self._submit(groups[lo : lo + size], self.engine.get_rng_state() if lo == 0 else None, None)
             for lo in range(0, len(groups), size)
         ]
         self._wait(lambda: all(g.rollouts is not None for g in groups), f"{len(groups)} groups")
-        self.engine.generator.set_state(self._rng_after[jobs[0]])
+        self.engine.set_rng_state(self._rng_after[jobs[0]])
         for job in jobs:
             del self._jobs[job], self._rng_after[job]
         return groups

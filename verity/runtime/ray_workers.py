@@ -1,8 +1,9 @@
 """The rollout actor of the Ray runtime, as a plain class (the runtime wraps it with ``ray.remote``).
 
-- ``RolloutWorker``: an ``HFEngine`` on its own copy of the policy. It runs the same episode function as the
-  local runtime; new weights arrive on a separate thread (Ray concurrency group ``weights``) while a generation
-  runs, and are adopted at the next safe point: before a work unit, or between segments in async mode.
+- ``RolloutWorker``: an engine (any registered backend) on its own copy of the policy. It runs the same episode
+  function as the local runtime; new weights arrive on a separate thread (Ray concurrency group ``weights``) while
+  a generation runs, and are adopted at the next safe point: before a work unit, or between segments in async
+  mode.
 """
 
 from __future__ import annotations
@@ -14,7 +15,7 @@ from typing import Any
 import ray
 import torch
 
-from verity.rollout.engine import Engine, SamplingParams
+from verity.rollout.engine import Engine, EngineSpec, SamplingParams
 from verity.rollout.episode import single_turn_rollouts
 from verity.types import Completion, Item, Rollout
 
@@ -71,10 +72,9 @@ class SegmentedEngine:
             outs = self.engine.generate([prompts[s.prompt] + s.tokens for s in open_seqs], step)
             for s, (c,) in zip(open_seqs, outs, strict=True):
                 s.extend(c, self.engine.version)
-        decode = self.engine.tokenizer.decode  # type: ignore[attr-defined]
         out: list[list[Completion]] = [[] for _ in prompts]
         for s in seqs:
-            out[s.prompt].append(s.completion(decode(s.tokens, skip_special_tokens=True)))
+            out[s.prompt].append(s.completion(self.engine.decode(s.tokens)))
         return out
 
 
@@ -107,18 +107,14 @@ class _Sequence:
 
 
 class RolloutWorker:
-    """An engine on its own copy of the policy, loaded from ``model_path`` (the learner's weights follow)."""
+    """The engine named ``engine`` on its own copy of the policy, loaded from ``spec.model_path`` (the learner's
+    weights follow)."""
 
-    def __init__(self, model_path: str, dtype: str, lora: Any, device: str, threads: int, batch_size: int) -> None:
-        from verity.models import load_policy
-        from verity.rollout.hf import HFEngine
-        from verity.train.lora import apply_lora
+    def __init__(self, engine: str, spec: EngineSpec, threads: int) -> None:
+        from verity.rollout.registry import build_engine
 
         torch.set_num_threads(threads)
-        model, tokenizer = load_policy(model_path, dtype, device)
-        if lora is not None:
-            model = apply_lora(model, lora)
-        self.engine = HFEngine(model, tokenizer, batch_size=batch_size)
+        self.engine = build_engine(engine, spec)
         # Weights are applied only while no forward runs: under this lock, and never while ``busy``.
         self._lock = threading.Lock()
         self._pending: tuple[dict[str, Any], int] | None = None
@@ -148,12 +144,12 @@ class RolloutWorker:
             self._adopt()
             self._busy = True
         try:
-            self.engine.generator.set_state(unit.rng_state)
+            self.engine.set_rng_state(unit.rng_state)
             engine: Engine = self.engine
             if unit.segment_tokens is not None:
                 engine = SegmentedEngine(self.engine, unit.segment_tokens, self._between_segments)
             rollouts = single_turn_rollouts(engine, unit.items, unit.prompt_ids, unit.params)
-            return rollouts, self.engine.generator.get_state()
+            return rollouts, self.engine.get_rng_state()
         finally:
             with self._lock:
                 self._busy = False

@@ -6,6 +6,7 @@ It is algorithm-blind: advantages arrive in the batch and the loss comes from ``
 from __future__ import annotations
 
 import math
+from collections.abc import Iterator
 from typing import Any
 
 import torch
@@ -13,34 +14,11 @@ from torch import nn
 
 from verity.algo.config import AlgoConfig
 from verity.algo.objective import policy_loss
-from verity.config import TrainConfig
+from verity.modeling import autocast, full_attention_only, token_logprobs
 from verity.train.batching import Batch, micro_batches, split_indices
+from verity.train.config import TrainConfig
 from verity.train.lora import load_trainable_state, trainable_state_dict
-from verity.train.prefix import full_attention_only, prompt_groups, shared_prefix_logprobs
-
-
-def token_logprobs(
-    model: nn.Module, batch: Batch, temperature: float, with_entropy: bool = False
-) -> tuple[torch.Tensor, torch.Tensor | None]:
-    """Log-prob (B, T) of each token given the tokens before it (position 0 gets 0), and optionally the entropy
-    (B, T) of the predicting distribution; both use ``logits / temperature`` as the sampler did."""
-    positions = (batch.attention_mask.cumsum(-1) - 1).clamp(min=0)
-    logits = model(input_ids=batch.input_ids, attention_mask=batch.attention_mask, position_ids=positions).logits
-    logits = logits[:, :-1].float() / temperature  # (B, T-1, V) predicts tokens 1..T-1
-    logp_all = torch.log_softmax(logits, dim=-1)
-    picked = logp_all.gather(-1, batch.input_ids[:, 1:, None]).squeeze(-1)  # (B, T-1)
-    logprobs = torch.nn.functional.pad(picked, (1, 0))
-    entropy = None
-    if with_entropy:
-        ent = -(logp_all.exp() * logp_all).sum(-1)
-        entropy = torch.nn.functional.pad(ent, (1, 0))
-    return logprobs, entropy
-
-
-def autocast(device: torch.device) -> torch.autocast:
-    """bf16 autocast on CUDA (matmuls in bf16, log-softmax in fp32 as ``token_logprobs`` upcasts); a no-op on CPU,
-    where bf16 matmuls are slower than fp32 on most cores."""
-    return torch.autocast(device.type, dtype=torch.bfloat16, enabled=device.type == "cuda")
+from verity.train.prefix import prompt_groups, shared_prefix_logprobs
 
 
 def lr_factor(step: int, warmup: int, total: int, schedule: str, min_ratio: float = 0.0) -> float:
@@ -204,9 +182,10 @@ class Learner:
             return everything
         return everything[(mini.advantages * mini.loss_mask).ne(0).any(-1)]
 
-    def weights(self) -> dict[str, torch.Tensor]:
-        """What an engine needs to follow the policy: every weight, or only the adapters of a LoRA model."""
-        return trainable_state_dict(self.model)
+    def weights(self) -> Iterator[tuple[str, torch.Tensor]]:
+        """What an engine needs to follow the policy, as ``(name, tensor)`` pairs read lazily: every weight, or
+        only the adapters of a LoRA model. The tensors are the live ones: copy them before the next step."""
+        return iter(trainable_state_dict(self.model).items())
 
     def state_dict(self) -> dict[str, Any]:
         return {

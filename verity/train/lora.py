@@ -15,7 +15,8 @@ from typing import Any
 import torch
 from torch import nn
 
-from verity.config import ConfigError, LoraConfig
+from verity.schema import ConfigError
+from verity.train.config import LoraConfig
 
 
 def apply_lora(model: nn.Module, cfg: LoraConfig) -> nn.Module:

@@ -10,28 +10,12 @@ gradients equal the plain forward's (up to float rounding); prompt positions the
 
 from __future__ import annotations
 
-import inspect
-
 import torch
 from torch import nn
 from transformers.cache_utils import DynamicCache
 
+from verity.modeling import cache_keyword
 from verity.train.batching import Batch
-
-
-def cache_keyword(model: nn.Module) -> str:
-    """The name this model's forward takes its KV cache by: ``cache`` in recent transformers, else the older
-    ``past_key_values`` (a peft wrapper forwards keywords, so the wrapped model is asked)."""
-    base = model.get_base_model() if hasattr(model, "get_base_model") else model
-    return "cache" if "cache" in inspect.signature(base.forward).parameters else "past_key_values"
-
-
-def full_attention_only(model: nn.Module) -> bool:
-    """True when every layer attends to the whole context (no sliding windows or linear attention), so a KV
-    cache holds exactly what a full forward would see."""
-    config = model.config.get_text_config(decoder=True)
-    types = getattr(config, "layer_types", None) or ["full_attention"]
-    return set(types) == {"full_attention"} and not getattr(config, "sliding_window", None)
 
 
 def prompt_groups(batch: Batch) -> tuple[torch.Tensor, torch.Tensor, list[tuple[int, ...]]] | None:

@@ -5,8 +5,8 @@ from __future__ import annotations
 import torch
 from torch import nn
 
+from verity.modeling import token_logprobs
 from verity.train.batching import Batch, collate
-from verity.train.learner import token_logprobs
 from verity.types import Completion, Item, Rollout
 
 

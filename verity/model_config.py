@@ -1,0 +1,45 @@
+"""The ``model:`` section: the policy, Verity's offline tiny base (architecture and SFT warm-up), dtype, LoRA."""
+
+from __future__ import annotations
+
+from typing import Literal
+
+from pydantic import Field
+
+from verity.schema import Section
+from verity.train.config import LoraConfig
+
+
+class TinyModelConfig(Section):
+    """Architecture of Verity's offline tiny base model (a Llama-architecture decoder over a small BPE)."""
+
+    vocab_size: int = Field(512, ge=300, description="BPE vocabulary size (256 bytes + merges + special tokens).")
+    hidden_size: int = Field(128, gt=0, description="Width of the residual stream.")
+    num_layers: int = Field(4, gt=0, description="Number of decoder layers.")
+    num_heads: int = Field(4, gt=0, description="Attention heads per layer.")
+    intermediate_size: int = Field(384, gt=0, description="Width of the MLP.")
+    max_positions: int = Field(512, gt=0, description="Longest prompt + completion, in tokens.")
+
+
+class WarmupConfig(Section):
+    """The SFT warm-up that turns a freshly initialised tiny model into a partly competent base for RL."""
+
+    max_steps: int = Field(600, ge=0, description="Most SFT steps.")
+    batch_size: int = Field(64, gt=0, description="Demonstrations per SFT step.")
+    lr: float = Field(3e-3, gt=0, description="Peak learning rate (linear warm-up, cosine decay).")
+    stop_at_accuracy: float = Field(
+        0.3, ge=0, le=1, description="Stop once held-out greedy accuracy reaches this: RL needs room to improve."
+    )
+    check_every: int = Field(25, gt=0, description="Steps between held-out accuracy checks.")
+    check_items: int = Field(100, gt=0, description="Held-out items per accuracy check.")
+
+
+class ModelConfig(Section):
+    """The policy model: Verity's built-in tiny base, a local Hugging Face directory, or a hub id."""
+
+    name: str = Field("tiny", description="'tiny' (built offline and cached), a local directory, or a hub id.")
+    tiny: TinyModelConfig = Field(default_factory=TinyModelConfig, description="Settings of the built-in base.")
+    warmup: WarmupConfig = Field(default_factory=WarmupConfig, description="SFT warm-up of the built-in base.")
+    cache_dir: str | None = Field(None, description="Where built bases are cached (default ~/.cache/verity).")
+    dtype: Literal["float32", "bfloat16", "float16", "auto"] = Field("auto", description="Weights dtype.")
+    lora: LoraConfig | None = Field(None, description="Train LoRA adapters instead of every weight.")

@@ -1,0 +1,49 @@
+"""The ``rollout:`` section: which engine, how it samples, and each backend's own settings."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from pydantic import Field
+
+from verity.schema import Section
+
+
+class VLLMConfig(Section):
+    """Settings of the vLLM engine (``rollout.engine: vllm``); see docs/vllm.md."""
+
+    gpu_memory_utilization: float = Field(
+        0.5,
+        gt=0,
+        le=1,
+        description="Share of each GPU's memory vLLM may take (weights, KV cache), beside the learner.",
+    )
+    tensor_parallel_size: int = Field(1, ge=1, description="GPUs one engine shards the model over.")
+    enable_sleep_mode: bool = Field(
+        False,
+        description="Free the engine's GPU memory while the learner trains (colocation); woken before rollouts.",
+    )
+    enforce_eager: bool = Field(False, description="Run without CUDA graphs (slower decode, faster start-up).")
+    max_model_len: int | None = Field(
+        None, gt=0, description="Longest prompt + completion (default: the model's)."
+    )
+    sync_timeout_s: float = Field(120.0, gt=0, description="Longest wait for the engine to take new weights.")
+
+
+class RolloutConfig(Section):
+    """The rollout engine and how it samples."""
+
+    engine: str = Field(
+        "hf",
+        description="Rollout engine: 'hf' (transformers, shares the learner's module in the local runtime), or a "
+        "user's own backend by import path 'package.module:factory' (see verity/rollout/engine.py).",
+    )
+    engine_settings: dict[str, Any] = Field(
+        default_factory=dict, description="Settings a user's own engine reads (its factory gets this section)."
+    )
+    vllm: VLLMConfig = Field(default_factory=VLLMConfig, description="Settings of the vLLM engine.")
+    prompts_per_step: int = Field(8, gt=0, description="Distinct prompts per RL step.")
+    group_size: int = Field(8, gt=0, description="Completions sampled per prompt (G).")
+    temperature: float = Field(1.0, gt=0, description="Sampling temperature (also applied to training log-probs).")
+    top_p: float = Field(1.0, gt=0, le=1, description="Nucleus sampling mass.")
+    max_new_tokens: int = Field(32, gt=0, description="Longest completion, in tokens.")

@@ -1,0 +1,61 @@
+"""The ``train:`` section (optimisation of the policy) and LoRA's settings (``model.lora``)."""
+
+from __future__ import annotations
+
+from typing import Literal
+
+from pydantic import Field
+
+from verity.schema import Section
+
+
+class TrainConfig(Section):
+    """Optimisation of the policy."""
+
+    steps: int = Field(200, ge=0, description="RL steps (one rollout batch each).")
+    lr: float = Field(1e-4, gt=0, description="Peak AdamW learning rate.")
+    warmup_steps: int = Field(0, ge=0, description="Linear learning-rate warm-up, in optimizer steps.")
+    lr_schedule: Literal["constant", "linear", "cosine"] = Field(
+        "constant", description="Learning rate after the warm-up: constant, or decaying to min_lr_ratio x lr."
+    )
+    min_lr_ratio: float = Field(0.0, ge=0, le=1, description="Final learning rate of a decay, as a share of lr.")
+    weight_decay: float = Field(0.0, ge=0, description="AdamW weight decay.")
+    betas: tuple[float, float] = Field((0.9, 0.99), description="AdamW betas.")
+    max_grad_norm: float = Field(1.0, gt=0, description="Gradient clipping norm.")
+    epochs: int = Field(1, gt=0, description="Passes over each rollout batch.")
+    mini_batches: int = Field(
+        1, gt=0, description="Optimizer steps per epoch (the batch is split this many ways)."
+    )
+    micro_batch_size: int = Field(64, gt=0, description="Sequences per forward/backward (gradient accumulation).")
+    micro_batch_tokens: int | None = Field(
+        None, gt=0, description="Also cap each micro-batch at this many padded tokens (rows x longest row)."
+    )
+    share_prompts: bool = Field(
+        True, description="Run each group's shared prompt once per training forward (same result, less compute)."
+    )
+    gradient_checkpointing: bool = Field(
+        False, description="Recompute activations in the backward pass: less memory, about a third more compute."
+    )
+    skip_zero_advantage: bool = Field(
+        True,
+        description="Leave rows whose advantages are all 0 out of the forward and backward when the loss has no "
+        "KL or entropy term (their gradient is exactly 0); loss metrics then cover the trained rows.",
+    )
+    checkpoint_every: int = Field(50, gt=0, description="Steps between checkpoints.")
+    keep_checkpoints: int = Field(2, gt=0, description="How many recent checkpoints to keep.")
+    max_bad_steps: int = Field(5, gt=0, description="Stop after this many non-finite losses in a row.")
+
+
+class LoraConfig(Section):
+    """Low-rank adapters (Hu et al. 2021, LoRA) via peft: W x + (alpha / r) B A x, with only A and B trained."""
+
+    r: int = Field(16, gt=0, description="Rank of each adapter.")
+    alpha: float = Field(32.0, gt=0, description="Scale numerator: the update is multiplied by alpha / r.")
+    dropout: float = Field(0.0, ge=0, lt=1, description="Dropout on the adapter's input.")
+    target_modules: list[str] | str = Field(
+        "all-linear",
+        description="Module names to adapt (e.g. [q_proj, v_proj]), or 'all-linear' for every linear layer.",
+    )
+    save: Literal["merged", "adapter"] = Field(
+        "merged", description="Final model: adapters merged into a plain model, or the adapter alone."
+    )
