@@ -27,6 +27,7 @@ from bench.common import (
     set_threads,
 )
 from verity.algo.config import AlgoConfig
+from verity.algo.objective import PolicyObjective
 from verity.rollout.engine import SamplingParams
 from verity.rollout.episode import single_turn_rollouts
 from verity.rollout.hf import HFEngine
@@ -63,7 +64,7 @@ def executed_tokens(batch: Batch) -> tuple[int, int]:
 
 def bench_model(name: str, batch: Batch, train: TrainConfig, repeats: int, peak: float) -> None:
     model, _ = load_model(name)
-    learner = Learner(model.train(), train, AlgoConfig(), temperature=1.0, seed=0)
+    learner = Learner(model.train(), train, PolicyObjective(AlgoConfig()), temperature=1.0, seed=0)
     seconds, _ = best_of(lambda: learner.step(batch), repeats)
     real = int(batch.attention_mask.sum())
     per_token = 3 * flops_per_token(model, int(real / len(batch) / 2))

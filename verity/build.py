@@ -6,33 +6,33 @@ import copy
 import random
 from collections.abc import Callable
 from dataclasses import dataclass
-from functools import cached_property, partial
-from typing import TYPE_CHECKING, Any
+from functools import partial
+from typing import Any
 
 import numpy as np
 import torch
 from torch import nn
 
+from verity.algo.objective import PolicyObjective, advantage_inputs
 from verity.algo.state import AlgoState
 from verity.config import Config
-from verity.data.collect import collect_rollouts
-from verity.data.guidance import add_references, relift_update
+from verity.data.collect import AddReferences, Encode
+from verity.data.guidance import add_references
 from verity.data.prompts import TaskPrompts
 from verity.data.samplers import Sampler
 from verity.data.sources import TaskSource, build_source
 from verity.envs.setup import build_episode_runner
+from verity.modeling import resolve_device
 from verity.models import BUILTIN, ensure_tiny_base, load_policy
 from verity.rewards.executor import RewardExecutor
-from verity.rollout.engine import Engine, EngineSpec, SamplingParams
+from verity.rollout.engine import Engine, EngineSpec
 from verity.rollout.registry import build_engine
-from verity.runtime.local import LocalRuntime
+from verity.runtime.base import Runtime, RuntimeSpec
+from verity.runtime.factory import build_runtime
 from verity.train.critic import CriticTrainer, build_critic
 from verity.train.learner import Learner
 from verity.train.lora import apply_lora
-from verity.types import Item, Rollout
-
-if TYPE_CHECKING:
-    from verity.runtime.ray import RayRuntime
+from verity.types import Item
 
 Log = Callable[[str], None]
 
@@ -46,16 +46,14 @@ class Parts:
     tokenizer: Any
     learner: Learner
     engine: Engine
-    runtime: LocalRuntime | RayRuntime
+    runtime: Runtime
     sampler: Sampler
     eval_items: list[Item]
+    encode: Encode  # an item's prompt token ids
     algo_state: AlgoState
     ref_model: nn.Module | None
     critic: CriticTrainer | None = None
-
-    @cached_property
-    def prompts(self) -> TaskPrompts:
-        return TaskPrompts(self.cfg.data)
+    add_references: AddReferences | None = None  # ViSurf
 
     def state_dict(self) -> dict[str, Any]:
         """Everything that changes during training, for checkpoints."""
@@ -65,8 +63,7 @@ class Parts:
             "algo": self.algo_state.state_dict(),
             "engine_generator": self.engine.get_rng_state(),
             "critic": self.critic.state_dict() if self.critic is not None else None,
-            # Ray async: items drawn but not yet trained on.
-            "runtime": self.runtime.state_dict() if self.cfg.runtime.kind == "ray" else None,
+            "runtime": self.runtime.state_dict(),  # Ray async: items drawn but not yet trained on
         }
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
@@ -77,49 +74,14 @@ class Parts:
         if self.critic is not None:
             self.critic.load_state_dict(state["critic"])
         self.runtime.sync(self.learner)
-        if state.get("runtime") is not None:
+        if state.get("runtime"):
             self.runtime.load_state_dict(state["runtime"])
-
-    def encode(self, item: Item) -> list[int]:
-        return self.prompts.encode(self.tokenizer, item)
-
-    def collect(self) -> tuple[list[Rollout], dict[str, float]]:
-        """This step's scored rollouts (sampler, stages, dynamic sampling, ViSurf) and the data metrics."""
-        r, data = self.cfg.rollout, self.cfg.data
-        params = SamplingParams(r.max_new_tokens, r.temperature, r.top_p, n=r.group_size)
-        refs = None
-        if data.visurf:
-            score = self.runtime.executor.score
-            refs = partial(
-                add_references,
-                field=data.reference_field,
-                tokenizer=self.tokenizer,
-                learner=self.learner,
-                score=score,
-            )
-        return collect_rollouts(self.sampler, self.runtime, self.encode, params, r.prompts_per_step, refs)
-
-    def relift(self) -> dict[str, float]:
-        """ReLIFT's interleaved SFT step, when the sampler says one is due."""
-        items = self.sampler.demonstrations()
-        if not items:
-            return {}
-        data = self.cfg.data
-        return relift_update(
-            self.learner, self.tokenizer, self.encode, items, data.reference_field, data.relift.lr_scale
-        )
 
 
 def seed_everything(seed: int) -> None:
     random.seed(seed)
     np.random.seed(seed % 2**32)
     torch.manual_seed(seed)
-
-
-def resolve_device(name: str) -> str:
-    if name == "auto":
-        return "cuda" if torch.cuda.is_available() else "cpu"
-    return name
 
 
 def build_tasks(cfg: Config) -> tuple[list[TaskSource], list[Item]]:
@@ -149,51 +111,57 @@ def build_parts(cfg: Config, log: Log) -> Parts:
         # After the reference copy: the reference stays the plain base, which the fresh adapters equal.
         model = apply_lora(model, cfg.model.lora)
     critic = None
-    if cfg.algo.advantage == "gae":
+    if "values" in advantage_inputs(cfg.algo):
         separate = copy.deepcopy(model) if cfg.algo.critic == "separate" else None
         critic = CriticTrainer(
             build_critic(cfg.algo.critic, model, separate).to(device), cfg.algo.critic_lr, cfg.algo.value_clip
         )
-    learner = Learner(model, cfg.train, cfg.algo, cfg.rollout.temperature, cfg.seed)
-    engine = build_engine(
-        cfg.rollout.engine,
-        EngineSpec(
-            model_path,
-            tokenizer,
-            cfg.model.dtype,
-            device,
-            cfg.seed,
-            cfg.eval.batch_size,
-            cfg.model.lora,
-            cfg.rollout,
-            model=model,
-        ),
+    learner = Learner(model, cfg.train, PolicyObjective(cfg.algo), cfg.rollout.temperature, cfg.seed)
+    spec = EngineSpec(
+        model_path,
+        tokenizer,
+        cfg.model.dtype,
+        device,
+        cfg.seed,
+        cfg.eval.batch_size,
+        cfg.model.lora,
+        cfg.rollout,
+        model=model,
     )
+    engine = build_engine(cfg.rollout.engine, spec)
     sampler = Sampler(
-        sources,
-        cfg.data,
-        group_size=cfg.rollout.group_size,
-        max_new_tokens=cfg.rollout.max_new_tokens,
-        held_out=held_out,
-        seed=cfg.seed,
-        threshold=cfg.eval.threshold,
+        sources, cfg.data, cfg.rollout.sampling(), held_out=held_out, seed=cfg.seed, threshold=cfg.eval.threshold
     )
-    parts = Parts(
+    encode = partial(TaskPrompts(cfg.data).encode, tokenizer)
+
+    def supply(count: int) -> list[tuple[Item, list[int]]]:
+        return [(draw.item, encode(draw.item)) for draw in sampler.sample(count)]
+
+    episodes = build_episode_runner(cfg, engine, tokenizer)
+    runtime = build_runtime(
+        cfg.runtime.kind, RuntimeSpec(cfg, model_path, engine, executor, learner, episodes, supply)
+    )
+    references = None
+    if cfg.data.visurf:
+        references = partial(
+            add_references,
+            field=cfg.data.reference_field,
+            tokenizer=tokenizer,
+            learner=learner,
+            score=runtime.executor.score,
+        )
+    return Parts(
         cfg,
         model_path,
         tokenizer,
         learner,
         engine,
-        LocalRuntime(engine, executor, build_episode_runner(cfg, engine, tokenizer)),
+        runtime,
         sampler,
         eval_items,
+        encode,
         AlgoState(cfg.algo),
         ref_model,
         critic,
+        references,
     )
-    if cfg.runtime.kind == "ray":
-        # Imported only here: Ray takes seconds to import and local runs never need it.
-        from verity.runtime.ray import use_ray_runtime
-
-        use_ray_runtime(parts)
-    return parts

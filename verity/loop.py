@@ -9,13 +9,16 @@ from __future__ import annotations
 import math
 import signal
 import time
+from collections.abc import Callable
 from typing import Any
 
 import torch
 
-from verity.algo.objective import compute_advantages, needs_proximal, shape_rewards
+from verity.algo.objective import advantage_inputs, compute_advantages, needs_proximal, shape_rewards
 from verity.build import Parts, build_parts
 from verity.config import Config
+from verity.data.collect import collect_rollouts
+from verity.data.guidance import relift_update
 from verity.data.metrics import task_metrics
 from verity.envs.turns import episode_metrics, evaluate_episodes, turn_tensors
 from verity.eval import evaluate
@@ -23,16 +26,19 @@ from verity.progress import RunProgress
 from verity.rundir import RunDir
 from verity.tracking import build_tracker
 from verity.train.batching import Batch, collate
+from verity.types import Rollout
 
 
 class TrainingStopped(RuntimeError):
     """The run cannot go on (e.g. too many non-finite losses in a row); the last checkpoint stays valid."""
 
 
-def rl_step(parts: Parts) -> tuple[dict[str, float], list[Any]]:
+def rl_step(parts: Parts) -> tuple[dict[str, float], list[Rollout]]:
     """One step: rollouts of a batch of prompts, then ``epochs x mini_batches`` updates. Returns metrics."""
-    cfg, learner = parts.cfg, parts.learner
-    rollouts, data_metrics = parts.collect()
+    cfg, learner, state = parts.cfg, parts.learner, parts.algo_state
+    rollouts, data_metrics = collect_rollouts(
+        parts.sampler, parts.runtime, parts.encode, cfg.rollout.prompts_per_step, parts.add_references
+    )
     start = time.perf_counter()
     rewards = torch.tensor([r.reward for r in rollouts], dtype=torch.float32)  # (N,)
     groups = torch.tensor([r.group for r in rollouts])  # (N,)
@@ -43,25 +49,28 @@ def rl_step(parts: Parts) -> tuple[dict[str, float], list[Any]]:
         batch.ref_logprobs = learner.logprobs(batch, parts.ref_model)
     if needs_proximal(cfg.algo):
         batch.prox_logprobs = learner.logprobs(batch)
-    values = parts.critic.values(batch) if parts.critic is not None else None  # (N, T) for GAE
+    inputs = declared_inputs(parts, rollouts, batch)
     batch.advantages = compute_advantages(
         cfg.algo,
         shaped,
         groups,
         batch.loss_mask,
-        [r.item.task for r in rollouts],
-        values,
-        item_ids=[r.item.id for r in rollouts],
-        state=parts.algo_state,
+        state=state,
         old_logprobs=batch.old_logprobs,
         ref_logprobs=batch.ref_logprobs,
-        turns=turn_tensors(rollouts, batch.loss_mask.shape[1]) if cfg.algo.advantage == "trloo" else None,
+        **inputs,
     )
-    metrics.update(learner.step(batch, **parts.algo_state.loss_kwargs()))
-    if parts.critic is not None and values is not None:
-        metrics.update(parts.critic.fit(cfg.algo, batch, shaped, values, parts.algo_state.kl.coef))
-    metrics.update(parts.algo_state.update(metrics, len(rollouts)))
-    metrics.update(parts.relift())
+    metrics.update(learner.step(batch, **state.loss_kwargs()))
+    if parts.critic is not None:
+        metrics.update(parts.critic.fit(cfg.algo, batch, shaped, inputs["values"], state.kl.coef))
+    metrics.update(state.update(metrics, len(rollouts)))
+    if demonstrations := parts.sampler.demonstrations():
+        data = cfg.data
+        metrics.update(
+            relift_update(
+                learner, parts.tokenizer, parts.encode, demonstrations, data.reference_field, data.relift.lr_scale
+            )
+        )
     metrics["time/train"] = time.perf_counter() - start
     parts.runtime.sync(learner)
     metrics.update(parts.runtime.timings)
@@ -75,8 +84,19 @@ def rl_step(parts: Parts) -> tuple[dict[str, float], list[Any]]:
     return metrics, rollouts
 
 
+def declared_inputs(parts: Parts, rollouts: list[Rollout], batch: Batch) -> dict[str, Any]:
+    """The optional inputs the configured advantage estimator declares, computed and nothing else."""
+    providers: dict[str, Callable[[], Any]] = {
+        "values": lambda: parts.critic.values(batch) if parts.critic is not None else None,  # (N, T)
+        "turns": lambda: turn_tensors(rollouts, batch.loss_mask.shape[1]),
+        "tasks": lambda: [r.item.task for r in rollouts],
+        "item_ids": lambda: [r.item.id for r in rollouts],
+    }
+    return {name: providers[name]() for name in advantage_inputs(parts.cfg.algo)}
+
+
 def rollout_metrics(
-    rollouts: list[Any], rewards: torch.Tensor, lengths: torch.Tensor, threshold: float, batch: Batch
+    rollouts: list[Rollout], rewards: torch.Tensor, lengths: torch.Tensor, threshold: float, batch: Batch
 ) -> dict[str, float]:
     correct = (rewards >= threshold).float()
     return {
@@ -91,9 +111,8 @@ def rollout_metrics(
 
 def run_eval(parts: Parts) -> dict[str, Any]:
     cfg = parts.cfg
-    episodes = getattr(parts.runtime, "episodes", None)
-    if episodes is not None:
-        return evaluate_episodes(episodes, parts.eval_items, cfg.eval.threshold)
+    if parts.runtime.episodes is not None:
+        return evaluate_episodes(parts.runtime.episodes, parts.eval_items, cfg.eval.threshold)
     result = evaluate(
         parts.engine,
         parts.encode,

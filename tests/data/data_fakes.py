@@ -34,8 +34,7 @@ def make_sampler(
     return Sampler(
         [CountingSource(n) for n in names],
         data_config(*names, **settings),
-        group_size=group_size,
-        max_new_tokens=8,
+        SamplingParams(max_new_tokens=8, n=group_size),
         held_out=held_out or set(),
         seed=0,
     )

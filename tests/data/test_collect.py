@@ -36,7 +36,7 @@ def test_draws_are_grouped_by_size_and_come_back_in_draw_order() -> None:
 
 def test_without_dynamic_sampling_all_groups_are_kept() -> None:
     sampler = make_sampler("a")
-    rollouts, metrics = collect_rollouts(sampler, FakeRuntime(lambda item, k: 1.0), encode, PARAMS, 3)
+    rollouts, metrics = collect_rollouts(sampler, FakeRuntime(lambda item, k: 1.0), encode, 3)
     assert sorted({r.group for r in rollouts}) == [0, 1, 2] and len(rollouts) == 12
     assert metrics == {"data/drawn_groups": 3, "data/dropped_groups": 0, "data/padded_groups": 0, "data/rounds": 1}
 
@@ -46,7 +46,7 @@ def test_dynamic_sampling_drops_zero_variance_groups_and_draws_more() -> None:
     # round 2 draws ceil(2 / 0.5) = 4 more -> keeps 2: the batch is full after 8 drawn, 4 dropped.
     sampler = make_sampler("a", dynamic_sampling={"enabled": True, "max_rounds": 3})
     runtime = FakeRuntime(lambda item, k: float(k % 2) if index(item) % 2 == 0 else 1.0)
-    rollouts, metrics = collect_rollouts(sampler, runtime, encode, PARAMS, 4)
+    rollouts, metrics = collect_rollouts(sampler, runtime, encode, 4)
     assert metrics == {"data/drawn_groups": 8, "data/dropped_groups": 4, "data/padded_groups": 0, "data/rounds": 2}
     assert sorted({r.item.id for r in rollouts}) == ["a/0", "a/2", "a/4", "a/6"]
     assert sorted({r.group for r in rollouts}) == [0, 1, 2, 3]
@@ -55,7 +55,7 @@ def test_dynamic_sampling_drops_zero_variance_groups_and_draws_more() -> None:
 
 def test_dynamic_sampling_pads_a_short_batch_after_max_rounds() -> None:
     sampler = make_sampler("a", dynamic_sampling={"enabled": True, "max_rounds": 2})
-    rollouts, metrics = collect_rollouts(sampler, FakeRuntime(lambda item, k: 0.0), encode, PARAMS, 2)
+    rollouts, metrics = collect_rollouts(sampler, FakeRuntime(lambda item, k: 0.0), encode, 2)
     # Nothing has signal: round 1 draws 2, round 2 draws min(ceil(2/0.25), 4*2) = 8; padded with dropped groups.
     assert metrics == {
         "data/drawn_groups": 10,
@@ -75,7 +75,7 @@ def test_stage_max_new_tokens_reaches_the_engine() -> None:
             seen.append(params.max_new_tokens)
             return super().rollout(items, prompt_ids, params)
 
-    collect_rollouts(sampler, Recording(lambda item, k: 0.0), encode, PARAMS, 1)
+    collect_rollouts(sampler, Recording(lambda item, k: 0.0), encode, 1)
     assert seen == [3]
 
 

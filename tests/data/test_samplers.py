@@ -10,6 +10,7 @@ from verity.data.config import DifficultyConfig, StageConfig
 from verity.data.difficulty import PassRates, group_size_for
 from verity.data.samplers import Sampler
 from verity.data.stages import StageSchedule, condition_met
+from verity.rollout.engine import SamplingParams
 
 
 def tasks_of(draws) -> list[str]:
@@ -112,10 +113,10 @@ def test_condition_with_missing_metric_is_not_met() -> None:
 def test_stage_restricts_tasks_and_sets_max_new_tokens() -> None:
     stages = [{"name": "easy", "steps": 1, "tasks": ["a"], "max_new_tokens": 4}, {"name": "all", "group_size": 6}]
     sampler = make_sampler("a", "b", stages=stages, sampling="balanced")
-    assert set(tasks_of(sampler.sample(4))) == {"a"} and sampler.max_new_tokens() == 4
+    assert set(tasks_of(sampler.sample(4))) == {"a"} and sampler.params().max_new_tokens == 4
     sampler.end_step({})
     draws = sampler.sample(4)
-    assert tasks_of(draws).count("b") == 2 and sampler.max_new_tokens() == 8
+    assert tasks_of(draws).count("b") == 2 and sampler.params().max_new_tokens == 8
     assert {d.group_size for d in draws} == {6}
     assert sampler.metrics()["data/stage"] == 1.0
 
@@ -178,4 +179,4 @@ def test_resume_from_state_dict_continues_the_same_sequence() -> None:
 def test_sampler_needs_a_source_per_task() -> None:
     sources = [CountingSource("a")]
     with pytest.raises(ValueError, match="one source per entry"):
-        Sampler(sources, data_config("a", "b"), group_size=2, max_new_tokens=4, held_out=set(), seed=0)
+        Sampler(sources, data_config("a", "b"), SamplingParams(4, n=2), held_out=set(), seed=0)

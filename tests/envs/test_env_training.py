@@ -11,7 +11,7 @@ from conftest import tiny_llama
 from env_fakes import CodeSum
 
 from verity.algo.config import AlgoConfig
-from verity.algo.objective import compute_advantages
+from verity.algo.objective import PolicyObjective, compute_advantages
 from verity.data.prompts import encode_prompt
 from verity.envs.turns import turn_tensors
 from verity.rollout.engine import SamplingParams
@@ -57,7 +57,7 @@ def test_no_gradient_reaches_environment_token_logits(multi_turn):
 
     handle = model.register_forward_hook(keep_logits, with_kwargs=True)
     train = TrainConfig(share_prompts=False, micro_batch_size=64, lr=1e-3)
-    Learner(model, train, AlgoConfig(), temperature=1.0, seed=0).step(batch)
+    Learner(model, train, PolicyObjective(AlgoConfig()), temperature=1.0, seed=0).step(batch)
     handle.remove()
     ((input_ids, logits),) = captured
     checked_env = checked_model = 0

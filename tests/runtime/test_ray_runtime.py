@@ -23,8 +23,9 @@ from conftest import REPO_DIR, TESTS_DIR  # noqa: E402
 
 from verity.build import Parts, build_parts  # noqa: E402
 from verity.loop import rl_step  # noqa: E402
+from verity.runtime.base import RuntimeSpec  # noqa: E402
 from verity.runtime.config import RayConfig  # noqa: E402
-from verity.runtime.ray import RayRuntime, check_resources, use_ray_runtime  # noqa: E402
+from verity.runtime.ray import RayRuntime, build_ray_runtime, check_resources  # noqa: E402
 from verity.runtime.ray_pool import ActorWorkers, WeightSyncTimeout  # noqa: E402
 from verity.runtime.ray_workers import RolloutWorker  # noqa: E402
 from verity.schema import ConfigError  # noqa: E402
@@ -176,7 +177,9 @@ class StuckWorker(RolloutWorker):
 def test_a_stuck_weight_sync_raises_the_named_error(make_config) -> None:
     """The limit is lowered after start-up, whose first weight transfer may take longer on busy cores."""
     parts = build_parts(make_config(*RAY[1:]), lambda message: None)
-    runtime = use_ray_runtime(parts, StuckWorker)
+    executor = parts.runtime.executor
+    spec = RuntimeSpec(parts.cfg, parts.model_path, parts.engine, executor, parts.learner, None, list)
+    runtime = build_ray_runtime(spec, StuckWorker)
     runtime.rc.sync_timeout_s = 1.0
     parts.learner.version = 1
     try:

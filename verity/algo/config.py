@@ -8,22 +8,13 @@ The math in ``verity.algo`` never sees this object: ``verity.algo.objective`` un
 
 from __future__ import annotations
 
-from typing import Literal
+from collections.abc import Callable
+from typing import Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, model_validator
+from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
-Advantage = Literal[
-    "grpo",
-    "dr_grpo",
-    "rloo",
-    "reinforce_pp",
-    "reinforce_pp_baseline",
-    "gae",
-    "task_norm_grpo",
-    "single_rollout",
-    "trloo",
-]
-Loss = Literal["ppo_clip", "gspo", "decoupled_ppo"]
+from verity.algo.registry import resolve_estimator, resolve_loss
+
 Aggregation = Literal["token_mean", "seq_mean_token_mean", "seq_mean_token_sum", "constant"]
 
 
@@ -33,9 +24,10 @@ class AlgoConfig(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
     # --- advantage estimation -------------------------------------------------------------------------------
-    advantage: Advantage = Field(
+    advantage: str = Field(
         "grpo",
-        description="Advantage estimator: grpo (group mean/std), dr_grpo (group mean only), rloo (leave-one-out), "
+        description="Advantage estimator, a registered name or a user's 'package.module:estimator' (see "
+        "verity/algo/registry.py): grpo (group mean/std), dr_grpo (group mean only), rloo (leave-one-out), "
         "reinforce_pp (batch-normalised returns), reinforce_pp_baseline (group mean, then batch-normalised), "
         "gae (learned critic), task_norm_grpo (group mean, std within task family), single_rollout (running "
         "per-item or per-task baseline, G = 1), trloo (turn-level leave-one-out for multi-turn episodes).",
@@ -81,10 +73,11 @@ class AlgoConfig(BaseModel):
     )
 
     # --- policy loss ----------------------------------------------------------------------------------------
-    loss: Loss = Field(
+    loss: str = Field(
         "ppo_clip",
-        description="Policy loss: ppo_clip (token ratio), gspo (sequence ratio, geometric mean over tokens), "
-        "decoupled_ppo (clip around a proximal policy, behaviour importance weight; needs prox log-probs).",
+        description="Policy loss, a registered name or a user's 'package.module:loss': ppo_clip (token ratio), "
+        "gspo (sequence ratio, geometric mean over tokens), decoupled_ppo (clip around a proximal policy, "
+        "behaviour importance weight; needs prox log-probs).",
     )
     clip_low: float = Field(0.2, ge=0, description="Lower clip epsilon: ratio floor is 1 - clip_low.")
     clip_high: float = Field(
@@ -159,6 +152,16 @@ class AlgoConfig(BaseModel):
     )
     repetition_ngram: int = Field(4, ge=1, description="n of the n-grams the repetition penalty counts.")
 
+    @field_validator("advantage")
+    @classmethod
+    def _known_estimator(cls, spec: str) -> str:
+        return _resolved(resolve_estimator, spec)
+
+    @field_validator("loss")
+    @classmethod
+    def _known_loss(cls, spec: str) -> str:
+        return _resolved(resolve_loss, spec)
+
     @model_validator(mode="after")
     def _check_bands(self) -> AlgoConfig:
         low, high = self.entropy_target_low, self.entropy_target_high
@@ -166,6 +169,18 @@ class AlgoConfig(BaseModel):
             raise ValueError("algo.entropy_target_low and algo.entropy_target_high must be set together")
         if low is not None and high is not None and low >= high:
             raise ValueError(f"algo.entropy_target_low ({low}) must be below algo.entropy_target_high ({high})")
-        if self.advantage == "gae" and self.loss == "gspo":
-            raise ValueError("algo.loss=gspo needs a sequence-level advantage; it cannot use advantage=gae")
+        estimator, loss = resolve_estimator(self.advantage), resolve_loss(self.loss)
+        if "sequence_advantage" in loss.needs and estimator.level != "sequence":
+            raise ValueError(
+                f"algo.loss={self.loss} needs a sequence-level advantage; it cannot use advantage={self.advantage}"
+            )
         return self
+
+
+def _resolved(resolve: Callable[[str], Any], spec: str) -> str:
+    """``spec`` when the registry resolves it; a failed lookup reads as a validation error of the field."""
+    try:
+        resolve(spec)
+    except (KeyError, ImportError, AttributeError, TypeError) as err:
+        raise ValueError(err.args[0] if err.args else str(err)) from None
+    return spec

@@ -1,8 +1,10 @@
 """The algorithm as the loop and learner see it: three functions that read ``AlgoConfig`` and call the math.
 
 - ``shape_rewards``: verifier rewards -> shaped rewards (N,).
-- ``compute_advantages``: rewards -> token advantages (N, T); ``critic_targets`` gives GAE's value targets.
-- ``policy_loss``: log-probs and advantages of one micro-batch -> scalar loss and float metrics.
+- ``compute_advantages``: rewards -> token advantages (N, T) from the registered estimator (``advantage_inputs``
+  says which optional inputs it declares); ``critic_targets`` gives GAE's value targets.
+- ``policy_loss``: log-probs and advantages of one micro-batch -> scalar loss and float metrics, around the
+  registered policy loss's per-token surrogate.
 
 The learner stays algorithm-blind: it runs forwards, calls ``policy_loss`` and back-propagates.
 ``needs_proximal(cfg)`` tells it when to also record its own pre-update log-probs (``prox_logprobs``).
@@ -11,6 +13,8 @@ The learner stays algorithm-blind: it runs forwards, calls ``policy_loss`` and b
 from __future__ import annotations
 
 from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import Any
 
 import torch
 from torch import Tensor
@@ -18,18 +22,11 @@ from torch import Tensor
 from verity.algo import advantages as adv_fns
 from verity.algo.config import AlgoConfig
 from verity.algo.kl import kl_estimate
-from verity.algo.losses import (
-    behaviour_weight,
-    clipped_surrogate,
-    entropy_shaped_advantages,
-    gspo_log_ratio,
-    safe_log_ratio,
-)
-from verity.algo.reduce import aggregate, masked_mean, masked_whiten
+from verity.algo.losses import behaviour_weight, entropy_shaped_advantages
+from verity.algo.reduce import aggregate, masked_mean
+from verity.algo.registry import AdvantageInputs, LossInputs, resolve_estimator, resolve_loss
 from verity.algo.shaping import long2short_reward, repetition_penalty, soft_overlong_penalty
 from verity.algo.state import AlgoState
-
-SEQUENCE_ESTIMATORS = ("grpo", "dr_grpo", "rloo", "task_norm_grpo", "single_rollout")
 
 
 def _check_same_shape(reference: str, ref: Tensor, **others: Tensor | None) -> None:
@@ -40,8 +37,9 @@ def _check_same_shape(reference: str, ref: Tensor, **others: Tensor | None) -> N
 
 def needs_proximal(cfg: AlgoConfig) -> bool:
     """True when ``policy_loss`` needs ``prox_logprobs``: the learner's own log-probs of the batch before this
-    update (no grad), as opposed to the engine's behaviour log-probs."""
-    return cfg.loss == "decoupled_ppo" or cfg.tis_cap is not None
+    update (no grad), as opposed to the engine's behaviour log-probs. The loss declares it, or truncated
+    importance sampling (``tis_cap``) asks for it."""
+    return "prox_logprobs" in resolve_loss(cfg.loss).needs or cfg.tis_cap is not None
 
 
 def shape_rewards(
@@ -85,40 +83,10 @@ def _kl_penalty(cfg: AlgoConfig, kl_coef: float, old_logprobs: Tensor | None, re
     return kl_coef * kl_estimate(old_logprobs, ref_logprobs, cfg.kl_estimator).detach()
 
 
-def _sequence_advantages(
-    cfg: AlgoConfig,
-    rewards: Tensor,
-    group_ids: Tensor,
-    tasks: Sequence[str] | None,
-    item_ids: Sequence[str] | None,
-    state: AlgoState | None,
-) -> Tensor:
-    if cfg.advantage in ("grpo", "dr_grpo"):
-        return adv_fns.group_relative_advantages(rewards, group_ids, cfg.advantage == "grpo", cfg.adv_eps)
-    if cfg.advantage == "rloo":
-        return adv_fns.rloo_advantages(rewards, group_ids)
-    if cfg.advantage == "task_norm_grpo":
-        if tasks is None or len(tasks) != rewards.shape[0]:
-            raise ValueError("algo.advantage=task_norm_grpo needs tasks: one task name per reward")
-        task_ids = torch.tensor([sorted(set(tasks)).index(t) for t in tasks])
-        return adv_fns.task_normalized_advantages(rewards, group_ids, task_ids, cfg.adv_eps)
-    keys = tasks if cfg.baseline_key == "task" else item_ids
-    if state is None or keys is None or len(keys) != rewards.shape[0]:
-        raise ValueError(
-            f"algo.advantage=single_rollout needs state (AlgoState) and one {cfg.baseline_key} key per reward "
-            f"(pass {'tasks' if cfg.baseline_key == 'task' else 'item_ids'})"
-        )
-    return state.baseline.advantages(keys, rewards)
-
-
-def _turn_advantages(cfg: AlgoConfig, group_ids: Tensor, turns: tuple[Tensor, Tensor, Tensor] | None) -> Tensor:
-    if turns is None:
-        raise ValueError(
-            "algo.advantage=trloo needs turns=(turn_rewards (N,K), turn_mask (N,K), token_turns (N,T))"
-        )
-    turn_rewards, turn_mask, token_turns = turns
-    per_turn = adv_fns.trloo_advantages(turn_rewards, turn_mask, group_ids, cfg.gamma)
-    return adv_fns.turns_to_tokens(per_turn, token_turns)
+def advantage_inputs(cfg: AlgoConfig) -> frozenset[str]:
+    """The optional inputs (``values``, ``turns``, ``tasks``, ``item_ids``) the configured estimator declares: the
+    loop computes exactly these (and trains a critic when ``values`` is among them)."""
+    return resolve_estimator(cfg.advantage).needs
 
 
 def compute_advantages(
@@ -135,11 +103,12 @@ def compute_advantages(
     ref_logprobs: Tensor | None = None,
     turns: tuple[Tensor, Tensor, Tensor] | None = None,
 ) -> Tensor:
-    """Token advantages (N, T) for ``rewards`` (N,), zero where ``response_mask`` is 0.
+    """Token advantages (N, T) for ``rewards`` (N,) from the estimator ``cfg.advantage``, zero where
+    ``response_mask`` is 0.
 
-    ``values`` (N, T) are the critic's for ``gae``; ``item_ids``/``tasks`` and ``state`` key the single-rollout
-    baseline; ``old_logprobs``/``ref_logprobs`` (N, T) are needed when the KL sits in the reward (its
-    coefficient comes from ``state`` when given); ``turns`` carries the multi-turn structure for ``trloo``.
+    ``values`` (N, T) are the critic's (``gae``); ``item_ids``/``tasks`` key per-sample baselines; ``state`` holds
+    the running baseline and the controlled KL coefficient; ``old_logprobs``/``ref_logprobs`` (N, T) are needed
+    when the KL sits in the reward; ``turns`` carries the multi-turn structure (``trloo``).
     """
     if rewards.dim() != 1 or response_mask.dim() != 2 or response_mask.shape[0] != rewards.shape[0]:
         raise ValueError(
@@ -151,36 +120,25 @@ def compute_advantages(
     mask = response_mask.float()
     kl_coef = state.kl.coef if state is not None else cfg.kl_coef
     penalty = _kl_penalty(cfg, kl_coef, old_logprobs, ref_logprobs)
-    if cfg.advantage in SEQUENCE_ESTIMATORS or cfg.advantage == "trloo":
-        seq_rewards = rewards.float() if penalty is None else rewards.float() - (penalty * mask).sum(-1)
-        if cfg.advantage == "trloo":
-            token_adv = _turn_advantages(cfg, group_ids, turns).float() * mask
-        else:
-            seq_adv = _sequence_advantages(cfg, seq_rewards, group_ids, tasks, item_ids, state).float()
-            token_adv = adv_fns.broadcast_to_tokens(seq_adv, mask)
-    else:
-        token_rewards = adv_fns.token_level_rewards(rewards, mask, penalty)
-        token_adv = _token_advantages(cfg, rewards, token_rewards, group_ids, mask, values)
+    inputs = AdvantageInputs(
+        rewards=rewards,
+        sequence_rewards=rewards.float() if penalty is None else rewards.float() - (penalty * mask).sum(-1),
+        token_rewards=adv_fns.token_level_rewards(rewards, mask, penalty),
+        group_ids=group_ids,
+        mask=mask,
+        state=state,
+        values=values,
+        turns=turns,
+        tasks=tasks,
+        item_ids=item_ids,
+    )
+    adv = resolve_estimator(cfg.advantage)(inputs, cfg).float()
+    token_adv = adv_fns.broadcast_to_tokens(adv, mask) if adv.dim() == 1 else adv * mask
     if cfg.rareness_alpha > 0:
         token_adv = token_adv * adv_fns.rareness_weights(rewards.float(), group_ids, cfg.rareness_alpha)[:, None]
     if cfg.adv_outlier_sigma is not None:
         token_adv = adv_fns.filter_outliers(token_adv, cfg.adv_outlier_sigma, mask)
     return token_adv * mask
-
-
-def _token_advantages(
-    cfg: AlgoConfig, rewards: Tensor, token_rewards: Tensor, group_ids: Tensor, mask: Tensor, values: Tensor | None
-) -> Tensor:
-    if cfg.advantage == "gae":
-        if values is None:
-            raise ValueError("algo.advantage=gae needs values (N, T) from the critic")
-        adv, _ = adv_fns.gae_advantages(token_rewards, values, mask, cfg.gamma, cfg.gae_lambda)
-        return masked_whiten(adv, mask, cfg.adv_eps) if cfg.gae_whiten else adv
-    baseline = None
-    if cfg.advantage == "reinforce_pp_baseline":
-        centred = adv_fns.group_relative_advantages(rewards.float(), group_ids, scale_by_std=False)
-        baseline = rewards.float() - centred  # the group mean (a singleton group's own reward)
-    return adv_fns.reinforce_pp_advantages(token_rewards, mask, cfg.gamma, cfg.adv_eps, baseline)
 
 
 def critic_targets(
@@ -243,7 +201,7 @@ def policy_loss(
         prox_logprobs=prox_logprobs,
     )
     if needs_proximal(cfg) and prox_logprobs is None:
-        raise ValueError("algo.loss=decoupled_ppo and algo.tis_cap need prox_logprobs (see needs_proximal)")
+        raise ValueError(f"algo.loss={cfg.loss} and algo.tis_cap need prox_logprobs (see needs_proximal)")
     kl_coef = cfg.kl_coef if kl_coef is None else kl_coef
     entropy_coef = cfg.entropy_coef if entropy_coef is None else entropy_coef
     mask = mask.float()
@@ -255,11 +213,8 @@ def policy_loss(
         adv = entropy_shaped_advantages(adv, entropy, cfg.entropy_adv_alpha, cfg.entropy_adv_kappa)
     if negative_adv_weight != 1.0:
         adv = torch.where(adv < 0, adv * negative_adv_weight, adv)
-    if cfg.loss == "gspo":
-        log_ratio = gspo_log_ratio(logprobs, anchor, mask, cfg.log_ratio_clamp)
-    else:
-        log_ratio = safe_log_ratio(logprobs, anchor, cfg.log_ratio_clamp)
-    token_loss, clipped = clipped_surrogate(log_ratio, adv, cfg.clip_low, cfg.clip_high, cfg.dual_clip)
+    surrogate = resolve_loss(cfg.loss)
+    token_loss, clipped, log_ratio = surrogate(LossInputs(logprobs, old_logprobs, anchor, adv, mask), cfg)
     metrics: dict[str, float] = {}
     if prox_logprobs is not None:
         weight = behaviour_weight(prox_logprobs, old_logprobs, cfg.tis_cap)
@@ -303,3 +258,22 @@ def policy_loss(
             metrics["loss/entropy"] = entropy_loss.item()
     metrics["loss/total"] = loss.item()
     return loss, metrics
+
+
+@dataclass(frozen=True)
+class PolicyObjective:
+    """``policy_loss`` bound to a run's algorithm settings: what the learner calls, so that it never reads them."""
+
+    cfg: AlgoConfig
+
+    def __call__(
+        self, logprobs: Tensor, old_logprobs: Tensor, advantages: Tensor, mask: Tensor, **kwargs: Any
+    ) -> tuple[Tensor, dict[str, float]]:
+        return policy_loss(self.cfg, logprobs, old_logprobs, advantages, mask, **kwargs)
+
+    def reads_every_row(self, entropy_coef: float | None = None) -> bool:
+        """True when a term besides the advantage-weighted surrogate reads rows whose advantages are all 0: an
+        entropy bonus (``entropy_coef``, the controlled value when given) or the entropy controller's measurement.
+        (A KL term reads every row too; the learner sees that from the batch's reference log-probs.)"""
+        coef = self.cfg.entropy_coef if entropy_coef is None else entropy_coef
+        return coef > 0 or self.cfg.entropy_target_low is not None

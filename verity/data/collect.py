@@ -6,17 +6,17 @@ from __future__ import annotations
 import math
 from collections.abc import Callable
 from dataclasses import replace
-from typing import Any
 
 from verity.data.samplers import Draw, Sampler
 from verity.rollout.engine import SamplingParams
+from verity.runtime.base import Runtime
 from verity.types import Item, Rollout
 
 Encode = Callable[[Item], list[int]]
 AddReferences = Callable[[list[Rollout]], list[Rollout]]
 
 
-def generate_groups(runtime: Any, encode: Encode, draws: list[Draw], params: SamplingParams) -> list[Rollout]:
+def generate_groups(runtime: Runtime, encode: Encode, draws: list[Draw], params: SamplingParams) -> list[Rollout]:
     """Scored rollouts of ``draws``; the engine takes one ``n`` per call, so draws are grouped by group size.
     Group ids are the draws' positions, and rollouts come back in draw order."""
     by_size: dict[int, list[int]] = {}
@@ -49,13 +49,13 @@ def has_signal(group: list[Rollout]) -> bool:
 
 def collect_rollouts(
     sampler: Sampler,
-    runtime: Any,
+    runtime: Runtime,
     encode: Encode,
-    params: SamplingParams,
     n_prompts: int,
     add_references: AddReferences | None = None,
 ) -> tuple[list[Rollout], dict[str, float]]:
-    """Rollouts of ``n_prompts`` groups, with group ids 0..n_prompts-1.
+    """Rollouts of ``n_prompts`` groups, with group ids 0..n_prompts-1, sampled as the sampler's active stage
+    says (``Sampler.params``).
 
     Without dynamic sampling this is one round. With it (DAPO, Yu et al. 2025), zero-variance groups are dropped
     and more prompts drawn, ``ceil(missing / keep_rate)`` per round (at most 4x the missing count), for at most
@@ -64,7 +64,7 @@ def collect_rollouts(
     """
     dyn = sampler.data.dynamic_sampling
     rounds_allowed = dyn.max_rounds if dyn.enabled else 1
-    params = replace(params, max_new_tokens=sampler.max_new_tokens())
+    params = sampler.params()
     kept: list[list[Rollout]] = []
     dropped: list[list[Rollout]] = []
     drawn = rounds = 0

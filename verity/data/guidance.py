@@ -3,17 +3,16 @@ steps on items no rollout solved)."""
 
 from __future__ import annotations
 
+import math
 from collections.abc import Callable
 from dataclasses import replace
 from typing import Any
-
-import torch
 
 from verity.data.collect import Encode, split_groups
 from verity.data.metrics import REFERENCE
 from verity.data.prompts import reference_solution
 from verity.train.batching import collate
-from verity.train.sft import demonstration_batch, sft_loss
+from verity.train.sft import demonstration_batch
 from verity.types import Completion, Item, Rollout, Score
 
 Scorer = Callable[[list[Item], list[str]], list[Score]]
@@ -56,24 +55,10 @@ def relift_update(
     learner: Any, tokenizer: Any, encode: Encode, items: list[Item], field: str, lr_scale: float
 ) -> dict[str, float]:
     """ReLIFT (Ma et al. 2025): one SFT step, token-mean NLL of the reference solutions of ``items`` (the queued
-    items no rollout solved), taken with the learner's optimizer at ``lr_scale`` times its current rate.
-    Returns ``relift/loss`` and ``relift/items``."""
+    items no rollout solved), taken by the learner at ``lr_scale`` times its current rate. Returns
+    ``relift/loss`` and ``relift/items``."""
     texts = [reference_solution(item, field) or "" for item in items]
     targets = [[*tokenizer.encode(t, add_special_tokens=False), tokenizer.eos_token_id] for t in texts]
     batch = demonstration_batch([encode(it) for it in items], targets, tokenizer.pad_token_id)
-    model, optimizer = learner.model, learner.optimizer
-    model.train()
-    optimizer.zero_grad(set_to_none=True)
-    loss = sft_loss(model, batch.to(learner.device))
-    if not torch.isfinite(loss):
-        return {"relift/loss": float("nan"), "relift/items": 0.0}
-    loss.backward()
-    torch.nn.utils.clip_grad_norm_(model.parameters(), learner.train_cfg.max_grad_norm)
-    saved = [group["lr"] for group in optimizer.param_groups]
-    for group in optimizer.param_groups:
-        group["lr"] *= lr_scale
-    optimizer.step()
-    for group, lr in zip(optimizer.param_groups, saved, strict=True):
-        group["lr"] = lr
-    optimizer.zero_grad(set_to_none=True)
-    return {"relift/loss": loss.item(), "relift/items": float(len(items))}
+    loss = learner.sft_step(batch, lr_scale)
+    return {"relift/loss": loss, "relift/items": float(len(items)) if math.isfinite(loss) else 0.0}

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import random
 from collections import OrderedDict, deque
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Any
 
 from verity.data.config import DataConfig, HardFocusConfig
@@ -18,6 +18,7 @@ from verity.data.difficulty import PassRates, group_size_for
 from verity.data.prompts import reference_solution
 from verity.data.sources import TaskSource
 from verity.data.stages import StageSchedule
+from verity.rollout.engine import SamplingParams
 from verity.types import Item, Rollout
 
 
@@ -42,9 +43,8 @@ class Sampler:
         self,
         sources: list[TaskSource],
         data: DataConfig,
+        params: SamplingParams,
         *,
-        group_size: int,
-        max_new_tokens: int,
         held_out: set[str],
         seed: int,
         threshold: float = 1.0,
@@ -54,8 +54,7 @@ class Sampler:
         self.sources = sources
         self.data = data
         self.weights = {t.name: t.weight for t in data.tasks}
-        self.group_size = group_size
-        self.max_new_tokens_default = max_new_tokens
+        self.base_params = params
         self.held_out = held_out
         self.threshold = threshold
         self.rates = PassRates(data.difficulty)
@@ -81,13 +80,17 @@ class Sampler:
         names = set(stage.tasks) if stage and stage.tasks else None
         return [i for i, s in enumerate(self.sources) if names is None or s.name in names]
 
-    def max_new_tokens(self) -> int:
+    def params(self) -> SamplingParams:
+        """How this stage samples: ``rollout``'s parameters with the stage's completion length and group size
+        (a draw's own group size, from its pass rate, replaces ``n`` when it is generated)."""
         stage = self.schedule.current
-        return stage.max_new_tokens if stage and stage.max_new_tokens else self.max_new_tokens_default
-
-    def _base_group_size(self) -> int:
-        stage = self.schedule.current
-        return stage.group_size if stage and stage.group_size else self.group_size
+        if stage is None:
+            return self.base_params
+        return replace(
+            self.base_params,
+            max_new_tokens=stage.max_new_tokens or self.base_params.max_new_tokens,
+            n=stage.group_size or self.base_params.n,
+        )
 
     def _mode(self) -> str:
         stage = self.schedule.current
@@ -126,7 +129,7 @@ class Sampler:
         raise RuntimeError(f"task {source.name!r}: 10000 training items in a row equal held-out items")
 
     def _group_size(self, item: Item) -> int:
-        base = self._base_group_size()
+        base = self.params().n
         cfg = self.data.adaptive_group
         if not cfg.enabled:
             return base

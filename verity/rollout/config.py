@@ -6,6 +6,7 @@ from typing import Any
 
 from pydantic import Field
 
+from verity.rollout.engine import SamplingParams
 from verity.schema import Section
 
 
@@ -33,6 +34,12 @@ class VLLMConfig(Section):
 class RolloutConfig(Section):
     """The rollout engine and how it samples."""
 
+    prompts_per_step: int = Field(8, gt=0, description="Distinct prompts per RL step.")
+    group_size: int = Field(8, gt=0, description="Completions sampled per prompt (G).")
+    temperature: float = Field(1.0, gt=0, description="Sampling temperature (also applied to training log-probs).")
+    top_p: float = Field(1.0, gt=0, le=1, description="Nucleus sampling mass.")
+    top_k: int = Field(0, ge=0, description="Sample among the k most likely tokens only (0: no limit).")
+    max_new_tokens: int = Field(32, gt=0, description="Longest completion, in tokens.")
     engine: str = Field(
         "hf",
         description="Rollout engine: 'hf' (transformers, shares the learner's module in the local runtime), or a "
@@ -42,8 +49,7 @@ class RolloutConfig(Section):
         default_factory=dict, description="Settings a user's own engine reads (its factory gets this section)."
     )
     vllm: VLLMConfig = Field(default_factory=VLLMConfig, description="Settings of the vLLM engine.")
-    prompts_per_step: int = Field(8, gt=0, description="Distinct prompts per RL step.")
-    group_size: int = Field(8, gt=0, description="Completions sampled per prompt (G).")
-    temperature: float = Field(1.0, gt=0, description="Sampling temperature (also applied to training log-probs).")
-    top_p: float = Field(1.0, gt=0, le=1, description="Nucleus sampling mass.")
-    max_new_tokens: int = Field(32, gt=0, description="Longest completion, in tokens.")
+
+    def sampling(self) -> SamplingParams:
+        """The run's sampling parameters (a curriculum stage may change the length and group size)."""
+        return SamplingParams(self.max_new_tokens, self.temperature, self.top_p, self.top_k, n=self.group_size)

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Literal
 
-from pydantic import Field
+from pydantic import Field, field_validator
 
 from verity.schema import Section
 
@@ -55,9 +55,24 @@ class RayConfig(Section):
 class RuntimeConfig(Section):
     """Where the stages run."""
 
-    kind: Literal["local", "ray"] = Field(
-        "local", description="'local': one process, no services; 'ray': Ray actors (see runtime.ray)."
+    kind: str = Field(
+        "local",
+        description="'local': one process, no services; 'ray': Ray actors (see runtime.ray); or a user's own "
+        "runtime by import path 'package.module:factory' (see verity/runtime/base.py).",
     )
     ray: RayConfig = Field(default_factory=RayConfig, description="Settings of the Ray runtime.")
     device: str = Field("auto", description="'auto', 'cpu', 'cuda' or 'cuda:N'.")
     threads: int | None = Field(None, gt=0, description="torch intra-op threads (default: torch's choice).")
+
+    @field_validator("kind")
+    @classmethod
+    def _known_kind(cls, kind: str) -> str:
+        from verity.runtime.factory import (
+            RUNTIMES,  # the factory imports the runtimes' contract: keep config light
+        )
+
+        if kind not in RUNTIMES and ":" not in kind:
+            raise ValueError(
+                f"unknown runtime {kind!r}: use {' or '.join(map(repr, RUNTIMES))}, or 'package.module:factory'"
+            )
+        return kind

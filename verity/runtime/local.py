@@ -1,21 +1,25 @@
-"""The local runtime: engine, verifiers and learner in one process. The engine shares the learner's module, so
-a weight sync only moves the version (the HybridFlow actor that both generates and trains)."""
+"""The local runtime: engine, verifiers and learner in one process. The HF engine shares the learner's module, so
+a weight sync only moves the version (the HybridFlow actor that both generates and trains); an engine with its own
+copy (vLLM) takes the weights streamed from the learner."""
 
 from __future__ import annotations
 
 import time
 from dataclasses import replace
+from typing import Any
 
-from verity.rewards.executor import RewardExecutor
-from verity.rollout.engine import SamplingParams
+from verity.rollout.engine import Engine, SamplingParams
 from verity.rollout.episode import EpisodeRunner, single_turn_rollouts
-from verity.rollout.hf import HFEngine
-from verity.train.learner import Learner
+from verity.runtime.base import RuntimeSpec, Scoring, WeightSource
 from verity.types import Item, Rollout
 
 
+def build_local_runtime(spec: RuntimeSpec) -> LocalRuntime:
+    return LocalRuntime(spec.engine, spec.executor, spec.episodes)
+
+
 class LocalRuntime:
-    def __init__(self, engine: HFEngine, executor: RewardExecutor, episodes: EpisodeRunner | None = None) -> None:
+    def __init__(self, engine: Engine, executor: Scoring, episodes: EpisodeRunner | None = None) -> None:
         self.engine = engine
         self.executor = executor
         self.episodes = episodes
@@ -38,10 +42,17 @@ class LocalRuntime:
         self.timings["time/score"] = time.perf_counter() - scored
         return [replace(r, score=s) for r, s in zip(rollouts, scores, strict=True)]
 
-    def sync(self, learner: Learner) -> None:
+    def sync(self, learner: WeightSource) -> None:
         start = time.perf_counter()
         self.engine.load_weights(learner.weights(), learner.version)
         self.timings["time/sync"] = time.perf_counter() - start
 
+    def state_dict(self) -> dict[str, Any]:
+        return {}  # nothing is in flight between steps
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        pass
+
     def close(self) -> None:
         self.executor.close()
+        self.engine.close()

@@ -27,28 +27,21 @@ import time
 from collections import Counter, deque
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, replace
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 import ray
 import torch
 from ray.exceptions import GetTimeoutError
 
 from verity.config import Config
-from verity.rewards.executor import RewardExecutor
-from verity.rollout.engine import EngineSpec, SamplingParams
-from verity.rollout.hf import HFEngine
+from verity.rollout.engine import Engine, EngineSpec, SamplingParams
+from verity.runtime.base import RuntimeSpec, Scoring, Supply, WeightSource
 from verity.runtime.config import RayConfig
 from verity.runtime.ray_pool import ActorWorkers, Job, RemoteTimeout, WeightSyncTimeout
 from verity.runtime.ray_reward import RewardWorker
 from verity.runtime.ray_workers import RolloutUnit, RolloutWorker
 from verity.schema import ConfigError
-from verity.train.learner import Learner
 from verity.types import Item, Rollout, Score
-
-if TYPE_CHECKING:
-    from verity.build import Parts
-
-Supply = Callable[[int], list[tuple[Item, list[int]]]]
 
 
 @dataclass
@@ -65,7 +58,7 @@ class RayScoring:
     """The executor the loop sees: scores in the driver (evaluation, ViSurf); ``stats()`` also counts what the
     reward actors scored since the last call."""
 
-    def __init__(self, local: RewardExecutor) -> None:
+    def __init__(self, local: Scoring) -> None:
         self.local = local
         self._remote: Counter[str] = Counter()
         self._lock = threading.Lock()
@@ -89,17 +82,31 @@ class RayScoring:
         self.local.close()
 
 
+def build_ray_runtime(spec: RuntimeSpec, rollout_class: type = RolloutWorker) -> RayRuntime:
+    """The Ray runtime of a run; it keeps the local reward executor for the driver's own scoring (evaluation,
+    ViSurf) and draws its async lead from ``spec.supply``."""
+    if spec.episodes is not None:
+        raise ConfigError(
+            "runtime.kind=ray plays single-turn episodes only; remove `env:` or use runtime.kind=local"
+        )
+    runtime = RayRuntime(spec.cfg, spec.model_path, spec.engine, spec.executor, spec.learner, rollout_class)
+    runtime.supply = spec.supply
+    return runtime
+
+
 class RayRuntime:
-    """``rollout(items, prompt_ids, params)``, ``sync(learner)``, ``close()``, ``timings`` and ``executor``, as
-    the local runtime; plus ``supply`` (async lead), ``state_dict()`` / ``load_state_dict()`` (queued items)."""
+    """The ``Runtime`` protocol over Ray actors; ``supply`` draws the async lead, ``state_dict()`` holds the
+    queued items."""
+
+    episodes = None  # single-turn only
 
     def __init__(
         self,
         cfg: Config,
         model_path: str,
-        engine: HFEngine,
-        executor: RewardExecutor,
-        learner: Learner,
+        engine: Engine,
+        executor: Scoring,
+        learner: WeightSource,
         rollout_class: type = RolloutWorker,
     ) -> None:
         self.rc: RayConfig = cfg.runtime.ray
@@ -164,7 +171,7 @@ class RayRuntime:
 
     # -- weights ---------------------------------------------------------------------------------------------
 
-    def sync(self, learner: Learner) -> None:
+    def sync(self, learner: WeightSource) -> None:
         """Put the learner's weights in the object store once; every rollout actor takes them by reference."""
         start = time.perf_counter()
         weights = [(k, v.detach().to("cpu", copy=True)) for k, v in learner.weights()]
@@ -392,21 +399,3 @@ def _sigint_ignored_by_children() -> Iterator[None]:
         yield
     finally:
         signal.signal(signal.SIGINT, previous)
-
-
-def use_ray_runtime(parts: Parts, rollout_class: type = RolloutWorker) -> RayRuntime:
-    """Put a ``RayRuntime`` in ``parts`` in place of its local runtime (whose reward executor it keeps for the
-    driver's scoring); the async lead is drawn from the run's sampler."""
-    if parts.cfg.env is not None:
-        raise ConfigError(
-            "runtime.kind=ray plays single-turn episodes only; remove `env:` or use runtime.kind=local"
-        )
-    local = parts.runtime
-    runtime = RayRuntime(parts.cfg, parts.model_path, parts.engine, local.executor, parts.learner, rollout_class)
-
-    def supply(count: int) -> list[tuple[Item, list[int]]]:
-        return [(draw.item, parts.encode(draw.item)) for draw in parts.sampler.sample(count)]
-
-    runtime.supply = supply
-    parts.runtime = runtime
-    return runtime

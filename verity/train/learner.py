@@ -1,6 +1,7 @@
-"""The learner: owns the policy and its optimizer, and turns a batch into parameter updates.
+"""The learner: owns the policy and its optimizer, and makes every update of the policy's weights (RL steps and the
+SFT steps some recipes interleave).
 
-It is algorithm-blind: advantages arrive in the batch and the loss comes from ``verity.algo.objective``.
+It is algorithm-blind: advantages arrive in the batch and the loss is the ``PolicyObjective`` it was given.
 """
 
 from __future__ import annotations
@@ -12,13 +13,13 @@ from typing import Any
 import torch
 from torch import nn
 
-from verity.algo.config import AlgoConfig
-from verity.algo.objective import policy_loss
+from verity.algo.objective import PolicyObjective
 from verity.modeling import autocast, full_attention_only, token_logprobs
 from verity.train.batching import Batch, micro_batches, split_indices
 from verity.train.config import TrainConfig
 from verity.train.lora import load_trainable_state, trainable_state_dict
 from verity.train.prefix import prompt_groups, shared_prefix_logprobs
+from verity.train.sft import sft_loss
 
 
 def lr_factor(step: int, warmup: int, total: int, schedule: str, min_ratio: float = 0.0) -> float:
@@ -37,7 +38,7 @@ class Learner:
     """AdamW with warm-up, gradient clipping, mini-batch updates and micro-batch gradient accumulation."""
 
     def __init__(
-        self, model: nn.Module, train: TrainConfig, algo: AlgoConfig, temperature: float, seed: int
+        self, model: nn.Module, train: TrainConfig, objective: PolicyObjective, temperature: float, seed: int
     ) -> None:
         self.model = model
         if train.gradient_checkpointing:
@@ -48,7 +49,7 @@ class Learner:
         self.share_prompts = (
             train.share_prompts and not train.gradient_checkpointing and full_attention_only(model)
         )
-        self.algo = algo
+        self.objective = objective
         self.temperature = temperature
         self.version = 0
         params = [p for p in model.parameters() if p.requires_grad]
@@ -105,6 +106,26 @@ class Learner:
         self.version += 1
         return out
 
+    def sft_step(self, batch: Batch, lr_scale: float = 1.0) -> float:
+        """One supervised step on demonstrations (ReLIFT's interleaved SFT): token-mean NLL of ``batch``'s
+        completion tokens, clipped like RL updates, at ``lr_scale`` times the current learning rate (the schedule
+        does not advance). Returns the loss; a non-finite one changes nothing and is returned as NaN."""
+        self.model.train()
+        self.optimizer.zero_grad(set_to_none=True)
+        loss = sft_loss(self.model, batch.to(self.device))
+        if not torch.isfinite(loss):
+            return float("nan")
+        loss.backward()
+        torch.nn.utils.clip_grad_norm_(self.model.parameters(), self.train_cfg.max_grad_norm)
+        saved = [group["lr"] for group in self.optimizer.param_groups]
+        for group in self.optimizer.param_groups:
+            group["lr"] *= lr_scale
+        self.optimizer.step()
+        for group, lr in zip(self.optimizer.param_groups, saved, strict=True):
+            group["lr"] = lr
+        self.optimizer.zero_grad(set_to_none=True)
+        return loss.item()
+
     def _update(self, mini: Batch, loss_kwargs: dict[str, float]) -> dict[str, float]:
         token_count = float(mini.loss_mask.sum().item())
         seq_count = float((mini.loss_mask.sum(-1) > 0).sum().item())
@@ -148,8 +169,7 @@ class Learner:
                     logprobs, entropy = token_logprobs(self.model, micro, self.temperature, with_entropy=True)
                 else:
                     logprobs, entropy = shared_prefix_logprobs(self.model, micro, groups, self.temperature, True)
-            loss, metrics = policy_loss(
-                self.algo,
+            loss, metrics = self.objective(
                 logprobs,
                 micro.old_logprobs,
                 micro.advantages,
@@ -175,10 +195,8 @@ class Learner:
         With ``train.skip_zero_advantage`` such rows are left out (in GRPO, every group whose samples all got the
         same reward), except when the KL or entropy measured over all rows feeds a loss term or a controller."""
         everything = torch.arange(len(mini))
-        entropy_in_play = (
-            loss_kwargs.get("entropy_coef", self.algo.entropy_coef) > 0 or self.algo.entropy_target_low is not None
-        )
-        if not self.train_cfg.skip_zero_advantage or mini.ref_logprobs is not None or entropy_in_play:
+        every_row = self.objective.reads_every_row(loss_kwargs.get("entropy_coef"))
+        if not self.train_cfg.skip_zero_advantage or mini.ref_logprobs is not None or every_row:
             return everything
         return everything[(mini.advantages * mini.loss_mask).ne(0).any(-1)]
 

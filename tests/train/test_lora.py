@@ -8,6 +8,7 @@ from conftest import small_llama
 from transformers import AutoModelForCausalLM, LlamaForCausalLM
 
 from verity.algo.config import AlgoConfig
+from verity.algo.objective import PolicyObjective
 from verity.modeling import token_logprobs
 from verity.rollout.engine import SamplingParams
 from verity.rollout.hf import HFEngine
@@ -58,7 +59,7 @@ def test_lora_trains_adapters_and_never_touches_frozen_weights() -> None:
     assert adapters and all("lora_" in n for n in adapters)
     assert len(adapters) == 2 * 2 * 3  # A and B, 2 layers, 3 target modules
     batch = rewarded_batch()
-    learner = Learner(model, TrainConfig(lr=5e-2), AlgoConfig(), temperature=1.0, seed=0)
+    learner = Learner(model, TrainConfig(lr=5e-2), PolicyObjective(AlgoConfig()), temperature=1.0, seed=0)
     with torch.no_grad():
         before, _ = token_logprobs(model, batch, 1.0)
     for _ in range(5):
@@ -77,7 +78,7 @@ def test_lora_trains_adapters_and_never_touches_frozen_weights() -> None:
 def test_only_adapters_are_synced_and_checkpointed() -> None:
     lora = LoraConfig(r=4, alpha=8, target_modules="all-linear")
     model = apply_lora(tiny_llama(), lora)
-    learner = Learner(model, TrainConfig(lr=5e-2), AlgoConfig(), temperature=1.0, seed=0)
+    learner = Learner(model, TrainConfig(lr=5e-2), PolicyObjective(AlgoConfig()), temperature=1.0, seed=0)
     learner.step(rewarded_batch())
     weights = dict(learner.weights())
     trainable = {n for n, p in model.named_parameters() if p.requires_grad}
@@ -92,7 +93,9 @@ def test_only_adapters_are_synced_and_checkpointed() -> None:
     theirs = engine.generate(prompts, greedy)[0][0]
     assert theirs.token_ids == ours.token_ids
     torch.testing.assert_close(torch.tensor(theirs.logprobs), torch.tensor(ours.logprobs))
-    fresh = Learner(apply_lora(tiny_llama(), LoraConfig(r=2)), TrainConfig(), AlgoConfig(), 1.0, 0)
+    fresh = Learner(
+        apply_lora(tiny_llama(), LoraConfig(r=2)), TrainConfig(), PolicyObjective(AlgoConfig()), 1.0, 0
+    )
     with pytest.raises(ValueError, match="does not fit this model"):
         fresh.load_state_dict(learner.state_dict())
 
@@ -101,7 +104,7 @@ def test_saved_merged_and_adapter_models_reproduce_the_policy(tmp_path) -> None:
     from peft import PeftModel
 
     model = apply_lora(tiny_llama(), LoraConfig(r=4, alpha=8))
-    Learner(model, TrainConfig(lr=5e-2), AlgoConfig(), 1.0, 0).step(rewarded_batch())
+    Learner(model, TrainConfig(lr=5e-2), PolicyObjective(AlgoConfig()), 1.0, 0).step(rewarded_batch())
     ids = torch.tensor([[1, 5, 6, 7, 7]])
     with torch.no_grad():
         expected = model(input_ids=ids).logits

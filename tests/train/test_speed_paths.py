@@ -10,6 +10,7 @@ from transformers import LlamaForCausalLM
 from transformers.integrations.sdpa_attention import sdpa_attention_forward
 
 from verity.algo.config import AlgoConfig
+from verity.algo.objective import PolicyObjective
 from verity.modeling import token_logprobs
 from verity.rollout.attention import decode_attention, use_decode_attention
 from verity.rollout.engine import SamplingParams
@@ -180,7 +181,7 @@ def test_micro_batching_leaves_the_gradient_unchanged(model: LlamaForCausalLM) -
         trained = LlamaForCausalLM(model.config)
         trained.load_state_dict(model.state_dict())
         cfg = TrainConfig(micro_batch_size=size, micro_batch_tokens=tokens, lr=1e-3)
-        learner = Learner(trained, cfg, AlgoConfig(), temperature=1.0, seed=0)
+        learner = Learner(trained, cfg, PolicyObjective(AlgoConfig()), temperature=1.0, seed=0)
         learner.optimizer.step = lambda: None  # keep the weights; only the gradient is compared
         learner.step(batch)
         grads.append(torch.cat([p.grad.flatten() for p in trained.parameters() if p.grad is not None]))
@@ -223,7 +224,9 @@ def test_shared_prompt_forward_equals_the_plain_forward(model: LlamaForCausalLM)
     for share in (False, True):
         trained = LlamaForCausalLM(model.config)
         trained.load_state_dict(model.state_dict())
-        learner = Learner(trained, TrainConfig(share_prompts=share), AlgoConfig(), temperature=0.8, seed=0)
+        learner = Learner(
+            trained, TrainConfig(share_prompts=share), PolicyObjective(AlgoConfig()), temperature=0.8, seed=0
+        )
         assert learner.share_prompts is share
         learner.optimizer.step = lambda: None
         learner.step(batch)

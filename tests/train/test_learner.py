@@ -10,6 +10,7 @@ import torch
 from conftest import encode, tiny_llama
 
 from verity.algo.config import AlgoConfig
+from verity.algo.objective import PolicyObjective
 from verity.modeling import token_logprobs
 from verity.train.batching import collate
 from verity.train.config import TrainConfig
@@ -57,7 +58,7 @@ def completion_logprob(model, batch) -> torch.Tensor:
 
 def fresh_learner(tokenizer, **train: object) -> Learner:
     cfg = TrainConfig(lr=1e-2, **train)
-    return Learner(tiny_llama(tokenizer), cfg, AlgoConfig(), temperature=1.0, seed=0)
+    return Learner(tiny_llama(tokenizer), cfg, PolicyObjective(AlgoConfig()), temperature=1.0, seed=0)
 
 
 def on_policy(learner: Learner, batch):
@@ -122,7 +123,7 @@ def test_zero_advantage_rows_are_left_out_with_the_same_gradient(char_tokenizer,
     learners = {}
     for skip in (True, False):
         cfg = TrainConfig(lr=1e-2, skip_zero_advantage=skip)
-        learners[skip] = Learner(tiny_llama(char_tokenizer), cfg, algo, temperature=1.0, seed=0)
+        learners[skip] = Learner(tiny_llama(char_tokenizer), cfg, PolicyObjective(algo), temperature=1.0, seed=0)
     metrics = {skip: learner.step(on_policy(learner, batch)) for skip, learner in learners.items()}
     assert metrics[True]["rows_skipped"] == 0.5 and metrics[False]["rows_skipped"] == 0.0
     assert metrics[True]["grad_norm"] > 0
@@ -141,7 +142,11 @@ def test_zero_advantage_rows_are_left_out_with_the_same_gradient(char_tokenizer,
 def test_rows_stay_when_an_entropy_term_or_kl_reads_them(char_tokenizer) -> None:
     batch = make_batch(char_tokenizer, [1.0, 0.0, -0.5, 0.0])
     bonus = Learner(
-        tiny_llama(char_tokenizer), TrainConfig(), AlgoConfig(entropy_coef=0.01), temperature=1.0, seed=0
+        tiny_llama(char_tokenizer),
+        TrainConfig(),
+        PolicyObjective(AlgoConfig(entropy_coef=0.01)),
+        temperature=1.0,
+        seed=0,
     )
     assert bonus.step(on_policy(bonus, batch))["rows_skipped"] == 0.0
     plain = fresh_learner(char_tokenizer)

@@ -1,0 +1,79 @@
+"""The built-in advantage estimators, registered by name (``algo.advantage``). Each is a thin adapter from
+``AdvantageInputs`` and the config's numbers to a pure function of ``verity.algo.advantages``, whose docstring
+names the paper."""
+
+from __future__ import annotations
+
+import torch
+from torch import Tensor
+
+from verity.algo import advantages as fns
+from verity.algo.config import AlgoConfig
+from verity.algo.reduce import masked_whiten
+from verity.algo.registry import AdvantageInputs, advantage_estimator
+
+
+@advantage_estimator("grpo")
+def grpo(x: AdvantageInputs, cfg: AlgoConfig) -> Tensor:
+    return fns.group_relative_advantages(x.sequence_rewards, x.group_ids, True, cfg.adv_eps)
+
+
+@advantage_estimator("dr_grpo")
+def dr_grpo(x: AdvantageInputs, cfg: AlgoConfig) -> Tensor:
+    return fns.group_relative_advantages(x.sequence_rewards, x.group_ids, False, cfg.adv_eps)
+
+
+@advantage_estimator("rloo")
+def rloo(x: AdvantageInputs, cfg: AlgoConfig) -> Tensor:
+    return fns.rloo_advantages(x.sequence_rewards, x.group_ids)
+
+
+@advantage_estimator("task_norm_grpo", needs=("tasks",))
+def task_norm_grpo(x: AdvantageInputs, cfg: AlgoConfig) -> Tensor:
+    tasks = x.tasks
+    if tasks is None or len(tasks) != x.rewards.shape[0]:
+        raise ValueError("algo.advantage=task_norm_grpo needs tasks: one task name per reward")
+    task_ids = torch.tensor([sorted(set(tasks)).index(t) for t in tasks])
+    return fns.task_normalized_advantages(x.sequence_rewards, x.group_ids, task_ids, cfg.adv_eps)
+
+
+@advantage_estimator("single_rollout", needs=("tasks", "item_ids"))
+def single_rollout(x: AdvantageInputs, cfg: AlgoConfig) -> Tensor:
+    keys = x.tasks if cfg.baseline_key == "task" else x.item_ids
+    if x.state is None or keys is None or len(keys) != x.rewards.shape[0]:
+        raise ValueError(
+            f"algo.advantage=single_rollout needs state (AlgoState) and one {cfg.baseline_key} key per reward "
+            f"(pass {'tasks' if cfg.baseline_key == 'task' else 'item_ids'})"
+        )
+    return x.state.baseline.advantages(keys, x.sequence_rewards)
+
+
+@advantage_estimator("trloo", needs=("turns",), level="token")
+def trloo(x: AdvantageInputs, cfg: AlgoConfig) -> Tensor:
+    if x.turns is None:
+        raise ValueError(
+            "algo.advantage=trloo needs turns=(turn_rewards (N,K), turn_mask (N,K), token_turns (N,T))"
+        )
+    turn_rewards, turn_mask, token_turns = x.turns
+    per_turn = fns.trloo_advantages(turn_rewards, turn_mask, x.group_ids, cfg.gamma)
+    return fns.turns_to_tokens(per_turn, token_turns).float()
+
+
+@advantage_estimator("reinforce_pp", level="token")
+def reinforce_pp(x: AdvantageInputs, cfg: AlgoConfig) -> Tensor:
+    return fns.reinforce_pp_advantages(x.token_rewards, x.mask, cfg.gamma, cfg.adv_eps)
+
+
+@advantage_estimator("reinforce_pp_baseline", level="token")
+def reinforce_pp_baseline(x: AdvantageInputs, cfg: AlgoConfig) -> Tensor:
+    rewards = x.rewards.float()
+    baseline = rewards - fns.group_relative_advantages(rewards, x.group_ids, scale_by_std=False)  # group mean
+    return fns.reinforce_pp_advantages(x.token_rewards, x.mask, cfg.gamma, cfg.adv_eps, baseline)
+
+
+@advantage_estimator("gae", needs=("values",), level="token")
+def gae(x: AdvantageInputs, cfg: AlgoConfig) -> Tensor:
+    if x.values is None:
+        raise ValueError("algo.advantage=gae needs values (N, T) from the critic")
+    adv, _ = fns.gae_advantages(x.token_rewards, x.values, x.mask, cfg.gamma, cfg.gae_lambda)
+    return masked_whiten(adv, x.mask, cfg.adv_eps) if cfg.gae_whiten else adv
