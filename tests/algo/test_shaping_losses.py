@@ -4,7 +4,13 @@ import pytest
 import torch
 
 from verity.algo.config import AlgoConfig
-from verity.algo.losses import entropy_from_logits, entropy_shaped_advantages, safe_log_ratio
+from verity.algo.losses import (
+    clipped_surrogate,
+    clipped_value_loss,
+    entropy_from_logits,
+    entropy_shaped_advantages,
+    safe_log_ratio,
+)
 from verity.algo.objective import policy_loss, shape_rewards
 from verity.algo.shaping import long2short_reward, repetition_fraction, soft_overlong_penalty
 
@@ -38,6 +44,25 @@ def test_shape_rewards_composes_terms() -> None:
     assert metrics["shaping/overlong"] == pytest.approx(-0.25)
     with pytest.raises(ValueError, match="needs completion_ids"):
         shape_rewards(cfg, torch.ones(2), torch.ones(2), torch.zeros(2))
+
+
+@pytest.mark.parametrize("kind", [torch.int64, torch.bool])
+def test_shape_rewards_keeps_fractions_of_integer_rewards(kind: torch.dtype) -> None:
+    cfg = AlgoConfig(overlong_max_len=16, overlong_buffer=4)
+    rewards = torch.tensor([1, 1, 0], dtype=kind)
+    shaped, _ = shape_rewards(cfg, rewards, torch.tensor([14, 6, 15]), torch.tensor([0, 0, 1]))
+    assert shaped.tolist() == pytest.approx([0.5, 1.0, -0.75])  # a cast back to int64 gave [0, 1, 0]
+
+
+def test_losses_treat_integer_advantages_like_floats() -> None:
+    adv = torch.tensor([[2, -1, 0]])
+    log_ratio = torch.tensor([[0.5, 0.5, 0.1]])
+    for fn in (
+        lambda a: clipped_surrogate(log_ratio, a, 0.2, 0.2, dual_clip=1.5)[0],
+        lambda a: entropy_shaped_advantages(a, torch.full((1, 3), 0.3), alpha=1.0, kappa=3.0),
+        lambda a: clipped_value_loss(torch.zeros(1, 3), torch.full((1, 3), 0.5), a, clip=0.2),
+    ):
+        assert fn(adv)[0].tolist() == pytest.approx(fn(adv.float())[0].tolist())
 
 
 def test_safe_ratio_clamps_in_log_space() -> None:

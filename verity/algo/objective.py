@@ -73,7 +73,7 @@ def shape_rewards(
         term = cfg.repetition_coef * repetition_penalty(completion_ids, cfg.repetition_ngram)
         shaped += term
         metrics["shaping/repetition"] = term.mean().item()
-    return shaped.to(rewards.dtype), metrics
+    return shaped, metrics
 
 
 def _kl_penalty(cfg: AlgoConfig, kl_coef: float, old_logprobs: Tensor | None, ref_logprobs: Tensor | None):
