@@ -2,6 +2,7 @@ import math
 
 import pytest
 import torch
+from pydantic import ValidationError
 
 from verity.algo.config import AlgoConfig
 from verity.algo.losses import (
@@ -88,6 +89,28 @@ def test_entropy_helpers() -> None:
     adv = torch.tensor([1.0, -1.0, 1.0])
     shaped = entropy_shaped_advantages(adv, torch.tensor([0.1, 5.0, 5.0]), alpha=1.0, kappa=2.0)
     assert shaped.tolist() == pytest.approx([1.1, -0.5, 1.5])  # the bonus is capped at |A| / kappa
+
+
+def test_entropy_shaping_never_flips_a_sign() -> None:
+    adv = torch.tensor([-5.0, -1.0, -1e-3, 0.0, 1e-3, 1.0, 5.0])[:, None].expand(7, 5)  # (7, 5)
+    entropy = torch.tensor([0.0, 0.1, 1.0, 10.0, 1e4]).expand(7, 5)
+    for alpha in (0.0, 0.5, 1.0, 100.0):
+        for kappa in (1.001, 1.5, 2.0, 10.0):
+            shaped = entropy_shaped_advantages(adv, entropy, alpha=alpha, kappa=kappa)
+            assert torch.equal(torch.sign(shaped), torch.sign(adv)), (alpha, kappa)
+            assert (shaped >= adv).all() and (shaped - adv <= adv.abs() / kappa + 1e-7).all()
+            assert (shaped[adv < 0] <= adv[adv < 0] * (1 - 1 / kappa) + 1e-7).all()
+
+
+@pytest.mark.parametrize("kappa", [0.5, 1.0])
+def test_entropy_shaping_rejects_a_kappa_that_could_flip_signs(kappa: float) -> None:
+    # kappa = 0.5: A = -1, H = 10, alpha = 1 would give -1 + min(10, 2) = +1
+    with pytest.raises(ValueError, match=r"kappa > 1 \(algo.entropy_adv_kappa\)"):
+        entropy_shaped_advantages(torch.tensor([-1.0]), torch.tensor([10.0]), alpha=1.0, kappa=kappa)
+    with pytest.raises(ValidationError, match="entropy_adv_kappa"):
+        AlgoConfig(entropy_adv_alpha=1.0, entropy_adv_kappa=kappa)
+    with pytest.raises(ValueError, match="alpha >= 0"):
+        entropy_shaped_advantages(torch.tensor([1.0]), torch.tensor([10.0]), alpha=-1.0, kappa=2.0)
 
 
 def test_negative_adv_weight_drops_negative_tokens() -> None:

@@ -68,7 +68,12 @@ class AlgoConfig(BaseModel):
         description="Entropy-based advantage shaping (MSSR): A' = A + min(alpha * H_t, |A| / kappa), H_t the "
         "detached token entropy. 0 disables it; needs the learner to pass entropy.",
     )
-    entropy_adv_kappa: float = Field(2.0, gt=0, description="Cap divisor kappa of entropy advantage shaping.")
+    entropy_adv_kappa: float = Field(
+        2.0,
+        gt=1,
+        description="Cap divisor kappa of entropy advantage shaping, > 1: the bonus is at most |A| / kappa, so a "
+        "negative advantage stays negative (kappa <= 1 could flip it).",
+    )
 
     critic: Literal["policy", "separate"] = Field(
         "separate",
