@@ -48,7 +48,11 @@ class AlgoConfig(BaseModel):
         "item", description="single_rollout: keep one running baseline per item id or per task family."
     )
     baseline_decay: float = Field(
-        0.9, ge=0, lt=1, description="single_rollout: EMA decay of the running baseline (higher = slower)."
+        0.9,
+        ge=0,
+        lt=1,
+        description="single_rollout: decay d of each key's baseline, b <- d b + (1 - d) (the key's mean reward in "
+        "the batch), one step per batch (higher = slower). Unseen keys use the mean of all rewards so far.",
     )
     adv_outlier_sigma: float | None = Field(
         None,
