@@ -116,7 +116,8 @@ class AlgoConfig(BaseModel):
     aggregation: Aggregation = Field(
         "token_mean",
         description="How token losses become one scalar: token_mean, seq_mean_token_mean, seq_mean_token_sum, "
-        "or constant (sum per sequence divided by constant_normalizer, Dr. GRPO).",
+        "or constant (sum per sequence divided by constant_normalizer, Dr. GRPO). With loss=gspo it defaults "
+        "to, and must be, seq_mean_token_mean.",
     )
     constant_normalizer: float = Field(
         1024.0, gt=0, description="Divisor per sequence for aggregation=constant (e.g. the max response length)."
@@ -178,3 +179,18 @@ class AlgoConfig(BaseModel):
         if self.advantage == "gae" and self.loss == "gspo":
             raise ValueError("algo.loss=gspo needs a sequence-level advantage; it cannot use advantage=gae")
         return self
+
+    @model_validator(mode="after")
+    def _gspo_averages_over_sequences(self) -> AlgoConfig:
+        """GSPO's objective is ``(1/G) sum_i`` of a sequence-level term; only seq_mean_token_mean computes that
+        (the other aggregations weight sequence i by its length). Unset, the aggregation follows the loss."""
+        if self.loss != "gspo" or self.aggregation == "seq_mean_token_mean":
+            return self
+        if "aggregation" not in self.model_fields_set:
+            self.aggregation = "seq_mean_token_mean"
+            return self
+        raise ValueError(
+            f"algo.loss=gspo averages one clipped term per sequence, (1/G) sum_i min(s_i A_i, clip(s_i) A_i), but "
+            f"algo.aggregation={self.aggregation} weights each sequence by its length |o_i|. Remove "
+            "algo.aggregation (gspo then uses seq_mean_token_mean) or set it to seq_mean_token_mean."
+        )
