@@ -35,7 +35,8 @@ class AlgoConfig(BaseModel):
     # --- advantage estimation -------------------------------------------------------------------------------
     advantage: Advantage = Field(
         "grpo",
-        description="Advantage estimator: grpo (group mean/std), dr_grpo (group mean only), rloo (leave-one-out), "
+        description="Advantage estimator: grpo (group mean/std), dr_grpo (group mean only; Dr. GRPO also needs "
+        "aggregation=constant, which is not implied: set it yourself), rloo (leave-one-out), "
         "reinforce_pp (batch-normalised returns), reinforce_pp_baseline (group mean, then batch-normalised), "
         "gae (learned critic), task_norm_grpo (group mean, std within task family), single_rollout (running "
         "per-item or per-task baseline, G = 1), trloo (turn-level leave-one-out for multi-turn episodes).",
@@ -110,7 +111,8 @@ class AlgoConfig(BaseModel):
     tis_cap: float | None = Field(
         None,
         gt=0,
-        description="Truncated importance sampling: cap on the behaviour weight pi_prox/pi_behaviour that "
+        description="Truncated importance sampling (Yao et al. 2025): cap on the behaviour weight "
+        "pi_prox/pi_behaviour that "
         "corrects rollout-vs-training mismatch. Needs prox log-probs. None disables it.",
     )
     aggregation: Aggregation = Field(
@@ -126,7 +128,9 @@ class AlgoConfig(BaseModel):
     # --- regularisers ---------------------------------------------------------------------------------------
     kl_coef: float = Field(0.0, ge=0, description="Coefficient beta of the KL to the reference policy.")
     kl_estimator: Literal["k1", "k2", "k3"] = Field(
-        "k3", description="KL estimator: k1 = log r, k2 = (log r)^2 / 2, k3 = r - 1 - log r with r = pi_ref/pi."
+        "k3",
+        description="KL estimator, with r = pi_ref/pi of the sampled token: k1 = -log r (= log pi - log pi_ref), "
+        "k2 = (log r)^2 / 2, k3 = r - 1 - log r.",
     )
     kl_in: Literal["loss", "reward"] = Field(
         "loss", description="Apply the KL penalty as a loss term or subtract it from the per-token reward."

@@ -69,8 +69,9 @@ def behaviour_weight(prox_logprobs: Tensor, behaviour_logprobs: Tensor, cap: flo
 
     Decoupled PPO (AReaL, arXiv:2505.24298) multiplies the clipped surrogate around the proximal policy by this
     weight so stale samples from an older behaviour policy stay unbiased. Truncated importance sampling (TIS;
-    Jet-RL, Dr. Kernel) caps it, trading a little bias for bounded variance when the rollout engine's numerics
-    differ from the trainer's. The weight never exceeds ``cap``.
+    Yao et al. 2025, "Your Efficient RL Framework Secretly Brings You Off-Policy RL Training") caps it, trading a
+    little bias for bounded variance when the rollout engine's numerics differ from the trainer's. The weight
+    never exceeds ``cap``.
     """
     weight = torch.exp((prox_logprobs - behaviour_logprobs).clamp(max=80.0)).detach()
     return weight if cap is None else weight.clamp(max=cap)
