@@ -1,8 +1,12 @@
+from collections.abc import Callable
+
 import pytest
 import torch
+from torch import Tensor
 from torch.testing import assert_close
 
 from verity.algo.advantages import (
+    broadcast_to_tokens,
     discounted_returns,
     filter_outliers,
     gae_advantages,
@@ -109,3 +113,40 @@ def test_rareness_weights_favor_the_rare_outcome() -> None:
     # group 0: p = 1/4 and 3/4 -> raw 4, 4/3 (x3) -> mean 2 -> 2, 2/3; group 1 all agree -> 1
     assert weights.tolist() == pytest.approx([2.0, 2 / 3, 2 / 3, 2 / 3, 1.0, 1.0])
     assert rareness_weights(rewards, torch.zeros(6), alpha=0.0).tolist() == [1.0] * 6
+
+
+SIX_GROUPS = torch.tensor([0, 0, 0, 0, 1, 1])
+THREE_EPISODES = torch.tensor([0, 0, 0])
+ON = torch.ones(3, 2)
+REWARD_FUNCTIONS: dict[str, Callable[[Tensor], Tensor]] = {
+    "grpo": lambda r: group_relative_advantages(r, SIX_GROUPS),
+    "dr_grpo": lambda r: group_relative_advantages(r, SIX_GROUPS, scale_by_std=False),
+    "rloo": lambda r: rloo_advantages(r, SIX_GROUPS),
+    "task_norm": lambda r: task_normalized_advantages(r, SIX_GROUPS, torch.tensor([0, 0, 0, 1, 1, 1])),
+    "rareness": lambda r: rareness_weights(r, SIX_GROUPS, alpha=1.0),
+    "broadcast": lambda r: broadcast_to_tokens(r, torch.ones(6, 2, dtype=torch.bool)),
+    "token_level_rewards": lambda r: token_level_rewards(r, torch.ones(6, 2)),
+    "discounted_returns": lambda r: discounted_returns(r.view(3, 2), ON, gamma=0.5),
+    "reinforce_pp": lambda r: reinforce_pp_advantages(r.view(3, 2), ON, baseline=torch.tensor([1, 0, 0])),
+    "gae": lambda r: gae_advantages(r.view(3, 2), torch.full((3, 2), 0.25), ON, gamma=0.9, lam=0.8)[0],
+    "trloo": lambda r: trloo_advantages(r.view(3, 2), ON, THREE_EPISODES, gamma=0.5),
+}
+
+
+@pytest.mark.parametrize("name", sorted(REWARD_FUNCTIONS))
+@pytest.mark.parametrize("kind", [torch.int64, torch.int32, torch.bool])
+def test_integer_and_bool_rewards_are_not_truncated(name: str, kind: torch.dtype) -> None:
+    """Rewards may arrive as ints or bools; the result must be the float computation's (GRPO on [1, 0, 0, 0] gives
+    1.5 and -0.5, which a cast back to int64 turns into 1 and 0)."""
+    values = [1, 0, 0, 0, 1, 0]
+    fn = REWARD_FUNCTIONS[name]
+    got = fn(torch.tensor(values, dtype=kind))
+    assert got.dtype == torch.float32
+    assert_close(got, fn(torch.tensor(values, dtype=torch.float32)), atol=1e-6, rtol=0)
+
+
+def test_broadcast_keeps_the_advantages_precision() -> None:
+    adv = torch.tensor([0.1234567, -1.0])
+    out = broadcast_to_tokens(adv, torch.tensor([[1.0, 0.0], [1.0, 1.0]], dtype=torch.bfloat16))
+    assert out.dtype == torch.float32
+    assert out.tolist() == [[adv[0].item(), 0.0], [-1.0, -1.0]]

@@ -2,6 +2,7 @@ import pytest
 from pydantic import ValidationError
 
 from verity.algo.config import AlgoConfig
+from verity.config import ConfigError, load_config
 
 
 def test_defaults_are_plain_grpo() -> None:
@@ -23,3 +24,20 @@ def test_unknown_key_and_bad_values_are_named() -> None:
 
 def test_every_field_is_documented() -> None:
     assert all(field.description for field in AlgoConfig.model_fields.values())
+
+
+def test_gspo_defaults_to_the_sequence_mean() -> None:
+    assert AlgoConfig(loss="gspo").aggregation == "seq_mean_token_mean"
+    assert AlgoConfig(loss="gspo", aggregation="seq_mean_token_mean").aggregation == "seq_mean_token_mean"
+    assert AlgoConfig(loss="ppo_clip").aggregation == "token_mean"  # other losses keep the default
+    assert load_config(overrides=["algo.loss=gspo"]).algo.aggregation == "seq_mean_token_mean"
+    gspo = AlgoConfig(loss="gspo", clip_low=3e-4)
+    assert AlgoConfig.model_validate(gspo.model_dump()) == gspo  # a saved config loads back
+
+
+@pytest.mark.parametrize("aggregation", ["token_mean", "seq_mean_token_sum", "constant"])
+def test_gspo_refuses_a_length_weighted_aggregation(aggregation: str) -> None:
+    with pytest.raises(ValidationError, match=f"aggregation={aggregation} weights each sequence by its length"):
+        AlgoConfig(loss="gspo", aggregation=aggregation)
+    with pytest.raises(ConfigError, match="set it to seq_mean_token_mean"):
+        load_config(overrides=["algo.loss=gspo", f"algo.aggregation={aggregation}"])

@@ -106,6 +106,21 @@ def test_gspo_uses_one_ratio_per_sequence() -> None:
     assert metrics["ratio/max"] == pytest.approx(math.sqrt(2.0))  # geometric mean of 2 and 1
 
 
+def test_gspo_loss_is_the_mean_over_sequences_of_the_clipped_sequence_term() -> None:
+    """GSPO (arXiv:2507.18071): J = (1/G) sum_i min(s_i A_i, clip(s_i, 1 - eps, 1 + eps) A_i), loss = -J."""
+    old = torch.tensor([[-1.0, -2.0, -0.5], [-1.5, -9.0, -9.0]])
+    logprobs = (old + torch.tensor([[0.1, 0.2, 0.3], [-0.1, 7.0, 7.0]])).requires_grad_(True)
+    mask = torch.tensor([[1.0, 1.0, 1.0], [1.0, 0.0, 0.0]])  # lengths 3 and 1
+    adv = torch.tensor([[1.0, 1.0, 1.0], [-2.0, -2.0, -2.0]]) * mask
+    loss, _ = policy_loss(AlgoConfig(loss="gspo"), logprobs, old, adv, mask, token_normalizer=4, seq_normalizer=2)
+    s1, s2 = math.exp(0.2), math.exp(-0.1)  # geometric-mean ratios: 1.2214 (clipped to 1.2) and 0.9048
+    objective = (min(s1 * 1.0, 1.2 * 1.0) + min(s2 * -2.0, min(max(s2, 0.8), 1.2) * -2.0)) / 2
+    assert loss.item() == pytest.approx(-objective)  # 0.30484; token_mean would give (3 * -1.2 + 1.8097) / 4
+    loss.backward()
+    # d/d log pi_it of -(1/G) s_i A_i is -s_i A_i / (|o_i| G); sequence 1 is clipped, so it has no gradient
+    assert_close(logprobs.grad, torch.tensor([[0.0, 0.0, 0.0], [s2 * 2.0 / 2, 0.0, 0.0]]))
+
+
 def test_decoupled_ppo_equals_ppo_when_proximal_is_behaviour() -> None:
     batch = _batch()
     cfg = AlgoConfig(loss="decoupled_ppo")

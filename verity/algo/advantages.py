@@ -3,7 +3,8 @@
 Sequence-level estimators map rewards (N,) to advantages (N,), which ``broadcast_to_tokens`` spreads over each
 completion; token-level ones (REINFORCE++, GAE) work on (N, T) token rewards. ``group_ids`` (N,) says which
 samples answer the same prompt. A group with a single sample has no baseline to compare with, so group-based
-estimators give it advantage 0 rather than a spurious signal.
+estimators give it advantage 0 rather than a spurious signal. Integer or bool rewards give advantages in torch's
+default float dtype (see ``result_dtype``), never truncated back to integers.
 """
 
 from __future__ import annotations
@@ -12,6 +13,12 @@ import torch
 from torch import Tensor
 
 from verity.algo.reduce import masked_whiten
+
+
+def result_dtype(values: Tensor) -> torch.dtype:
+    """The dtype of a result computed from ``values``: their own floating dtype, or torch's default float dtype
+    when they are integer or bool (casting back to those would truncate a fractional advantage or weight)."""
+    return values.dtype if values.is_floating_point() else torch.get_default_dtype()
 
 
 def _group_index(group_ids: Tensor) -> tuple[Tensor, Tensor]:
@@ -43,7 +50,7 @@ def group_relative_advantages(
     mean, std = _group_mean_std(rewards, index, sizes)
     centred = rewards.to(torch.float64) - mean
     adv = centred / (std + eps) if scale_by_std else centred
-    return torch.where(sizes[index] > 1, adv, torch.zeros_like(adv)).to(rewards.dtype)
+    return torch.where(sizes[index] > 1, adv, torch.zeros_like(adv)).to(result_dtype(rewards))
 
 
 def rloo_advantages(rewards: Tensor, group_ids: Tensor) -> Tensor:
@@ -53,7 +60,7 @@ def rloo_advantages(rewards: Tensor, group_ids: Tensor) -> Tensor:
     mean, _ = _group_mean_std(rewards, index, sizes)
     size = sizes[index]
     adv = size / (size - 1).clamp(min=1) * (rewards.to(torch.float64) - mean)
-    return torch.where(size > 1, adv, torch.zeros_like(adv)).to(rewards.dtype)
+    return torch.where(size > 1, adv, torch.zeros_like(adv)).to(result_dtype(rewards))
 
 
 def task_normalized_advantages(rewards: Tensor, group_ids: Tensor, task_ids: Tensor, eps: float = 1e-6) -> Tensor:
@@ -63,12 +70,13 @@ def task_normalized_advantages(rewards: Tensor, group_ids: Tensor, task_ids: Ten
     centred = group_relative_advantages(rewards, group_ids, scale_by_std=False).to(torch.float64)
     task_index, task_sizes = _group_index(task_ids)
     _, task_std = _group_mean_std(rewards, task_index, task_sizes)
-    return (centred / (task_std + eps)).to(rewards.dtype)
+    return (centred / (task_std + eps)).to(result_dtype(rewards))
 
 
 def broadcast_to_tokens(advantages: Tensor, mask: Tensor) -> Tensor:
-    """Spread sequence advantages (N,) over the response tokens: (N, T), zero where ``mask`` is 0."""
-    return advantages.unsqueeze(-1).to(mask.dtype if mask.is_floating_point() else advantages.dtype) * mask
+    """Spread sequence advantages (N,) over the response tokens: (N, T), zero where ``mask`` is 0. The result
+    keeps the advantages' precision (a bool or half-precision mask does not round them)."""
+    return advantages.to(result_dtype(advantages)).unsqueeze(-1) * mask
 
 
 def token_level_rewards(rewards: Tensor, mask: Tensor, token_penalty: Tensor | None = None) -> Tensor:
@@ -147,7 +155,7 @@ def trloo_advantages(turn_rewards: Tensor, turn_mask: Tensor, group_ids: Tensor,
     others = counts[index] - live  # (N, K)
     baseline = (sums[index] - returns * live) / others.clamp(min=1)
     adv = torch.where(others > 0, returns - baseline, torch.zeros_like(returns)) * live
-    return adv.to(turn_rewards.dtype)
+    return adv.to(result_dtype(turn_rewards))
 
 
 def turns_to_tokens(turn_values: Tensor, token_turns: Tensor) -> Tensor:
@@ -180,4 +188,4 @@ def rareness_weights(rewards: Tensor, group_ids: Tensor, alpha: float) -> Tensor
     share = same.double().sum(1) / sizes[index]
     raw = share.pow(-alpha)
     group_mean = torch.zeros_like(sizes).index_add_(0, index, raw) / sizes
-    return (raw / group_mean[index]).to(rewards.dtype)
+    return (raw / group_mean[index]).to(result_dtype(rewards))

@@ -27,7 +27,8 @@ class AlgoConfig(BaseModel):
     advantage: str = Field(
         "grpo",
         description="Advantage estimator, a registered name or a user's 'package.module:estimator' (see "
-        "verity/algo/registry.py): grpo (group mean/std), dr_grpo (group mean only), rloo (leave-one-out), "
+        "verity/algo/registry.py): grpo (group mean/std), dr_grpo (group mean only; Dr. GRPO also needs "
+        "aggregation=constant, which is not implied: set it yourself), rloo (leave-one-out), "
         "reinforce_pp (batch-normalised returns), reinforce_pp_baseline (group mean, then batch-normalised), "
         "gae (learned critic), task_norm_grpo (group mean, std within task family), single_rollout (running "
         "per-item or per-task baseline, G = 1), trloo (turn-level leave-one-out for multi-turn episodes).",
@@ -40,7 +41,11 @@ class AlgoConfig(BaseModel):
         "item", description="single_rollout: keep one running baseline per item id or per task family."
     )
     baseline_decay: float = Field(
-        0.9, ge=0, lt=1, description="single_rollout: EMA decay of the running baseline (higher = slower)."
+        0.9,
+        ge=0,
+        lt=1,
+        description="single_rollout: decay d of each key's baseline, b <- d b + (1 - d) (the key's mean reward in "
+        "the batch), one step per batch (higher = slower). Unseen keys use the mean of all rewards so far.",
     )
     adv_outlier_sigma: float | None = Field(
         None,
@@ -60,7 +65,12 @@ class AlgoConfig(BaseModel):
         description="Entropy-based advantage shaping (MSSR): A' = A + min(alpha * H_t, |A| / kappa), H_t the "
         "detached token entropy. 0 disables it; needs the learner to pass entropy.",
     )
-    entropy_adv_kappa: float = Field(2.0, gt=0, description="Cap divisor kappa of entropy advantage shaping.")
+    entropy_adv_kappa: float = Field(
+        2.0,
+        gt=1,
+        description="Cap divisor kappa of entropy advantage shaping, > 1: the bonus is at most |A| / kappa, so a "
+        "negative advantage stays negative (kappa <= 1 could flip it).",
+    )
 
     critic: Literal["policy", "separate"] = Field(
         "separate",
@@ -94,13 +104,15 @@ class AlgoConfig(BaseModel):
     tis_cap: float | None = Field(
         None,
         gt=0,
-        description="Truncated importance sampling: cap on the behaviour weight pi_prox/pi_behaviour that "
+        description="Truncated importance sampling (Yao et al. 2025): cap on the behaviour weight "
+        "pi_prox/pi_behaviour that "
         "corrects rollout-vs-training mismatch. Needs prox log-probs. None disables it.",
     )
     aggregation: Aggregation = Field(
         "token_mean",
         description="How token losses become one scalar: token_mean, seq_mean_token_mean, seq_mean_token_sum, "
-        "or constant (sum per sequence divided by constant_normalizer, Dr. GRPO).",
+        "or constant (sum per sequence divided by constant_normalizer, Dr. GRPO). With loss=gspo it defaults "
+        "to, and must be, seq_mean_token_mean.",
     )
     constant_normalizer: float = Field(
         1024.0, gt=0, description="Divisor per sequence for aggregation=constant (e.g. the max response length)."
@@ -109,7 +121,9 @@ class AlgoConfig(BaseModel):
     # --- regularisers ---------------------------------------------------------------------------------------
     kl_coef: float = Field(0.0, ge=0, description="Coefficient beta of the KL to the reference policy.")
     kl_estimator: Literal["k1", "k2", "k3"] = Field(
-        "k3", description="KL estimator: k1 = log r, k2 = (log r)^2 / 2, k3 = r - 1 - log r with r = pi_ref/pi."
+        "k3",
+        description="KL estimator, with r = pi_ref/pi of the sampled token: k1 = -log r (= log pi - log pi_ref), "
+        "k2 = (log r)^2 / 2, k3 = r - 1 - log r.",
     )
     kl_in: Literal["loss", "reward"] = Field(
         "loss", description="Apply the KL penalty as a loss term or subtract it from the per-token reward."
@@ -175,6 +189,23 @@ class AlgoConfig(BaseModel):
                 f"algo.loss={self.loss} needs a sequence-level advantage; it cannot use advantage={self.advantage}"
             )
         return self
+
+    @model_validator(mode="after")
+    def _aggregation_follows_the_loss(self) -> AlgoConfig:
+        """A loss may fix the aggregation its objective needs (GSPO: ``(1/G) sum_i`` of a sequence-level term,
+        which only seq_mean_token_mean computes; the others weight sequence i by its length). Unset, the
+        aggregation follows the loss; set to another, it is an error."""
+        required = resolve_loss(self.loss).aggregation
+        if required is None or self.aggregation == required:
+            return self
+        if "aggregation" not in self.model_fields_set:
+            self.aggregation = required
+            return self
+        raise ValueError(
+            f"algo.loss={self.loss} averages one term per sequence, (1/G) sum_i, which algo.aggregation={required} "
+            f"computes; algo.aggregation={self.aggregation} weights each sequence by its length |o_i|. Remove "
+            f"algo.aggregation (the loss then sets it) or set it to {required}."
+        )
 
 
 def _resolved(resolve: Callable[[str], Any], spec: str) -> str:

@@ -6,11 +6,14 @@ with ``state_dict()`` and restores with ``load_state_dict()``.
 
 from __future__ import annotations
 
+import math
 from collections.abc import Sequence
 from typing import Any
 
 import torch
 from torch import Tensor
+
+from verity.algo.advantages import result_dtype
 
 
 class AdaptiveKLController:
@@ -85,42 +88,60 @@ class EntropyController:
 class RunningBaseline:
     """Group-free baseline for one rollout per prompt (MSSR-style single-rollout RL).
 
-    Keeps an exponential moving average of the reward per key (an item id or a task family):
-    ``b_k <- d b_k + (1 - d) r``. A key never seen before falls back to the running mean over all rewards, so
-    the first visit of a prompt is compared with the policy's overall success rate rather than with 0.
-    ``advantages`` reads the baselines *before* this batch updates them, so no sample is its own baseline.
+    Per key k (an item id or a task family) it keeps an exponential moving average of the key's mean reward in
+    each batch, updated once per batch: ``b_k <- d b_k + (1 - d) mean(r_i : k_i = k)``. A key's first update
+    starts from the global mean (from its own batch mean in the very first batch). The global mean ``m`` is the
+    plain running mean of every reward seen so far; a key never seen before gets ``b_k = m`` (0 before any
+    reward), so the first visit of a prompt is compared with the policy's overall success rate rather than with
+    0. ``advantages`` uses the baselines from before the batch, then folds the batch in: no sample is its own
+    baseline, and the order of the samples within a batch changes nothing.
     """
 
     def __init__(self, decay: float = 0.9) -> None:
         if not 0.0 <= decay < 1.0:
-            raise ValueError(f"baseline decay must be in [0, 1), got {decay}")
+            raise ValueError(f"baseline decay (algo.baseline_decay) must be in [0, 1), got {decay}")
         self.decay = decay
         self.means: dict[str, float] = {}
-        self.global_mean: float | None = None
+        self.global_mean = 0.0
+        self.count = 0
 
     def baseline(self, keys: Sequence[str]) -> Tensor:
-        fallback = 0.0 if self.global_mean is None else self.global_mean
-        return torch.tensor([self.means.get(k, fallback) for k in keys], dtype=torch.float32)
+        """``b_k`` per key (N,), float64; unseen keys get the global mean."""
+        return torch.tensor([self.means.get(k, self.global_mean) for k in keys], dtype=torch.float64)
 
     def update(self, keys: Sequence[str], rewards: Tensor) -> None:
-        for key, reward in zip(keys, rewards.tolist(), strict=True):
-            prior = self.means.get(key, self.global_mean if self.global_mean is not None else reward)
-            self.means[key] = self.decay * prior + (1 - self.decay) * reward
-            prior_global = reward if self.global_mean is None else self.global_mean
-            self.global_mean = self.decay * prior_global + (1 - self.decay) * reward
+        """Fold one batch in: one EMA step per key with the key's batch-mean reward, and the running mean."""
+        values = rewards.double().tolist()
+        by_key: dict[str, list[float]] = {}
+        for key, reward in zip(keys, values, strict=True):
+            by_key.setdefault(key, []).append(reward)
+        for key, batch in by_key.items():
+            batch_mean = math.fsum(batch) / len(batch)  # fsum is exact, so the order of samples cannot matter
+            prior = self.means.get(key, self.global_mean if self.count else batch_mean)
+            self.means[key] = self.decay * prior + (1 - self.decay) * batch_mean
+        if values:
+            total = self.count + len(values)
+            self.global_mean = (self.count * self.global_mean + math.fsum(values)) / total
+            self.count = total
 
     def advantages(self, keys: Sequence[str], rewards: Tensor) -> Tensor:
-        """``A_i = r_i - b_{k_i}`` (N,), then fold this batch into the baselines."""
-        if len(keys) != rewards.shape[0]:
-            raise ValueError(f"got {len(keys)} baseline keys for {rewards.shape[0]} rewards")
-        adv = rewards.float() - self.baseline(keys)
+        """``A_i = r_i - b_{k_i}`` (N,) with the baselines from before this batch, then fold the batch in."""
+        if rewards.dim() != 1 or len(keys) != rewards.shape[0]:
+            raise ValueError(f"got {len(keys)} baseline keys for rewards of shape {tuple(rewards.shape)}")
+        adv = rewards.double() - self.baseline(keys).to(rewards.device)
         self.update(keys, rewards)
-        return adv.to(rewards.dtype)
+        return adv.to(result_dtype(rewards))
 
     def state_dict(self) -> dict[str, Any]:
-        return {"decay": self.decay, "means": dict(self.means), "global_mean": self.global_mean}
+        return {
+            "decay": self.decay,
+            "means": dict(self.means),
+            "global_mean": self.global_mean,
+            "count": self.count,
+        }
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
         self.decay = float(state["decay"])
         self.means = {str(k): float(v) for k, v in state["means"].items()}
-        self.global_mean = None if state["global_mean"] is None else float(state["global_mean"])
+        self.global_mean = float(state["global_mean"])
+        self.count = int(state["count"])

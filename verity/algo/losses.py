@@ -69,8 +69,9 @@ def behaviour_weight(prox_logprobs: Tensor, behaviour_logprobs: Tensor, cap: flo
 
     Decoupled PPO (AReaL, arXiv:2505.24298) multiplies the clipped surrogate around the proximal policy by this
     weight so stale samples from an older behaviour policy stay unbiased. Truncated importance sampling (TIS;
-    Jet-RL, Dr. Kernel) caps it, trading a little bias for bounded variance when the rollout engine's numerics
-    differ from the trainer's. The weight never exceeds ``cap``.
+    Yao et al. 2025, "Your Efficient RL Framework Secretly Brings You Off-Policy RL Training") caps it, trading a
+    little bias for bounded variance when the rollout engine's numerics differ from the trainer's. The weight
+    never exceeds ``cap``.
     """
     weight = torch.exp((prox_logprobs - behaviour_logprobs).clamp(max=80.0)).detach()
     return weight if cap is None else weight.clamp(max=cap)
@@ -85,10 +86,18 @@ def entropy_from_logits(logits: Tensor) -> Tensor:
 def entropy_shaped_advantages(advantages: Tensor, entropy: Tensor, alpha: float, kappa: float) -> Tensor:
     """Entropy-based advantage shaping: ``A' = A + min(alpha * sg[H_t], |A| / kappa)``.
 
-    The bonus rewards exploratory (high-entropy) tokens but is capped by a fraction of ``|A|`` so it can never
-    flip the sign of a negative advantage (Cheng et al., arXiv:2506.14758; MSSR uses it to keep single-rollout
-    training from collapsing). (B, T).
+    The bonus rewards exploratory (high-entropy) tokens but is capped by a fraction of ``|A|`` (Cheng et al.,
+    arXiv:2506.14758, with ``kappa > 1``; MSSR uses it to keep single-rollout training from collapsing). For
+    ``A < 0`` the cap gives ``A' <= A (1 - 1/kappa) < 0``, so the sign never flips; ``kappa <= 1`` or a negative
+    ``alpha`` would break that, and both raise. (B, T).
     """
+    if kappa <= 1:
+        raise ValueError(
+            f"entropy advantage shaping needs kappa > 1 (algo.entropy_adv_kappa), got {kappa}: with kappa <= 1 "
+            "the bonus |A| / kappa can turn a negative advantage positive; set it above 1 (the default is 2)"
+        )
+    if alpha < 0:
+        raise ValueError(f"entropy advantage shaping needs alpha >= 0 (algo.entropy_adv_alpha), got {alpha}")
     bonus = torch.minimum(alpha * entropy.detach(), advantages.abs() / kappa)
     return advantages + bonus
 

@@ -71,7 +71,7 @@ def shape_rewards(
         term = cfg.repetition_coef * repetition_penalty(completion_ids, cfg.repetition_ngram)
         shaped += term
         metrics["shaping/repetition"] = term.mean().item()
-    return shaped.to(rewards.dtype), metrics
+    return shaped, metrics
 
 
 def _kl_penalty(cfg: AlgoConfig, kl_coef: float, old_logprobs: Tensor | None, ref_logprobs: Tensor | None):
@@ -151,7 +151,7 @@ def critic_targets(
     ref_logprobs: Tensor | None = None,
     kl_coef: float | None = None,
 ) -> Tensor:
-    """GAE value targets ``A + V`` (N, T) for the critic's loss (``verity.algo.losses.value_loss``)."""
+    """GAE value targets ``A + V`` (N, T) for the critic's loss (``verity.algo.losses.clipped_value_loss``)."""
     _check_same_shape("response_mask", response_mask, values=values)
     mask = response_mask.float()
     penalty = _kl_penalty(cfg, cfg.kl_coef if kl_coef is None else kl_coef, old_logprobs, ref_logprobs)

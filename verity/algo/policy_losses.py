@@ -24,8 +24,9 @@ def decoupled_ppo(x: LossInputs, cfg: AlgoConfig) -> tuple[Tensor, Tensor, Tenso
     return ppo_clip(x, cfg)
 
 
-@policy_loss_fn("gspo", needs=("sequence_advantage",))
+@policy_loss_fn("gspo", needs=("sequence_advantage",), aggregation="seq_mean_token_mean")
 def gspo(x: LossInputs, cfg: AlgoConfig) -> tuple[Tensor, Tensor, Tensor]:
-    """GSPO: one ratio per sequence, the geometric mean of its token ratios, clipped like PPO's."""
+    """GSPO (Zheng et al. 2025): one ratio per sequence, the geometric mean of its token ratios, clipped like
+    PPO's; the objective averages sequences, ``(1/G) sum_i``, hence its aggregation."""
     log_ratio = gspo_log_ratio(x.logprobs, x.anchor, x.mask, cfg.log_ratio_clamp)
     return (*clipped_surrogate(log_ratio, x.advantages, cfg.clip_low, cfg.clip_high, cfg.dual_clip), log_ratio)

@@ -77,6 +77,7 @@ class Estimator:
 class PolicyLoss:
     fn: Callable[[LossInputs, AlgoConfig], tuple[Tensor, Tensor, Tensor]]
     needs: frozenset[str]
+    aggregation: str | None = None  # the algo.aggregation its objective requires, if any
 
     def __call__(self, inputs: LossInputs, cfg: AlgoConfig) -> tuple[Tensor, Tensor, Tensor]:
         return self.fn(inputs, cfg)
@@ -107,12 +108,13 @@ def advantage_estimator(
 
 
 def policy_loss_fn(
-    name: str | None = None, *, needs: Sequence[str] = ()
+    name: str | None = None, *, needs: Sequence[str] = (), aggregation: str | None = None
 ) -> Callable[[Callable[..., tuple[Tensor, Tensor, Tensor]]], PolicyLoss]:
-    """Decorator making ``fn`` a policy loss; with a ``name`` it is also registered under it."""
+    """Decorator making ``fn`` a policy loss; with a ``name`` it is also registered under it. ``aggregation``
+    names the ``algo.aggregation`` its objective requires (the config then defaults to it and refuses others)."""
 
     def wrap(fn: Callable[..., tuple[Tensor, Tensor, Tensor]]) -> PolicyLoss:
-        loss = PolicyLoss(fn, _checked(needs, LOSS_INPUTS, f"policy loss {fn.__qualname__}"))
+        loss = PolicyLoss(fn, _checked(needs, LOSS_INPUTS, f"policy loss {fn.__qualname__}"), aggregation)
         return LOSSES.register(name)(loss) if name else loss
 
     return wrap
