@@ -202,7 +202,7 @@ class AlgoConfig(BaseModel):
             self.aggregation = required
             return self
         raise ValueError(
-            f"algo.loss={self.loss} averages one term per sequence, (1/G) sum_i, which algo.aggregation={required} "
+            f"algo.loss={self.loss} averages one term per sequence, (1/G) sum_i, as algo.aggregation={required} "
             f"computes; algo.aggregation={self.aggregation} weights each sequence by its length |o_i|. Remove "
             f"algo.aggregation (the loss then sets it) or set it to {required}."
         )
