@@ -58,6 +58,7 @@ def rl_step(parts: Parts) -> tuple[dict[str, float], list[Rollout]]:
         state=state,
         old_logprobs=batch.old_logprobs,
         ref_logprobs=batch.ref_logprobs,
+        outcomes=rewards,
         **inputs,
     )
     metrics.update(learner.step(batch, **state.loss_kwargs()))

@@ -17,6 +17,7 @@ from verity.algo.advantages import (
     task_normalized_advantages,
     token_level_rewards,
     trloo_advantages,
+    turn_level_rewards,
     turns_to_tokens,
 )
 
@@ -98,6 +99,18 @@ def test_trloo_hand_made_multi_turn() -> None:
     tokens = turns_to_tokens(adv, token_turns)
     assert tokens[0].tolist() == pytest.approx([0.0, 0.25, 0.25, 0.0, 1.0])
     assert tokens[1].tolist() == pytest.approx([0.25, 0.0, -1.0, -1.0, 0.0])
+
+
+def test_turn_level_rewards_put_the_rest_of_the_episode_reward_on_its_last_turn() -> None:
+    # episode 1 stopped after its first turn; both episodes were shaped up by 0.3, row 2 played no turn
+    turn_rewards = torch.tensor([[0.0, 1.0], [0.5, 0.0], [0.0, 0.0]])
+    turn_mask = torch.tensor([[1.0, 1.0], [1.0, 0.0], [0.0, 0.0]])
+    token_turns = torch.tensor([[0, 1], [0, -1], [-1, -1]])
+    penalty = torch.tensor([[0.25, 0.5], [0.125, 9.0], [9.0, 9.0]])
+    out = turn_level_rewards(turn_rewards, turn_mask, torch.tensor([1.3, 0.8, 0.3]), token_turns)
+    assert_close(out, torch.tensor([[0.0, 1.3], [0.8, 0.0], [0.0, 0.0]]))
+    out = turn_level_rewards(turn_rewards, turn_mask, torch.tensor([1.3, 0.8, 0.3]), token_turns, penalty)
+    assert_close(out, torch.tensor([[-0.25, 0.8], [0.675, 0.0], [0.0, 0.0]]))
 
 
 def test_filter_outliers_zeroes_only_extremes() -> None:

@@ -22,6 +22,16 @@ def test_unknown_key_and_bad_values_are_named() -> None:
         AlgoConfig(entropy_target_low=0.5, entropy_target_high=0.4)
 
 
+def test_settings_that_would_silently_do_nothing_are_refused() -> None:
+    # the adaptive controller multiplies the coefficient, so from 0 it would stay at 0
+    with pytest.raises(ValidationError, match=r"algo\.kl_coef"):
+        AlgoConfig(kl_target=0.01)
+    with pytest.raises(ValidationError, match="entropy_target_low"):
+        AlgoConfig(entropy_control="mask")
+    band = {"entropy_target_low": 0.1, "entropy_target_high": 0.2}
+    AlgoConfig(kl_coef=0.05, kl_target=0.01, entropy_control="mask", **band)
+
+
 def test_every_field_is_documented() -> None:
     assert all(field.description for field in AlgoConfig.model_fields.values())
 

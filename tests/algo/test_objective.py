@@ -191,6 +191,43 @@ def test_compute_advantages_kl_in_reward() -> None:
     assert_close(adv, torch.tensor([[-1.0, -1.0], [1.0, 1.0]]))
 
 
+def test_trloo_sees_the_shaped_reward() -> None:
+    # Two single-turn episodes of one group, both scored 1 by the verifier; shaping took 0.5 from the second.
+    turns = (torch.ones(2, 1), torch.ones(2, 1), torch.zeros(2, 3, dtype=torch.long))
+    shaped = torch.tensor([1.0, 0.5])
+    adv = compute_advantages(
+        AlgoConfig(advantage="trloo"), shaped, torch.tensor([0, 0]), torch.ones(2, 3), turns=turns
+    )
+    assert_close(adv, torch.tensor([[0.5] * 3, [-0.5] * 3]))
+
+
+def test_trloo_charges_the_kl_in_the_reward_to_the_turn_that_paid_it() -> None:
+    cfg = AlgoConfig(advantage="trloo", gamma=0.5, kl_coef=1.0, kl_in="reward", kl_estimator="k1")
+    # Two turns per episode, an environment token between them; k1 = old - ref = -ref here.
+    token_turns = torch.tensor([[0, 0, -1, 1, 1], [0, 0, -1, 1, 1]])
+    mask = (token_turns >= 0).float()
+    ref = -torch.tensor([[0.1, 0.1, 5.0, 0.2, 0.2], [0.0, 0.0, 5.0, 0.0, 0.0]])
+    turns = (torch.tensor([[0.0, 1.0], [0.0, 1.0]]), torch.ones(2, 2), token_turns)
+    adv = compute_advantages(
+        cfg, torch.ones(2), torch.zeros(2), mask, old_logprobs=torch.zeros(2, 5), ref_logprobs=ref, turns=turns
+    )
+    # turn rewards: episode 0 [-0.2, 1 - 0.4], episode 1 [0, 1] (the environment token's 5.0 is nobody's);
+    # returns (gamma 0.5): [-0.2 + 0.3, 0.6] and [0.5, 1] -> leave-one-out advantages [-0.4, -0.4], [0.4, 0.4]
+    want = torch.tensor([[-0.4, -0.4, 0.0, -0.4, -0.4], [0.4, 0.4, 0.0, 0.4, 0.4]])
+    assert_close(adv, want)
+
+
+def test_rareness_compares_verifier_outcomes_not_shaped_rewards() -> None:
+    cfg = AlgoConfig(advantage="dr_grpo", rareness_alpha=1.0)
+    shaped = torch.tensor([1.0, 0.1, 0.0, -0.1])  # one success; length shaping made every failure different
+    outcomes = torch.tensor([1.0, 0.0, 0.0, 0.0])
+    adv = compute_advantages(cfg, shaped, torch.zeros(4), torch.ones(4, 1), outcomes=outcomes)
+    # centred on the group mean 0.25, then weighted by (1/p) / mean: 2 for the success, 2/3 for each failure
+    assert_close(adv[:, 0], torch.tensor([0.75 * 2, -0.15 * 2 / 3, -0.25 * 2 / 3, -0.35 * 2 / 3]))
+    unweighted = compute_advantages(cfg, shaped, torch.zeros(4), torch.ones(4, 1))
+    assert_close(unweighted[:, 0], torch.tensor([0.75, -0.15, -0.25, -0.35]))  # unique rewards: all weights 1
+
+
 def test_single_rollout_uses_state_baseline() -> None:
     cfg = AlgoConfig(advantage="single_rollout", baseline_decay=0.5)
     state = AlgoState(cfg)

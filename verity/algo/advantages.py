@@ -158,6 +158,33 @@ def trloo_advantages(turn_rewards: Tensor, turn_mask: Tensor, group_ids: Tensor,
     return adv.to(result_dtype(turn_rewards))
 
 
+def turn_level_rewards(
+    turn_rewards: Tensor,
+    turn_mask: Tensor,
+    episode_rewards: Tensor,
+    token_turns: Tensor,
+    token_penalty: Tensor | None = None,
+) -> Tensor:
+    """(N, K) turn rewards that add up to each episode's reward as the objective sees it, for ``trloo``.
+
+    The environment scores turns, but the episode reward (N,) the loop passes on may carry sequence-level
+    terms (reward shaping) that no turn holds: the difference lands on the episode's last turn, as a sequence
+    reward lands on the last token in ``token_level_rewards``. A per-token penalty (N, T) (a KL term when the KL
+    sits in the reward) is charged to the turn whose tokens paid it (``token_turns`` (N, T), -1 outside any
+    turn, as ``turns_to_tokens`` takes it). Zero where ``turn_mask`` is 0.
+    """
+    live = turn_mask.bool()
+    positions = torch.arange(turn_mask.shape[-1], device=turn_mask.device)
+    last = (positions * live).argmax(-1)  # (N,)
+    out = (turn_rewards.float() * live).clone()
+    missing = episode_rewards.float() - out.sum(-1)  # (N,)
+    out[torch.arange(out.shape[0], device=out.device), last] += missing
+    if token_penalty is not None:
+        paid = torch.where(token_turns >= 0, token_penalty.float(), torch.zeros_like(token_penalty.float()))
+        out = out - torch.zeros_like(out).scatter_add_(1, token_turns.clamp(min=0), paid)
+    return out * live
+
+
 def turns_to_tokens(turn_values: Tensor, token_turns: Tensor) -> Tensor:
     """Spread per-turn values (N, K) over tokens: ``token_turns`` (N, T) holds each token's turn index, or -1
     for tokens outside any trained turn (prompt, observations, padding), which get 0."""

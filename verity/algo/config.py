@@ -129,7 +129,10 @@ class AlgoConfig(BaseModel):
         "loss", description="Apply the KL penalty as a loss term or subtract it from the per-token reward."
     )
     kl_target: float | None = Field(
-        None, gt=0, description="Adaptive KL controller target (per-token KL); None keeps kl_coef fixed."
+        None,
+        gt=0,
+        description="Adaptive KL controller target (per-token KL), scaling kl_coef from its starting value (which "
+        "must be above 0); None keeps kl_coef fixed.",
     )
     kl_horizon: int = Field(10000, gt=0, description="Adaptive KL controller horizon in samples.")
     entropy_coef: float = Field(0.0, ge=0, description="Entropy bonus coefficient (loss -= coef * entropy).")
@@ -181,6 +184,15 @@ class AlgoConfig(BaseModel):
         low, high = self.entropy_target_low, self.entropy_target_high
         if (low is None) != (high is None):
             raise ValueError("algo.entropy_target_low and algo.entropy_target_high must be set together")
+        if self.entropy_control == "mask" and low is None:
+            raise ValueError(
+                "algo.entropy_control=mask needs a band: set algo.entropy_target_low and algo.entropy_target_high"
+            )
+        if self.kl_target is not None and self.kl_coef == 0:
+            raise ValueError(
+                "algo.kl_target adapts algo.kl_coef by multiplying it, so from 0 it stays 0: set algo.kl_coef to "
+                "a starting value above 0 (e.g. 0.05)"
+            )
         if low is not None and high is not None and low >= high:
             raise ValueError(f"algo.entropy_target_low ({low}) must be below algo.entropy_target_high ({high})")
         estimator, loss = resolve_estimator(self.advantage), resolve_loss(self.loss)

@@ -55,6 +55,8 @@ def trloo(x: AdvantageInputs, cfg: AlgoConfig) -> Tensor:
             "algo.advantage=trloo needs turns=(turn_rewards (N,K), turn_mask (N,K), token_turns (N,T))"
         )
     turn_rewards, turn_mask, token_turns = x.turns
+    # Shaping terms land on the last turn and a KL in the reward on the turn that paid it.
+    turn_rewards = fns.turn_level_rewards(turn_rewards, turn_mask, x.rewards, token_turns, x.kl_penalty)
     per_turn = fns.trloo_advantages(turn_rewards, turn_mask, x.group_ids, cfg.gamma)
     return fns.turns_to_tokens(per_turn, token_turns).float()
 

@@ -102,20 +102,23 @@ def compute_advantages(
     old_logprobs: Tensor | None = None,
     ref_logprobs: Tensor | None = None,
     turns: tuple[Tensor, Tensor, Tensor] | None = None,
+    outcomes: Tensor | None = None,
 ) -> Tensor:
     """Token advantages (N, T) for ``rewards`` (N,) from the estimator ``cfg.advantage``, zero where
     ``response_mask`` is 0.
 
     ``values`` (N, T) are the critic's (``gae``); ``item_ids``/``tasks`` key per-sample baselines; ``state`` holds
     the running baseline and the controlled KL coefficient; ``old_logprobs``/``ref_logprobs`` (N, T) are needed
-    when the KL sits in the reward; ``turns`` carries the multi-turn structure (``trloo``).
+    when the KL sits in the reward; ``turns`` carries the multi-turn structure (``trloo``). ``outcomes`` (N,) are
+    the verifier rewards before shaping, which rareness weighting compares (default: ``rewards``): a sample is rare
+    for what it achieved, and shaping by length makes almost every reward unique.
     """
     if rewards.dim() != 1 or response_mask.dim() != 2 or response_mask.shape[0] != rewards.shape[0]:
         raise ValueError(
             f"expected rewards (N,) and response_mask (N, T); got {tuple(rewards.shape)} and "
             f"{tuple(response_mask.shape)}"
         )
-    _check_same_shape("rewards", rewards, group_ids=group_ids)
+    _check_same_shape("rewards", rewards, group_ids=group_ids, outcomes=outcomes)
     _check_same_shape("response_mask", response_mask, values=values, old_logprobs=old_logprobs)
     mask = response_mask.float()
     kl_coef = state.kl.coef if state is not None else cfg.kl_coef
@@ -126,6 +129,7 @@ def compute_advantages(
         token_rewards=adv_fns.token_level_rewards(rewards, mask, penalty),
         group_ids=group_ids,
         mask=mask,
+        kl_penalty=penalty,
         state=state,
         values=values,
         turns=turns,
@@ -135,7 +139,8 @@ def compute_advantages(
     adv = resolve_estimator(cfg.advantage)(inputs, cfg).float()
     token_adv = adv_fns.broadcast_to_tokens(adv, mask) if adv.dim() == 1 else adv * mask
     if cfg.rareness_alpha > 0:
-        token_adv = token_adv * adv_fns.rareness_weights(rewards.float(), group_ids, cfg.rareness_alpha)[:, None]
+        compared = (rewards if outcomes is None else outcomes).float()
+        token_adv = token_adv * adv_fns.rareness_weights(compared, group_ids, cfg.rareness_alpha)[:, None]
     if cfg.adv_outlier_sigma is not None:
         token_adv = adv_fns.filter_outliers(token_adv, cfg.adv_outlier_sigma, mask)
     return token_adv * mask

@@ -35,7 +35,8 @@ LOSS_INPUTS = frozenset({"prox_logprobs", "sequence_advantage"})
 class AdvantageInputs:
     """What an estimator reads. ``rewards`` (N,) are the shaped rewards; ``sequence_rewards`` (N,) subtract each
     completion's summed KL penalty and ``token_rewards`` (N, T) place the reward on the last completion token
-    minus each token's KL penalty (both equal the plain rewards when the KL is not in the reward). ``mask``
+    minus each token's KL penalty ``kl_penalty`` (both equal the plain rewards when the KL is not in the reward,
+    and ``kl_penalty`` is then None). ``mask``
     (N, T) is 1 on trained completion tokens. Declared inputs are set; the rest are None."""
 
     rewards: Tensor
@@ -43,6 +44,7 @@ class AdvantageInputs:
     token_rewards: Tensor
     group_ids: Tensor
     mask: Tensor
+    kl_penalty: Tensor | None = None  # (N, T) per-token KL charge when the KL sits in the reward
     state: Any = None  # the run's AlgoState: running baseline, controlled coefficients
     values: Tensor | None = None
     turns: tuple[Tensor, Tensor, Tensor] | None = None
