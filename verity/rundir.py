@@ -18,7 +18,7 @@ import torch
 
 from verity.config import Config, dump_config
 from verity.schema import ConfigError
-from verity.train.checkpoint import latest_checkpoint, load_checkpoint, save_checkpoint
+from verity.train.checkpoint import WriteFailed, latest_checkpoint, load_checkpoint, save_checkpoint
 from verity.train.lora import save_policy
 from verity.types import Rollout
 
@@ -70,10 +70,30 @@ class RunDir:
         staging = self.path / ".final_model.tmp"
         shutil.rmtree(staging, ignore_errors=True)
         lora = self.cfg.model.lora
-        save_policy(model, tokenizer, staging, lora.save if lora is not None else "merged")
+        try:
+            save_policy(model, tokenizer, staging, lora.save if lora is not None else "merged")
+        except OSError as err:
+            shutil.rmtree(staging, ignore_errors=True)
+            raise self._final_model_failed(err) from err
         shutil.rmtree(self.final_model, ignore_errors=True)
         os.replace(staging, self.final_model)
         return self.final_model
+
+    def _final_model_failed(self, err: OSError) -> WriteFailed:
+        last = latest_checkpoint(self.checkpoints)
+        kept = f"the last checkpoint {last} is intact" if last else "there is no checkpoint to resume from"
+        return WriteFailed(
+            f"could not write the final model to {self.final_model}: {err}; {kept}. Free space on that disk (or "
+            "set output_dir to one with room), then run the same command with --resume: it trains the steps "
+            "after that checkpoint again, evaluates and writes the final model"
+        )
+
+    def read_summary(self) -> dict[str, Any] | None:
+        """The summary.json on disk (None if absent or unreadable): a resumed run reads how the last one ended."""
+        try:
+            return json.loads((self.path / "summary.json").read_text())
+        except (OSError, ValueError):
+            return None
 
     def save(self, step: int, state: dict[str, Any]) -> Path:
         state = {**state, "step": step, "rng": _rng_state()}

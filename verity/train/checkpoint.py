@@ -1,17 +1,23 @@
 """Atomic checkpoints: a step's state is written aside, fsynced, then renamed into place, and only then does the
-``latest`` pointer move. A process killed at any moment leaves ``latest`` naming a complete checkpoint."""
+``latest`` pointer move. A process killed at any moment leaves ``latest`` naming a complete checkpoint, and a
+write that fails (a full disk) removes what it wrote and raises ``WriteFailed``, leaving the previous one."""
 
 from __future__ import annotations
 
 import os
 import shutil
 from pathlib import Path
-from typing import Any
+from typing import Any, BinaryIO
 
 import torch
 
 STATE_FILE = "state.pt"
 LATEST = "latest"
+
+
+class WriteFailed(OSError):
+    """A checkpoint or the final model could not be written (e.g. the disk is full); what was there before, the
+    previous checkpoint included, is intact."""
 
 
 def save_checkpoint(root: Path, step: int, state: dict[str, Any], keep: int) -> Path:
@@ -20,15 +26,23 @@ def save_checkpoint(root: Path, step: int, state: dict[str, Any], keep: int) -> 
     final = root / f"step_{step:07d}"
     staging = root / f".staging_{step:07d}_{os.getpid()}"
     shutil.rmtree(staging, ignore_errors=True)
-    staging.mkdir()
-    with (staging / STATE_FILE).open("wb") as f:
-        torch.save(state, f)
-        f.flush()
-        os.fsync(f.fileno())
-    if final.exists():
-        shutil.rmtree(final)
-    os.replace(staging, final)
-    _write_atomic(root / LATEST, final.name)
+    try:
+        staging.mkdir()
+        _write_state(staging / STATE_FILE, state)
+        if final.exists():
+            shutil.rmtree(final)  # left by a process killed before it moved ``latest`` here
+        os.replace(staging, final)
+        _write_atomic(root / LATEST, final.name)
+    except (OSError, RuntimeError) as err:
+        shutil.rmtree(staging, ignore_errors=True)
+        previous = latest_checkpoint(root)
+        if previous != final:
+            shutil.rmtree(final, ignore_errors=True)
+        kept = f"the previous checkpoint {previous} is intact" if previous else "there is no earlier checkpoint"
+        raise WriteFailed(
+            f"could not write checkpoint {final.name} under {root}: {err}; {kept}. Free space on that disk "
+            "(or set output_dir to one with room, or lower train.keep_checkpoints), then continue with --resume"
+        ) from err
     _fsync_dir(root)
     _prune(root, keep)
     return final
@@ -45,6 +59,38 @@ def latest_checkpoint(root: Path) -> Path | None:
 
 def load_checkpoint(path: Path) -> dict[str, Any]:
     return torch.load(path / STATE_FILE, map_location="cpu", weights_only=False)
+
+
+def _write_state(path: Path, state: dict[str, Any]) -> None:
+    with path.open("wb") as f:
+        recorder = _ErrorRecorder(f)
+        try:
+            torch.save(state, recorder)
+        except RuntimeError as err:
+            # torch reports a short write as "unexpected pos ..."; the OSError below it says why (ENOSPC).
+            if recorder.error is not None:
+                raise recorder.error from err
+            raise
+        f.flush()
+        os.fsync(f.fileno())
+
+
+class _ErrorRecorder:
+    """A binary file that keeps the ``OSError`` of a failed write, which ``torch.save`` would otherwise hide."""
+
+    def __init__(self, file: BinaryIO) -> None:
+        self.file = file
+        self.error: OSError | None = None
+
+    def write(self, data: bytes) -> int:
+        try:
+            return self.file.write(data)
+        except OSError as err:
+            self.error = err
+            raise
+
+    def flush(self) -> None:
+        self.file.flush()
 
 
 def _write_atomic(path: Path, text: str) -> None:

@@ -1,0 +1,93 @@
+"""A full disk while writing a checkpoint or the final model: the previous checkpoint stays the one ``latest``
+names and loads, nothing half-written is left behind, the error says what to do, and --resume finishes."""
+
+from __future__ import annotations
+
+import errno
+import json
+from pathlib import Path
+from typing import Any
+
+import pytest
+import torch
+
+from verity.loop import train
+from verity.train.checkpoint import WriteFailed, latest_checkpoint, load_checkpoint, save_checkpoint
+
+
+class FullDisk:
+    """A binary file on a disk with ``room`` bytes left: the write that would pass it raises ENOSPC."""
+
+    def __init__(self, file: Any, room: int) -> None:
+        self.file = file
+        self.room = room
+
+    def write(self, data: bytes) -> int:
+        if len(data) > self.room:
+            self.file.write(bytes(data[: self.room]))
+            self.room = 0
+            raise OSError(errno.ENOSPC, "No space left on device")
+        self.room -= len(data)
+        return self.file.write(data)
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self.file, name)
+
+    def __enter__(self) -> FullDisk:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.file.close()
+
+
+def fill_disk_under(monkeypatch: pytest.MonkeyPatch, root: Path, room: int) -> None:
+    """Binary files opened for writing under ``root`` get ``room`` bytes before ENOSPC."""
+    real_open = Path.open
+
+    def open_on_full_disk(path: Path, mode: str = "r", *args: Any, **kwargs: Any) -> Any:
+        file = real_open(path, mode, *args, **kwargs)
+        return FullDisk(file, room) if "wb" in mode and root in path.parents else file
+
+    monkeypatch.setattr(Path, "open", open_on_full_disk)
+
+
+def test_a_checkpoint_that_does_not_fit_leaves_the_previous_one(tmp_path: Path, monkeypatch) -> None:
+    root = tmp_path / "checkpoints"
+    save_checkpoint(root, 1, {"weights": torch.arange(4.0)}, keep=1)
+    fill_disk_under(monkeypatch, root, room=300)
+    with pytest.raises(WriteFailed) as failed:
+        save_checkpoint(root, 2, {"weights": torch.zeros(10_000)}, keep=1)
+    message = str(failed.value)
+    assert "No space left on device" in message  # torch.save alone would say "unexpected pos ..."
+    assert f"the previous checkpoint {root / 'step_0000001'} is intact" in message
+    assert "train.keep_checkpoints" in message and "--resume" in message
+    assert failed.value.__cause__.errno == errno.ENOSPC
+    assert latest_checkpoint(root) == root / "step_0000001"
+    assert sorted(p.name for p in root.iterdir()) == ["latest", "step_0000001"]  # the partial write is gone
+    assert torch.equal(load_checkpoint(root / "step_0000001")["weights"], torch.arange(4.0))
+
+
+def test_a_final_model_that_does_not_fit_fails_the_run_and_resume_writes_it(
+    make_config, monkeypatch, one_thread
+) -> None:
+    cfg = make_config("train.steps=2")
+
+    def half_written(model: Any, tokenizer: Any, path: Path, mode: str) -> None:
+        path.mkdir(parents=True)
+        (path / "model.safetensors").write_bytes(b"\0" * 64)
+        raise OSError(errno.ENOSPC, "No space left on device")
+
+    monkeypatch.setattr("verity.rundir.save_policy", half_written)
+    with pytest.raises(WriteFailed, match="could not write the final model") as failed:
+        train(cfg, quiet=True)
+    checkpoint = cfg.run_dir / "checkpoints" / "step_0000002"
+    assert f"the last checkpoint {checkpoint} is intact" in str(failed.value)
+    assert "--resume" in str(failed.value)
+    assert not (cfg.run_dir / "final_model").exists() and not (cfg.run_dir / ".final_model.tmp").exists()
+    summary = json.loads((cfg.run_dir / "summary.json").read_text())
+    assert summary["status"] == "failed" and summary["final_model"] is None
+
+    monkeypatch.undo()
+    resumed = train(cfg, resume=True, quiet=True)
+    assert resumed["status"] == "finished" and resumed["steps"] == 2
+    assert (cfg.run_dir / "final_model" / "model.safetensors").stat().st_size > 64
