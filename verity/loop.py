@@ -24,6 +24,7 @@ from verity.envs.turns import episode_metrics, evaluate_episodes, turn_tensors
 from verity.eval import evaluate
 from verity.progress import RunProgress
 from verity.rundir import RunDir
+from verity.runtime.base import WorkerRestart
 from verity.tracking import build_tracker
 from verity.train.batching import Batch, collate
 from verity.types import Rollout
@@ -146,6 +147,7 @@ def train(cfg: Config, *, resume: bool = False, quiet: bool = False) -> dict[str
         "total_steps": cfg.train.steps,
         "base_model": parts.model_path,
         "warnings": [],
+        "restarts": {"driver": 0, "rollout": 0, "reward": 0},
         "final_model": None,
     }
     step = 0
@@ -156,10 +158,12 @@ def train(cfg: Config, *, resume: bool = False, quiet: bool = False) -> dict[str
         run.write_summary(summary)
 
     if resume:
+        previous = run.read_summary()
         state = run.load()
         parts.load_state_dict(state)
         summary, step = state["summary"], state["step"]
         earlier_wall = summary.get("wall_time_s", 0.0)
+        note_resume(summary, step, previous)
         progress.message(f"resumed from step {step}")
     stop = _StopFlag()
     bad_steps = 0
@@ -173,6 +177,8 @@ def train(cfg: Config, *, resume: bool = False, quiet: bool = False) -> dict[str
             while step < cfg.train.steps and not stop.requested:
                 metrics, rollouts = rl_step(parts)
                 step += 1
+                for restart in parts.runtime.restarts():
+                    note_restart(summary, step, restart, progress.message)
                 bad_steps = bad_steps + 1 if metrics["skipped"] else 0
                 if bad_steps:
                     summary["warnings"].append(f"step {step}: non-finite loss or gradient, update skipped")
@@ -197,7 +203,8 @@ def train(cfg: Config, *, resume: bool = False, quiet: bool = False) -> dict[str
                 if step % cfg.train.checkpoint_every == 0:
                     checkpoint()
         if stop.requested:
-            checkpoint()
+            if step % cfg.train.checkpoint_every:  # else this step's checkpoint is written: keep it as it is
+                checkpoint()
             summary["status"] = "stopped"
             progress.message(f"stopped at step {step}; resume with --resume")
         else:
@@ -214,6 +221,26 @@ def train(cfg: Config, *, resume: bool = False, quiet: bool = False) -> dict[str
         tracker.close()
         parts.runtime.close()
     return summary
+
+
+def note_resume(summary: dict[str, Any], step: int, previous: dict[str, Any] | None) -> None:
+    """Count a driver restart and say how the previous driver ended, as its summary.json left it: 'running'
+    means it was killed (or its machine died), so the steps after ``step`` are trained again."""
+    restarts = summary.setdefault("restarts", {"driver": 0, "rollout": 0, "reward": 0})
+    restarts["driver"] += 1
+    ended = (previous or {}).get("status", "unknown")
+    how = "was killed" if ended == "running" else f"ended with status {ended!r}"
+    summary["warnings"].append(f"resumed from the checkpoint of step {step}: the previous driver {how}")
+
+
+def note_restart(summary: dict[str, Any], step: int, restart: WorkerRestart, log: Callable[[str], None]) -> None:
+    """Count a replaced worker in the summary, with a warning naming it and the cause."""
+    restarts = summary.setdefault("restarts", {"driver": 0, "rollout": 0, "reward": 0})
+    restarts[restart.kind] = restarts.get(restart.kind, 0) + 1
+    summary["warnings"].append(
+        f"step {step}: {restart.kind} worker {restart.rank} died and was replaced ({restart.cause})"
+    )
+    log(summary["warnings"][-1])
 
 
 def _eval_and_log(parts: Parts, tracker: Any, step: int, progress: RunProgress) -> dict[str, Any]:

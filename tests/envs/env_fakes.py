@@ -41,6 +41,7 @@ class ScriptedEngine(FakeEngine):
                         [TURN_LOGPROB] * len(reply),
                         self.tokenizer.decode(reply),
                         "stop" if done else "length",
+                        self.version,
                     )
                 ]
                 * params.n
@@ -71,6 +72,22 @@ class Exploding:
         self.turns += 1
         if self.turns == 2:
             raise RuntimeError("environment bug")
+        return "<result>go on</result>", 0.25, False, {}
+
+
+class HangsOnSecondStep:
+    """Answers the first turn, then hangs far longer than any test's step limit."""
+
+    def __init__(self) -> None:
+        self.turns = 0
+
+    def reset(self, item: Item) -> str:
+        return item.prompt
+
+    def step(self, turn: str) -> StepResult:
+        self.turns += 1
+        if self.turns == 2:
+            time.sleep(30)
         return "<result>go on</result>", 0.25, False, {}
 
 

@@ -3,10 +3,11 @@ broken environments and tools, and guided re-attempts."""
 
 from __future__ import annotations
 
+import time
 from functools import partial
 
 import pytest
-from env_fakes import TURN_LOGPROB, Exploding, NeverDone, ScriptedEngine
+from env_fakes import TURN_LOGPROB, Exploding, HangsOnSecondStep, NeverDone, ScriptedEngine
 
 from verity.data.prompts import encode_prompt
 from verity.envs import env_factory
@@ -87,6 +88,18 @@ def test_raising_environment_ends_its_episode_with_zero_reward(char_tokenizer):
     (r,) = run.run([ITEM], SamplingParams(4))
     assert [t.reward for t in r.turns] == [0.25, 0.0] and r.completion.finish_reason == "stop"
     assert run.stats["env/errors"] == 1.0
+
+
+def test_a_hanging_environment_ends_its_episode_at_the_step_timeout(char_tokenizer):
+    """Three episodes whose second step hangs for 30 s: each waits 0.2 s (env.step_timeout_s), then ends with its
+    first turn's reward and no more; the hung calls are left on their daemon threads."""
+    run = runner(char_tokenizer, lambda text, turn: "x", HangsOnSecondStep, Budget(4, 96, 8, step_timeout_s=0.2))
+    start = time.monotonic()
+    rollouts = run.run([ITEM], SamplingParams(4, n=3))
+    assert time.monotonic() - start < 3
+    assert [[t.reward for t in r.turns] for r in rollouts] == [[0.25, 0.0]] * 3
+    assert {r.completion.finish_reason for r in rollouts} == {"stop"}
+    assert run.stats["env/timeouts"] == 3.0 and run.stats["env/errors"] == 0.0
 
 
 @pytest.mark.parametrize(

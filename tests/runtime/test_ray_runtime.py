@@ -5,13 +5,8 @@ sync that cannot finish raises the named error."""
 from __future__ import annotations
 
 import copy
-import os
-import shutil
-import tempfile
 import time
 from collections import Counter
-from collections.abc import Iterator
-from pathlib import Path
 from typing import Any
 
 import pytest
@@ -19,47 +14,19 @@ import torch
 
 ray = pytest.importorskip("ray")
 
-from conftest import REPO_DIR, TESTS_DIR  # noqa: E402
+from ray_cluster import ASYNC, RAY, cluster, ray_parts  # noqa: E402, F401
+from ray_faults import kill_when_busy  # noqa: E402
 
-from verity.build import Parts, build_parts  # noqa: E402
+from verity.build import build_parts  # noqa: E402
 from verity.loop import rl_step  # noqa: E402
 from verity.runtime.base import RuntimeSpec  # noqa: E402
 from verity.runtime.config import RayConfig  # noqa: E402
-from verity.runtime.ray import RayRuntime, build_ray_runtime, check_resources  # noqa: E402
-from verity.runtime.ray_pool import ActorWorkers, WeightSyncTimeout  # noqa: E402
+from verity.runtime.ray import build_ray_runtime, check_resources  # noqa: E402
+from verity.runtime.ray_pool import WeightSyncTimeout  # noqa: E402
 from verity.runtime.ray_workers import RolloutWorker  # noqa: E402
 from verity.schema import ConfigError  # noqa: E402
 
-pytestmark = [pytest.mark.ray, pytest.mark.usefixtures("one_thread")]
-
-# Half a CPU each, so two rollout actors and a reward actor fit the two-CPU cluster.
-RAY = ("runtime.kind=ray", "runtime.ray.rollout_cpus=0.5", "runtime.ray.reward_cpus=0.5", "runtime.ray.threads=1")
-ASYNC = (*RAY, "runtime.ray.mode=async", "algo.loss=decoupled_ppo", "runtime.ray.segment_tokens=2")
-
-
-@pytest.fixture(scope="module", autouse=True)
-def cluster() -> Iterator[None]:
-    os.environ["RAY_USAGE_STATS_ENABLED"] = "0"
-    paths = (Path(__file__).parent, TESTS_DIR, REPO_DIR)  # actors import verifiers and test workers by path
-    temp = tempfile.mkdtemp(prefix="vray")  # short: Ray's socket paths must stay under ~107 characters
-    ray.init(
-        num_cpus=2,
-        object_store_memory=80 * 2**20,
-        _temp_dir=temp,
-        include_dashboard=False,
-        log_to_driver=False,
-        runtime_env={"env_vars": {"PYTHONPATH": os.pathsep.join(map(str, paths)), "OMP_NUM_THREADS": "1"}},
-    )
-    yield
-    ray.shutdown()
-    shutil.rmtree(temp, ignore_errors=True)
-
-
-def ray_parts(cfg: Any) -> tuple[Parts, RayRuntime]:
-    """Parts of a ``runtime.kind=ray`` config: build_parts puts the Ray runtime in."""
-    parts = build_parts(cfg, lambda message: None)
-    assert isinstance(parts.runtime, RayRuntime)
-    return parts, parts.runtime
+pytestmark = [pytest.mark.ray, pytest.mark.usefixtures("one_thread", "cluster")]
 
 
 def test_sync_mode_reproduces_the_local_runtime_and_resumes(make_config) -> None:
@@ -149,19 +116,6 @@ def test_killed_workers_lose_and_repeat_nothing(make_config) -> None:
         runtime.close()
     assert len(trained) == len(set(trained)) == 4 * 4
     assert sorted(trained + queued) == sorted(drawn)
-
-
-def kill_when_busy(workers: ActorWorkers) -> None:
-    """Kill actor 0 the next time it is handed a job, so that the job is in flight when it dies."""
-    dispatch = workers._dispatch
-
-    def dispatch_then_kill() -> None:
-        dispatch()
-        if any(rank == 0 for rank, _ in workers.running.values()):
-            ray.kill(workers.actors[0], no_restart=True)
-            workers._dispatch = dispatch  # type: ignore[method-assign]
-
-    workers._dispatch = dispatch_then_kill  # type: ignore[method-assign]
 
 
 class StuckWorker(RolloutWorker):

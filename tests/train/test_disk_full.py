@@ -90,4 +90,8 @@ def test_a_final_model_that_does_not_fit_fails_the_run_and_resume_writes_it(
     monkeypatch.undo()
     resumed = train(cfg, resume=True, quiet=True)
     assert resumed["status"] == "finished" and resumed["steps"] == 2
+    assert resumed["restarts"]["driver"] == 1
+    assert resumed["warnings"][-1] == (
+        "resumed from the checkpoint of step 2: the previous driver ended with status 'failed'"
+    )
     assert (cfg.run_dir / "final_model" / "model.safetensors").stat().st_size > 64

@@ -34,6 +34,12 @@ class EnvConfig(Section):
     turn_tokens: int | None = Field(
         None, gt=0, description="Most tokens per model turn (default: rollout.max_new_tokens)."
     )
+    step_timeout_s: float = Field(
+        30.0,
+        gt=0,
+        description="Longest wait for one env.step; past it the episode ends with reward 0 (counted in "
+        "env/timeouts). Raise it for environments that run slow tools.",
+    )
     tool_tags: ToolTagsConfig = Field(
         default_factory=ToolTagsConfig, description="Tool tags, given to environments that take `tags`."
     )

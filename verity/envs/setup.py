@@ -19,7 +19,8 @@ def build_episode_runner(cfg: Config, engine: Engine, tokenizer: Any) -> Episode
     if env is None:
         return None
     make_env = env_factory(env.name, env.settings, defaults={"tags": env.tool_tags.model_dump()})
-    budget = Budget(env.max_turns, env.max_tokens, env.turn_tokens or cfg.rollout.max_new_tokens)
+    turn_tokens = env.turn_tokens or cfg.rollout.max_new_tokens
+    budget = Budget(env.max_turns, env.max_tokens, turn_tokens, env.step_timeout_s)
     guidance = Guidance(env.hint_field, env.hint_template, cfg.eval.threshold) if env.guidance else None
     encode = partial(TaskPrompts(cfg.data).encode, tokenizer)
     return EpisodeRunner(engine, tokenizer, encode, make_env, budget, guidance)

@@ -8,6 +8,7 @@ reward), and the episode's reward is the sum of its turn rewards.
 
 from __future__ import annotations
 
+import threading
 from collections.abc import Callable
 from dataclasses import dataclass, field, replace
 from typing import Any
@@ -33,11 +34,13 @@ def single_turn_rollouts(
 
 @dataclass(frozen=True)
 class Budget:
-    """Limits of one episode: model turns, completion tokens (model + environment), tokens per model turn."""
+    """Limits of one episode: model turns, completion tokens (model + environment), tokens per model turn, and
+    seconds per ``env.step``."""
 
     max_turns: int
     max_tokens: int
     turn_tokens: int
+    step_timeout_s: float = 30.0
 
 
 @dataclass(frozen=True)
@@ -62,6 +65,7 @@ class _Episode:
     logprobs: list[float] = field(default_factory=list)
     mask: list[int] = field(default_factory=list)
     turns: list[Turn] = field(default_factory=list)
+    versions: list[int] = field(default_factory=list)  # the policy version of each model turn
     finish: str = "length"
     done: bool = False
 
@@ -81,7 +85,10 @@ class EpisodeRunner:
     A model turn ends at end-of-sequence, at one of the environment's ``stop_strings`` (a tool call's close tag),
     or after ``budget.turn_tokens``. An episode ends when the environment says done, when the model's turn ends
     with end-of-sequence (``finish_reason`` "stop"), or when the turn or token budget runs out ("length"). An
-    environment that raises in ``step`` ends its episode with reward 0 (counted in ``env/errors``).
+    environment that raises in ``step`` ends its episode with reward 0 (counted in ``env/errors``), and so does
+    one whose ``step`` takes longer than ``budget.step_timeout_s`` (``env/timeouts``): the call is left to finish
+    on its own daemon thread and its environment is dropped. An episode's ``completion.version`` is the version
+    of its oldest model turn (a turn may span weight updates in the Ray runtime's interruptible generation).
     """
 
     def __init__(
@@ -103,7 +110,7 @@ class EpisodeRunner:
 
     def run(self, items: list[Item], params: SamplingParams, guided: bool = True) -> list[Rollout]:
         """``params.n`` scored episodes per item, group i for item i; ``stats`` counts this call's events."""
-        self.stats = {"env/errors": 0.0, "env/guided_groups": 0.0}
+        self.stats = {"env/errors": 0.0, "env/timeouts": 0.0, "env/guided_groups": 0.0}
         episodes = [self._start(item, g, None) for g, item in enumerate(items) for _ in range(params.n)]
         self._play(episodes, params)
         rollouts = [self._rollout(ep) for ep in episodes]
@@ -141,6 +148,7 @@ class EpisodeRunner:
         ids = completion.token_ids[:keep]
         start = len(ep.tokens)
         ep.extend(ids, completion.logprobs[:keep], 1)
+        ep.versions.append(completion.version)
         observation, reward, done, info = self._step(ep.env, self._decode(ids))
         ep.turns.append(Turn(start, len(ep.tokens), reward, info.get("tool")))
         if done or (ids and ids[-1] == self.tokenizer.eos_token_id):
@@ -153,12 +161,28 @@ class EpisodeRunner:
         ep.extend(obs_ids, [0.0] * len(obs_ids), 0)
 
     def _step(self, env: Env, text: str) -> StepResult:
-        try:
-            observation, reward, done, info = env.step(text)
-            return str(observation), float(reward), bool(done), dict(info or {})
-        except Exception as err:  # a broken environment loses its episode, not the run
+        """``env.step(text)`` on a daemon thread, waited for ``budget.step_timeout_s``: a broken or hung
+        environment loses its episode, not the run."""
+        outcome: list[StepResult | Exception] = []
+
+        def call() -> None:
+            try:
+                observation, reward, done, info = env.step(text)
+                outcome.append((str(observation), float(reward), bool(done), dict(info or {})))
+            except Exception as err:
+                outcome.append(err)
+
+        worker = threading.Thread(target=call, name="verity-env-step", daemon=True)
+        worker.start()
+        worker.join(self.budget.step_timeout_s)
+        if not outcome:
+            self.stats["env/timeouts"] += 1
+            limit = f"env.step took longer than {self.budget.step_timeout_s:g}s (env.step_timeout_s)"
+            return "", 0.0, True, {"error": limit}
+        if isinstance(outcome[0], Exception):
             self.stats["env/errors"] += 1
-            return "", 0.0, True, {"error": f"{type(err).__name__}: {err}"}
+            return "", 0.0, True, {"error": f"{type(outcome[0]).__name__}: {outcome[0]}"}
+        return outcome[0]
 
     def _cut_at_stop(self, ids: list[int], stops: list[str]) -> int:
         """Length of the shortest prefix of ``ids`` whose text contains a stop string (all of ``ids`` if none)."""
@@ -167,7 +191,8 @@ class EpisodeRunner:
         return next(k for k in range(1, len(ids) + 1) if any(s in self._decode(ids[:k]) for s in stops))
 
     def _rollout(self, ep: _Episode) -> Rollout:
-        completion = Completion(ep.tokens, ep.logprobs, self._decode(ep.tokens), ep.finish, self.engine.version)
+        version = min(ep.versions, default=self.engine.version)
+        completion = Completion(ep.tokens, ep.logprobs, self._decode(ep.tokens), ep.finish, version)
         score = Score(sum(t.reward for t in ep.turns))
         return Rollout(ep.item, ep.group, ep.prompt_ids, completion, score, ep.mask, ep.turns)
 

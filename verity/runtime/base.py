@@ -37,6 +37,15 @@ class WeightSource(Protocol):
     def weights(self) -> Iterator[tuple[str, torch.Tensor]]: ...
 
 
+@dataclass(frozen=True)
+class WorkerRestart:
+    """A worker that died and was replaced: its kind ('rollout', 'reward'), its rank and what killed it."""
+
+    kind: str
+    rank: int
+    cause: str
+
+
 @dataclass
 class RuntimeSpec:
     """Everything a runtime is built from. ``engine`` is the driver's (evaluation, and the random state that
@@ -65,6 +74,10 @@ class Runtime(Protocol):
 
     def sync(self, learner: WeightSource) -> None:
         """Bring every engine to the learner's weights and version."""
+        ...
+
+    def restarts(self) -> list[WorkerRestart]:
+        """Workers that died and were replaced since the last call (the run summary counts them)."""
         ...
 
     def state_dict(self) -> dict[str, Any]:

@@ -10,7 +10,7 @@ from typing import Any
 
 from verity.rollout.engine import Engine, SamplingParams
 from verity.rollout.episode import EpisodeRunner, single_turn_rollouts
-from verity.runtime.base import RuntimeSpec, Scoring, WeightSource
+from verity.runtime.base import RuntimeSpec, Scoring, WeightSource, WorkerRestart
 from verity.types import Item, Rollout
 
 
@@ -46,6 +46,9 @@ class LocalRuntime:
         start = time.perf_counter()
         self.engine.load_weights(learner.weights(), learner.version)
         self.timings["time/sync"] = time.perf_counter() - start
+
+    def restarts(self) -> list[WorkerRestart]:
+        return []  # no workers
 
     def state_dict(self) -> dict[str, Any]:
         return {}  # nothing is in flight between steps

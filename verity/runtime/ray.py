@@ -12,6 +12,9 @@ The loop is the local one; only ``rollout()`` and ``sync()`` differ.
   queued, running or waiting never exceed ``(1 + max_staleness)`` batches. Train with ``algo.loss:
   decoupled_ppo``.
 
+Multi-turn runs (``env:``) play their episodes in the rollout actors with the local runtime's ``EpisodeRunner``;
+the environment scores them, so they skip the reward actors.
+
 The learner stays in the driver so the loop, evaluation, sampler and checkpoints are the local runtime's
 unchanged; on a GPU node the driver takes the training GPU and rollout actors request their own.
 """
@@ -35,7 +38,8 @@ from ray.exceptions import GetTimeoutError
 
 from verity.config import Config
 from verity.rollout.engine import Engine, EngineSpec, SamplingParams
-from verity.runtime.base import RuntimeSpec, Scoring, Supply, WeightSource
+from verity.rollout.episode import EpisodeRunner
+from verity.runtime.base import RuntimeSpec, Scoring, Supply, WeightSource, WorkerRestart
 from verity.runtime.config import RayConfig
 from verity.runtime.ray_pool import ActorWorkers, Job, RemoteTimeout, WeightSyncTimeout
 from verity.runtime.ray_reward import RewardWorker
@@ -84,21 +88,18 @@ class RayScoring:
 
 def build_ray_runtime(spec: RuntimeSpec, rollout_class: type = RolloutWorker) -> RayRuntime:
     """The Ray runtime of a run; it keeps the local reward executor for the driver's own scoring (evaluation,
-    ViSurf) and draws its async lead from ``spec.supply``."""
-    if spec.episodes is not None:
-        raise ConfigError(
-            "runtime.kind=ray plays single-turn episodes only; remove `env:` or use runtime.kind=local"
-        )
-    runtime = RayRuntime(spec.cfg, spec.model_path, spec.engine, spec.executor, spec.learner, rollout_class)
+    ViSurf) and the driver's episode runner for evaluation, and draws its async lead from ``spec.supply``."""
+    runtime = RayRuntime(
+        spec.cfg, spec.model_path, spec.engine, spec.executor, spec.learner, rollout_class, spec.episodes
+    )
     runtime.supply = spec.supply
     return runtime
 
 
 class RayRuntime:
     """The ``Runtime`` protocol over Ray actors; ``supply`` draws the async lead, ``state_dict()`` holds the
-    queued items."""
-
-    episodes = None  # single-turn only
+    queued items. With ``episodes`` (the run has ``env:``), rollout actors play multi-turn episodes with their own
+    runner and environments, which score them; ``episodes`` itself is the driver's, for evaluation."""
 
     def __init__(
         self,
@@ -108,8 +109,11 @@ class RayRuntime:
         executor: Scoring,
         learner: WeightSource,
         rollout_class: type = RolloutWorker,
+        episodes: EpisodeRunner | None = None,
     ) -> None:
         self.rc: RayConfig = cfg.runtime.ray
+        self.episodes = episodes
+        self._env_stats: Counter[str] = Counter()  # episode counts since the last rollout() call
         self.seed = cfg.seed
         self.engine = engine  # the driver's, on the learner's module: evaluation and the sync-mode RNG
         self.executor = RayScoring(executor)
@@ -148,7 +152,7 @@ class RayRuntime:
         threads = rc.threads or max(1, int(rc.rollout_cpus))
         self.rollout_workers = ActorWorkers(
             "rollout",
-            lambda rank: rollout_actor.remote(cfg.rollout.engine, spec, threads),
+            lambda rank: rollout_actor.remote(cfg.rollout.engine, spec, threads, cfg if episodes else None),
             rc.rollout_workers,
             rc.task_timeout_s,
             rc.max_restarts,
@@ -205,6 +209,10 @@ class RayRuntime:
         self.timings["time/generate"] = time.perf_counter() - start
         # Scoring overlaps generation; the reward actors' compute time is in verifier/seconds.
         self.timings["time/score"] = 0.0
+        if self.episodes is not None:
+            with self._cond:
+                self.timings.update({key: self._env_stats.get(key, 0.0) for key in _ENV_COUNTS})
+                self._env_stats.clear()
         return [replace(r, group=g) for g, group in enumerate(taken) for r in group.rollouts or []]
 
     def _take_sync(self, groups: list[_Group]) -> list[_Group]:
@@ -284,17 +292,23 @@ class RayRuntime:
             time.sleep(0.005)
 
     def _pump_once(self) -> None:
-        for job, (rollouts, rng) in self.rollout_workers.poll(0):
+        for job, (rollouts, rng, env_stats) in self.rollout_workers.poll(0):
             self._rng_after[job.id] = rng
-            self.reward_workers.submit(Job(job.id, "score", (rollouts,)))
+            if self.episodes is not None:  # the environment scored them
+                self._env_stats.update(env_stats)
+                self._scored(job.id, rollouts)
+            else:
+                self.reward_workers.submit(Job(job.id, "score", (rollouts,)))
         for job, (scored, stats) in self.reward_workers.poll(0):
             self.executor.add(stats)
-            groups = self._jobs[job.id]
-            for g, group in enumerate(groups):
-                group.rollouts = [r for r in scored if r.group == g]
-            if self.rc.mode == "async":
-                self._ready.extend(self._jobs.pop(job.id))
-                self._rng_after.pop(job.id, None)
+            self._scored(job.id, scored)
+
+    def _scored(self, job: int, scored: list[Rollout]) -> None:
+        for g, group in enumerate(self._jobs[job]):
+            group.rollouts = [r for r in scored if r.group == g]
+        if self.rc.mode == "async":
+            self._ready.extend(self._jobs.pop(job))
+            self._rng_after.pop(job, None)
 
     def _wait(self, done: Callable[[], bool], what: str) -> None:
         deadline = time.monotonic() + self.rc.task_timeout_s
@@ -312,6 +326,12 @@ class RayRuntime:
     def _raise_pump_error(self) -> None:
         if self._error is not None:
             raise self._error
+
+    def restarts(self) -> list[WorkerRestart]:
+        with self._cond:
+            out = self.rollout_workers.replaced + self.reward_workers.replaced
+            self.rollout_workers.replaced, self.reward_workers.replaced = [], []
+        return out
 
     # -- checkpoints and shutdown ----------------------------------------------------------------------------
 
@@ -341,6 +361,9 @@ class RayRuntime:
         self.executor.close()
         if self._started_ray and ray.is_initialized():
             ray.shutdown()
+
+
+_ENV_COUNTS = ("env/errors", "env/timeouts", "env/guided_groups")
 
 
 def _oldest(group: _Group) -> int:

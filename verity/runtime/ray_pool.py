@@ -17,6 +17,8 @@ from typing import Any
 import ray
 from ray.exceptions import GetTimeoutError, RayActorError, RayTaskError
 
+from verity.runtime.base import WorkerRestart
+
 
 class RemoteTimeout(RuntimeError):
     """A remote call took longer than its limit; the message names the worker and the call."""
@@ -58,6 +60,7 @@ class ActorWorkers:
         self.on_start = on_start
         self.actors = [make(rank) for rank in range(n)]
         self.restarts = [0] * n
+        self.replaced: list[WorkerRestart] = []  # since the runtime last took them
         self.queue: deque[Job] = deque()
         self.running: dict[Any, tuple[int, Job]] = {}
 
@@ -120,6 +123,7 @@ class ActorWorkers:
     def replace(self, rank: int, cause: BaseException) -> None:
         """Start a new actor in place of ``rank`` and re-queue the jobs it held."""
         self.restarts[rank] += 1
+        self.replaced.append(WorkerRestart(self.kind, rank, _first_line(cause)))
         if self.restarts[rank] > self.max_restarts:
             raise WorkerFailed(
                 f"{self.kind} worker {rank} died {self.restarts[rank]} times (runtime.ray.max_restarts="
@@ -160,3 +164,8 @@ class ActorWorkers:
                 continue
         self.running.clear()
         self.queue.clear()
+
+
+def _first_line(err: BaseException) -> str:
+    lines = str(err).strip().splitlines()
+    return f"{type(err).__name__}: {lines[0][:200] if lines else ''}"

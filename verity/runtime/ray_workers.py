@@ -1,9 +1,9 @@
 """The rollout actor of the Ray runtime, as a plain class (the runtime wraps it with ``ray.remote``).
 
 - ``RolloutWorker``: an engine (any registered backend) on its own copy of the policy. It runs the same episode
-  function as the local runtime; new weights arrive on a separate thread (Ray concurrency group ``weights``) while
-  a generation runs, and are adopted at the next safe point: before a work unit, or between segments in async
-  mode.
+  functions as the local runtime (single-turn generation, or the ``EpisodeRunner`` with the run's environment);
+  new weights arrive on a separate thread (Ray concurrency group ``weights``) while a generation runs, and are
+  adopted at the next safe point: before a work unit, or between segments in async mode.
 """
 
 from __future__ import annotations
@@ -15,8 +15,10 @@ from typing import Any
 import ray
 import torch
 
+from verity.config import Config
+from verity.envs.setup import build_episode_runner
 from verity.rollout.engine import Engine, EngineSpec, SamplingParams
-from verity.rollout.episode import single_turn_rollouts
+from verity.rollout.episode import EpisodeRunner, single_turn_rollouts
 from verity.types import Completion, Item, Rollout
 
 
@@ -56,6 +58,9 @@ class SegmentedEngine:
 
     def load_weights(self, weights: dict[str, Any], version: int) -> None:
         self.engine.load_weights(weights, version)
+
+    def decode(self, ids: list[int]) -> str:
+        return self.engine.decode(ids)
 
     def generate(self, prompts: list[list[int]], params: SamplingParams) -> list[list[Completion]]:
         first = self.engine.generate(
@@ -108,13 +113,17 @@ class _Sequence:
 
 class RolloutWorker:
     """The engine named ``engine`` on its own copy of the policy, loaded from ``spec.model_path`` (the learner's
-    weights follow)."""
+    weights follow). Given ``episodes_cfg`` (a run config with ``env:``), it plays multi-turn episodes with the
+    local runtime's ``EpisodeRunner`` instead, and the environment scores them."""
 
-    def __init__(self, engine: str, spec: EngineSpec, threads: int) -> None:
+    def __init__(self, engine: str, spec: EngineSpec, threads: int, episodes_cfg: Config | None = None) -> None:
         from verity.rollout.registry import build_engine
 
         torch.set_num_threads(threads)
         self.engine = build_engine(engine, spec)
+        self.episodes: EpisodeRunner | None = None
+        if episodes_cfg is not None:
+            self.episodes = build_episode_runner(episodes_cfg, self.engine, spec.tokenizer)
         # Weights are applied only while no forward runs: under this lock, and never while ``busy``.
         self._lock = threading.Lock()
         self._pending: tuple[dict[str, Any], int] | None = None
@@ -138,8 +147,9 @@ class RolloutWorker:
         with self._lock:
             self._adopt()
 
-    def generate(self, unit: RolloutUnit) -> tuple[list[Rollout], torch.Tensor]:
-        """Unscored rollouts of ``unit`` (group i = item i) and the RNG state after sampling them."""
+    def generate(self, unit: RolloutUnit) -> tuple[list[Rollout], torch.Tensor, dict[str, float]]:
+        """Rollouts of ``unit`` (group i = item i; scored only when they are episodes), the RNG state after
+        sampling them, and the episodes' counts (``env/errors``, ``env/timeouts``, ...)."""
         with self._lock:
             self._adopt()
             self._busy = True
@@ -148,8 +158,12 @@ class RolloutWorker:
             engine: Engine = self.engine
             if unit.segment_tokens is not None:
                 engine = SegmentedEngine(self.engine, unit.segment_tokens, self._between_segments)
-            rollouts = single_turn_rollouts(engine, unit.items, unit.prompt_ids, unit.params)
-            return rollouts, self.engine.get_rng_state()
+            if self.episodes is None:
+                rollouts = single_turn_rollouts(engine, unit.items, unit.prompt_ids, unit.params)
+                return rollouts, self.engine.get_rng_state(), {}
+            self.episodes.engine = engine  # segmented in async mode: episodes adopt new weights between segments
+            rollouts = self.episodes.run(unit.items, unit.params)
+            return rollouts, self.engine.get_rng_state(), dict(self.episodes.stats)
         finally:
             with self._lock:
                 self._busy = False
