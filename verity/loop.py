@@ -147,7 +147,7 @@ def train(cfg: Config, *, resume: bool = False, quiet: bool = False) -> dict[str
         "total_steps": cfg.train.steps,
         "base_model": parts.model_path,
         "warnings": [],
-        "restarts": {"driver": 0, "rollout": 0, "reward": 0},
+        "restarts": restart_counts({}),
         "final_model": None,
     }
     step = 0
@@ -203,7 +203,7 @@ def train(cfg: Config, *, resume: bool = False, quiet: bool = False) -> dict[str
                 if step % cfg.train.checkpoint_every == 0:
                     checkpoint()
         if stop.requested:
-            if step % cfg.train.checkpoint_every:  # else this step's checkpoint is written: keep it as it is
+            if step == 0 or step % cfg.train.checkpoint_every:  # else this step's checkpoint is already written
                 checkpoint()
             summary["status"] = "stopped"
             progress.message(f"stopped at step {step}; resume with --resume")
@@ -217,17 +217,33 @@ def train(cfg: Config, *, resume: bool = False, quiet: bool = False) -> dict[str
         raise
     finally:
         summary["wall_time_s"] = earlier_wall + time.time() - started
-        run.write_summary(summary)
-        tracker.close()
-        parts.runtime.close()
+        try:
+            write_last_summary(run, summary, progress.message)
+        finally:
+            tracker.close()
+            parts.runtime.close()
     return summary
+
+
+def write_last_summary(run: RunDir, summary: dict[str, Any], log: Callable[[str], None]) -> None:
+    """Write the run's closing summary; on a failed run, a full disk must not hide the error that stopped it."""
+    try:
+        run.write_summary(summary)
+    except OSError as err:
+        if summary["status"] != "failed":
+            raise
+        log(f"could not write {run.path / 'summary.json'}: {err}")
+
+
+def restart_counts(summary: dict[str, Any]) -> dict[str, int]:
+    """The summary's restarts: resumes of the driver and replaced workers by kind (none in an older summary)."""
+    return summary.setdefault("restarts", {"driver": 0, "rollout": 0, "reward": 0})
 
 
 def note_resume(summary: dict[str, Any], step: int, previous: dict[str, Any] | None) -> None:
     """Count a driver restart and say how the previous driver ended, as its summary.json left it: 'running'
     means it was killed (or its machine died), so the steps after ``step`` are trained again."""
-    restarts = summary.setdefault("restarts", {"driver": 0, "rollout": 0, "reward": 0})
-    restarts["driver"] += 1
+    restart_counts(summary)["driver"] += 1
     ended = (previous or {}).get("status", "unknown")
     how = "was killed" if ended == "running" else f"ended with status {ended!r}"
     summary["warnings"].append(f"resumed from the checkpoint of step {step}: the previous driver {how}")
@@ -235,8 +251,8 @@ def note_resume(summary: dict[str, Any], step: int, previous: dict[str, Any] | N
 
 def note_restart(summary: dict[str, Any], step: int, restart: WorkerRestart, log: Callable[[str], None]) -> None:
     """Count a replaced worker in the summary, with a warning naming it and the cause."""
-    restarts = summary.setdefault("restarts", {"driver": 0, "rollout": 0, "reward": 0})
-    restarts[restart.kind] = restarts.get(restart.kind, 0) + 1
+    counts = restart_counts(summary)
+    counts[restart.kind] = counts.get(restart.kind, 0) + 1
     summary["warnings"].append(
         f"step {step}: {restart.kind} worker {restart.rank} died and was replaced ({restart.cause})"
     )

@@ -12,6 +12,7 @@ import pytest
 import torch
 
 from verity.loop import train
+from verity.rundir import RunDir
 from verity.train.checkpoint import WriteFailed, latest_checkpoint, load_checkpoint, save_checkpoint
 
 
@@ -95,3 +96,24 @@ def test_a_final_model_that_does_not_fit_fails_the_run_and_resume_writes_it(
         "resumed from the checkpoint of step 2: the previous driver ended with status 'failed'"
     )
     assert (cfg.run_dir / "final_model" / "model.safetensors").stat().st_size > 64
+
+
+def test_a_summary_that_does_not_fit_hides_no_error(make_config, monkeypatch, one_thread) -> None:
+    """The final model fails, and so does the closing summary: the error raised is still the final model's."""
+    cfg = make_config("train.steps=1")
+    monkeypatch.setattr("verity.rundir.save_policy", no_space)
+    write_summary = RunDir.write_summary
+
+    def summary_unless_failed(run: RunDir, summary: dict[str, Any]) -> None:
+        if summary["status"] == "failed":
+            no_space()
+        write_summary(run, summary)
+
+    monkeypatch.setattr(RunDir, "write_summary", summary_unless_failed)
+    with pytest.raises(WriteFailed, match="could not write the final model"):
+        train(cfg, quiet=True)
+    assert json.loads((cfg.run_dir / "summary.json").read_text())["status"] == "running"
+
+
+def no_space(*args: Any) -> None:
+    raise OSError(errno.ENOSPC, "No space left on device")
