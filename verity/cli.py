@@ -88,10 +88,11 @@ def _dispatch(args: argparse.Namespace) -> int:
 
 def _train(cfg: Config, resume: bool, quiet: bool) -> int:
     from verity.loop import TrainingStopped, train
+    from verity.train.checkpoint import WriteFailed
 
     try:
         summary = train(cfg, resume=resume, quiet=quiet)
-    except TrainingStopped as err:
+    except (TrainingStopped, WriteFailed) as err:  # the run stopped; its error says why and how to go on
         print(f"verity: {err}", file=sys.stderr)
         return 1
     before, after = summary.get("eval_before"), summary.get("eval_after")

@@ -139,10 +139,8 @@ def test_async_run_survives_killed_actors_and_driver(tiny_model_dir: Path, tmp_p
     config = write_config(tiny_model_dir, tmp_path / "runs")
     run_dir = tmp_path / "runs" / "run"
     checkpoints = run_dir / "checkpoints"
-    leftovers: list[str] = []
     for launch, (faults, resumed_from) in enumerate(LAUNCHES):
         code, stderr, left = run_driver(config, faults, launch > 0, ray_tmp)
-        leftovers += left
         if launch == len(LAUNCHES) - 1:
             assert code == 0, stderr
             assert not left, f"a driver that finished left processes behind: {left}"
@@ -165,12 +163,16 @@ def test_async_run_survives_killed_actors_and_driver(tiny_model_dir: Path, tmp_p
     ]
     last = re.fullmatch(r"resumed from the checkpoint of step (\d+): the previous driver was killed", resumes[-1])
     assert len(resumes) == 4 and last and 7 <= int(last.group(1)) <= STEPS, resumes
+    # A valid run directory, whose last checkpoint holds all a resume needs.
     assert (run_dir / "final_model" / "model.safetensors").is_file()
+    assert {"config.yaml", "metrics.jsonl", "samples.jsonl"} <= {p.name for p in run_dir.iterdir()}
+    assert not list(checkpoints.glob(".staging_*")) and not (run_dir / ".final_model.tmp").exists()
 
     # No item lost or trained twice: the items of the steps as trained, plus those queued in the last checkpoint,
     # are exactly the items the sampler drew, each once.
     state = load_checkpoint(latest_checkpoint(checkpoints))
     assert state["step"] == STEPS
+    assert {"learner", "sampler", "algo", "engine_generator", "runtime", "rng"} <= state.keys()
     samples = rows_by_step(run_dir / "samples.jsonl")  # every rollout of every step
     assert sorted(samples) == list(range(1, STEPS + 1))
     trained = [item_index(p) for rows in samples.values() for p in {r["prompt"] for r in rows[-PROMPTS * GROUP :]}]
@@ -188,4 +190,3 @@ def test_async_run_survives_killed_actors_and_driver(tiny_model_dir: Path, tmp_p
     assert steps == set(range(1, STEPS + 1))
     assert max(row["async/staleness_max"] for row in rows if "async/staleness_max" in row) <= MAX_STALENESS
     assert max(row.get("async/groups_outstanding", 0) for row in rows) <= (1 + MAX_STALENESS) * PROMPTS
-    print(f"processes left by the killed drivers (then killed by the test): {leftovers}")

@@ -10,7 +10,11 @@ from typing import Any
 
 import pytest
 import torch
+import yaml
+from conftest import loop_settings
 
+from verity.cli import main
+from verity.config import load_config
 from verity.loop import train
 from verity.rundir import RunDir
 from verity.train.checkpoint import WriteFailed, latest_checkpoint, load_checkpoint, save_checkpoint
@@ -69,21 +73,23 @@ def test_a_checkpoint_that_does_not_fit_leaves_the_previous_one(tmp_path: Path, 
 
 
 def test_a_final_model_that_does_not_fit_fails_the_run_and_resume_writes_it(
-    make_config, monkeypatch, one_thread
+    tiny_model_dir: Path, tmp_path: Path, monkeypatch, capsys, one_thread
 ) -> None:
-    cfg = make_config("train.steps=2")
+    config = tmp_path / "run.yaml"
+    config.write_text(yaml.safe_dump(loop_settings(tiny_model_dir, tmp_path / "runs")))
+    cfg = load_config(config, ["train.steps=2"])
 
     def half_written(model: Any, tokenizer: Any, path: Path, mode: str) -> None:
         path.mkdir(parents=True)
         (path / "model.safetensors").write_bytes(b"\0" * 64)
-        raise OSError(errno.ENOSPC, "No space left on device")
+        no_space()
 
     monkeypatch.setattr("verity.rundir.save_policy", half_written)
-    with pytest.raises(WriteFailed, match="could not write the final model") as failed:
-        train(cfg, quiet=True)
+    assert main(["train", str(config), "train.steps=2", "--quiet"]) == 1
+    error = capsys.readouterr().err
     checkpoint = cfg.run_dir / "checkpoints" / "step_0000002"
-    assert f"the last checkpoint {checkpoint} is intact" in str(failed.value)
-    assert "--resume" in str(failed.value)
+    assert f"verity: could not write the final model to {cfg.run_dir / 'final_model'}" in error
+    assert f"the last checkpoint {checkpoint} is intact" in error and "--resume" in error
     assert not (cfg.run_dir / "final_model").exists() and not (cfg.run_dir / ".final_model.tmp").exists()
     summary = json.loads((cfg.run_dir / "summary.json").read_text())
     assert summary["status"] == "failed" and summary["final_model"] is None

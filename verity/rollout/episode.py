@@ -8,13 +8,13 @@ reward), and the episode's reward is the sum of its turn rewards.
 
 from __future__ import annotations
 
-import threading
 from collections.abc import Callable
 from dataclasses import dataclass, field, replace
 from typing import Any
 
 from verity.envs.base import Env, StepResult
 from verity.rollout.engine import Engine, SamplingParams
+from verity.timeouts import CallTimedOut, call_with_timeout
 from verity.types import Completion, Item, Rollout, Score, Turn
 
 Encode = Callable[[Item], list[int]]
@@ -161,28 +161,20 @@ class EpisodeRunner:
         ep.extend(obs_ids, [0.0] * len(obs_ids), 0)
 
     def _step(self, env: Env, text: str) -> StepResult:
-        """``env.step(text)`` on a daemon thread, waited for ``budget.step_timeout_s``: a broken or hung
-        environment loses its episode, not the run."""
-        outcome: list[StepResult | Exception] = []
-
-        def call() -> None:
-            try:
-                observation, reward, done, info = env.step(text)
-                outcome.append((str(observation), float(reward), bool(done), dict(info or {})))
-            except Exception as err:
-                outcome.append(err)
-
-        worker = threading.Thread(target=call, name="verity-env-step", daemon=True)
-        worker.start()
-        worker.join(self.budget.step_timeout_s)
-        if not outcome:
+        """``env.step(text)``, waited for ``budget.step_timeout_s``: a broken or hung environment loses its
+        episode, not the run."""
+        try:
+            observation, reward, done, info = call_with_timeout(
+                lambda: env.step(text), self.budget.step_timeout_s, "env.step"
+            )
+            return str(observation), float(reward), bool(done), dict(info or {})
+        except CallTimedOut:
             self.stats["env/timeouts"] += 1
-            limit = f"env.step took longer than {self.budget.step_timeout_s:g}s (env.step_timeout_s)"
+            limit = f"env.step took over {self.budget.step_timeout_s:g}s (env.step_timeout_s)"
             return "", 0.0, True, {"error": limit}
-        if isinstance(outcome[0], Exception):
+        except Exception as err:
             self.stats["env/errors"] += 1
-            return "", 0.0, True, {"error": f"{type(outcome[0]).__name__}: {outcome[0]}"}
-        return outcome[0]
+            return "", 0.0, True, {"error": f"{type(err).__name__}: {err}"}
 
     def _cut_at_stop(self, ids: list[int], stops: list[str]) -> int:
         """Length of the shortest prefix of ``ids`` whose text contains a stop string (all of ``ids`` if none)."""

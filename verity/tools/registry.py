@@ -3,10 +3,10 @@
 
 from __future__ import annotations
 
-import threading
 from collections.abc import Callable, Iterable
 
 from verity.registry import Registry
+from verity.timeouts import CallTimedOut, call_with_timeout
 from verity.tools.syntax import ToolCall
 
 Tool = Callable[[str], str]
@@ -33,26 +33,20 @@ def get_tool(name: str) -> Tool:
 def run_tool(call: ToolCall, allowed: Iterable[str], timeout_s: float) -> str:
     """The observation text for ``call``: the tool's output (cut to ``MAX_RESULT_CHARS``) or ``error: ...``.
 
-    The tool runs in a daemon thread so a hang costs ``timeout_s`` and then the episode goes on; the thread
-    cannot be killed, so tools that may run long (Python) enforce their own limit as well (the sandbox does).
+    The tool runs on a daemon thread (``call_with_timeout``) so a hang costs ``timeout_s`` and then the episode
+    goes on; the thread cannot be killed, so tools that may run long (Python) enforce their own limit as well
+    (the sandbox does).
     """
     allowed = set(allowed)
     if call.name not in allowed:
         return f"error: unknown tool {call.name!r} (available: {', '.join(sorted(allowed))})"
     tool = get_tool(call.name)
-    box: dict[str, str] = {}
-
-    def target() -> None:
-        try:
-            box["out"] = str(tool(call.arguments))
-        except ToolError as err:
-            box["out"] = f"error: {err}"
-        except Exception as err:  # a buggy tool is the model's observation, not the trainer's crash
-            box["out"] = f"error: {type(err).__name__}: {err}"
-
-    thread = threading.Thread(target=target, daemon=True)
-    thread.start()
-    thread.join(timeout_s)
-    if thread.is_alive():
+    try:
+        out = call_with_timeout(lambda: str(tool(call.arguments)), timeout_s, f"tool {call.name}")
+    except CallTimedOut:
         return f"error: {call.name} timed out after {timeout_s:g} s"
-    return box["out"][:MAX_RESULT_CHARS]
+    except ToolError as err:
+        return f"error: {err}"
+    except Exception as err:  # a buggy tool is the model's observation, not the trainer's crash
+        return f"error: {type(err).__name__}: {err}"
+    return out[:MAX_RESULT_CHARS]
