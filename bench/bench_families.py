@@ -99,9 +99,7 @@ def run(family: str, seed: int, budget: float, out: Path) -> dict[str, Any]:
 
 
 def print_table(rows: list[dict[str, Any]], budget: float) -> None:
-    print(
-        f"\nquickstart recipe, family name and max_new_tokens changed; {budget:g} s of RL per run; one torch thread"
-    )
+    print(f"\nquickstart recipe, family and max_new_tokens changed; {budget:g} s of RL per run; one torch thread")
     print(
         f"{'family':18s} {'kind':20s} seed majority  base -> after   pass@k before -> after  collapse steps  wall"
     )
