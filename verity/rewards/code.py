@@ -43,11 +43,15 @@ def split_assert(test: str) -> tuple[str, Any]:
 
 
 def same_value(got: Any, want: Any) -> bool:
-    """Equality of literal values, with floats compared to a relative and absolute 1e-9."""
+    """Equality of literal values; only where the test expects a float is a relative and absolute 1e-9 allowed.
+    An expected int is matched exactly (a float equal to it passes, as ``==`` would have it; an approximation
+    of a big integer does not)."""
     if isinstance(got, bool) or isinstance(want, bool):
         return type(got) is type(want) and got == want
-    if isinstance(got, int | float) and isinstance(want, int | float):
+    if isinstance(got, int | float) and isinstance(want, float):
         return math.isclose(got, want, rel_tol=1e-9, abs_tol=1e-9)
+    if isinstance(got, int | float) and isinstance(want, int):
+        return got == want
     if isinstance(got, list | tuple) and isinstance(want, list | tuple):
         return type(got) is type(want) and len(got) == len(want) and all(map(same_value, got, want))
     if isinstance(got, dict) and isinstance(want, dict):
