@@ -13,6 +13,7 @@ from pathlib import Path
 
 import pytest
 
+from verity.rewards import sandbox_cgroup
 from verity.rewards.config import RewardConfig
 from verity.rewards.executor import RewardExecutor
 from verity.rewards.sandbox import SandboxLimits, isolation, run_python
@@ -95,6 +96,8 @@ def test_run_dies_with_the_worker_that_started_it(namespaces: str) -> None:
         proc.kill()
         proc.wait(10)
         assert wait_for(lambda: not processes_of(uids), 3.0), "the run outlived its killed worker"
+        sandbox_cgroup.remove_left_by(proc.pid)  # what the reward pool does after killing a worker
+        assert [g for p in sandbox_cgroup.parents() for g in p.glob(f"verity-sandbox-{proc.pid}-*")] == []
     finally:
         proc.kill()
         proc.wait(10)
@@ -183,3 +186,23 @@ def test_no_writable_place_outlives_the_call() -> None:
         for path in written:
             if os.path.basename(path) == note and os.path.isfile(path):
                 os.remove(path)
+
+
+@pytest.mark.skipif(not ISO.cgroup, reason="bounding a whole run's memory needs a cgroup Verity may create")
+def test_memory_limit_bounds_the_whole_run_not_each_process() -> None:
+    program = """
+    import os, time
+    read, write = os.pipe()
+    for _ in range(6):
+        if os.fork() == 0:
+            held = b"x" * (100 << 20)  # written, so every page is resident
+            os.write(write, b"%8d" % os.getpid())
+            time.sleep(4)
+            os._exit(0)
+    time.sleep(2)
+    held_at_once = [int(pid) for pid in os.read(read, 100).split()]
+    print(sum(os.waitpid(pid, os.WNOHANG)[0] == 0 for pid in held_at_once))
+    """
+    limits = SandboxLimits(wall_s=10, cpu_s=10, memory_mb=256, processes=16)
+    result, _ = run_python(textwrap.dedent(program), limits=limits)
+    assert result.stdout.strip() in {"0", "1", "2"}, (result.stdout, result.stderr[-300:])

@@ -25,6 +25,7 @@ from collections.abc import Sequence
 from multiprocessing.connection import Connection, wait
 from typing import Any
 
+from verity.rewards import sandbox_cgroup
 from verity.rewards.compose import Component, ComposedReward
 from verity.rewards.registry import preload_modules
 from verity.rewards.sandbox import deadline
@@ -84,6 +85,9 @@ class _Worker:
         if self.process.is_alive():
             self.process.kill()
             self.process.join(5)
+        # Its sandboxes died with it (see sandbox_boot); their cgroups did not. Leftovers never stop the trainer.
+        with contextlib.suppress(OSError):
+            sandbox_cgroup.remove_left_by(self.process.pid)
         self.conn.close()
 
 

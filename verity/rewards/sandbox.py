@@ -29,6 +29,7 @@ from contextvars import ContextVar
 from dataclasses import dataclass
 from pathlib import Path
 
+from verity.rewards import sandbox_cgroup
 from verity.rewards.sandbox_fs import interpreter_view, remove_tree
 
 _BOOT = str(Path(__file__).with_name("sandbox_boot.py"))
@@ -74,7 +75,8 @@ class Isolation:
 
     namespaces: bool  # network, pid and mount namespaces via unshare
     private_uid: bool  # a throw-away uid (needs root): host files readable by others only, own process budget
-    parent_death: bool  # setpriv --pdeathsig: the run dies if the process that started it dies
+    parent_death: bool  # setpriv: --no-new-privs, and --pdeathsig for unshare
+    cgroup: bool  # a cgroup per run bounds the memory and processes of the whole run, not only of each process
 
 
 def _probe(cmd: list[str]) -> bool:
@@ -94,7 +96,8 @@ def isolation() -> Isolation:
         and shutil.which("unshare") is not None
         and _probe(["unshare", *_NAMESPACES, "true"])
     )
-    return Isolation(namespaces, os.geteuid() == 0, shutil.which("setpriv") is not None)
+    setpriv = shutil.which("setpriv") is not None
+    return Isolation(namespaces, os.geteuid() == 0, setpriv, bool(sandbox_cgroup.parents()))
 
 
 @contextlib.contextmanager
@@ -186,7 +189,12 @@ def run_python(
             os.chown(workdir / "solution.py", uid, uid)
         (base / "stdin").write_text(stdin)
         (base / "root").mkdir()
-        return _execute(base, workdir, SandboxLimits(**{**vars(limits), "wall_s": wall}), iso, uid, calls)
+        groups = sandbox_cgroup.create(limits.memory_mb << 20, limits.processes) if iso.cgroup else []
+        try:
+            limits = SandboxLimits(**{**vars(limits), "wall_s": wall})
+            return _execute(base, workdir, limits, iso, uid, calls, groups)
+        finally:
+            sandbox_cgroup.remove(groups)
     finally:
         remove_tree(base)
 
@@ -198,6 +206,7 @@ def _execute(
     iso: Isolation,
     uid: int | None,
     calls: list[str] | None,
+    groups: list[str],
 ) -> tuple[SandboxResult, list[tuple[bool, str]]]:
     nproc = limits.processes + (0 if uid is not None else _processes_of(os.getuid()))
     with (
@@ -217,6 +226,7 @@ def _execute(
             "cover": cover,
             "pivot_root_nr": _SYS_PIVOT_ROOT.get(platform.machine()),
             "watch_fd": watch_fd,
+            "cgroups": groups,
             "wall": limits.wall_s + _SUPERVISOR_SLACK_S,
             "uid": uid,
             "memory": limits.memory_mb << 20,

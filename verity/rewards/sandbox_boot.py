@@ -4,11 +4,12 @@ Run as ``python -I -S sandbox_boot.py CONFIG_FILE`` by ``verity.rewards.sandbox`
 dump). It imports nothing from Verity and only built-in modules on the common path, because each import adds to
 the fixed cost of every run.
 
-This process is the supervisor. It forks once: the child applies the limits, drops to the run's uid and runs the
-program; the supervisor keeps its privileges (so the program cannot signal it) and waits until the child exits,
-the wall limit passes, or the watch pipe reaches end of file. The worker that started the run holds the pipe's only
-write end, so however that worker dies, the supervisor ends the run: in a pid namespace it is pid 1 and the kernel
-kills every process of the namespace when it exits; without one it first kills every process of the run's uid.
+This process is the supervisor. It forks once: the child joins the run's cgroups (if any), applies the limits,
+drops to the run's uid and runs the program; the supervisor keeps its privileges (so the program cannot signal
+it) and waits until the child exits, the wall limit passes, or the watch pipe reaches end of file. The worker
+that started the run holds the pipe's only write end, so however that worker dies, the supervisor ends the run:
+in a pid namespace it is pid 1 and the kernel kills every process of the namespace when it exits; without one it
+first kills every process of the run's uid.
 
 In a mount namespace the supervisor builds the view from nothing (an allow-list): a read-only tmpfs root holding
 only the interpreter's executable, its standard library (site-packages covered by an empty directory) and the
@@ -163,8 +164,11 @@ def _run_calls(source: str, calls: list[str], results_fd: int) -> None:
         out.write(marshal.dumps(record))
 
 
-def _run_program(cfg: dict) -> None:
+def _run_program(cfg: dict, cgroup_fds: list[int]) -> None:
     os.close(cfg["watch_fd"])
+    for fd in cgroup_fds:  # join the run's cgroups ("0": the writing process), opened before the pivot
+        os.write(fd, b"0")
+        os.close(fd)
     _limit(cfg)
     _drop_privileges(cfg["uid"])
     os.environ["HOME"] = os.getcwd()
@@ -213,6 +217,7 @@ def _supervise(cfg: dict, child: int) -> None:
 def main() -> None:
     with open(sys.argv[1], "rb") as f:
         cfg = marshal.load(f)
+    cgroup_fds = [os.open(os.path.join(group, "cgroup.procs"), os.O_WRONLY) for group in cfg["cgroups"]]
     if cfg["mount_ns"]:
         _build_view(cfg)
         os.chdir(SCRATCH)
@@ -220,8 +225,10 @@ def main() -> None:
         os.chdir(cfg["workdir"])
     child = os.fork()
     if child == 0:
-        _run_program(cfg)
+        _run_program(cfg, cgroup_fds)
     else:
+        for fd in cgroup_fds:
+            os.close(fd)
         _supervise(cfg, child)
 
 
