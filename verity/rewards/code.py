@@ -91,7 +91,7 @@ def _call_passes(program: str, tests: Sequence[str], limits: SandboxLimits) -> i
     return passed
 
 
-@register_verifier("code")
+@register_verifier("code", preload=("verity.rewards.sandbox_warm",))
 def code_reward(
     completion: str,
     *,

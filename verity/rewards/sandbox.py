@@ -55,7 +55,8 @@ class SandboxLimits:
 
 @dataclass(frozen=True)
 class SandboxResult:
-    """What a run produced. ``returncode`` is negative when a signal ended the program."""
+    """What a run produced. ``returncode`` is negative when a signal ended the program (128 + the signal in a
+    pid namespace, whose init cannot end itself by a signal)."""
 
     returncode: int | None
     stdout: str
