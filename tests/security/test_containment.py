@@ -1,5 +1,6 @@
 """Hostile runs that end the worker, overrun the pool's limit, or try to leave something behind."""
 
+import dataclasses
 import os
 import secrets
 import signal
@@ -13,7 +14,7 @@ from pathlib import Path
 
 import pytest
 
-from verity.rewards import sandbox_cgroup
+from verity.rewards import sandbox, sandbox_cgroup
 from verity.rewards.config import RewardConfig
 from verity.rewards.executor import RewardExecutor
 from verity.rewards.sandbox import SandboxLimits, isolation, run_python
@@ -135,7 +136,13 @@ def scratch_parent(monkeypatch: pytest.MonkeyPatch) -> Iterator[Path]:
     subprocess.run(["rm", "-rf", str(parent)], check=False, timeout=60)
 
 
-def test_deep_and_locked_trees_leave_nothing_behind(scratch_parent: Path) -> None:
+@pytest.mark.parametrize("namespaces", [True, False])
+def test_deep_and_locked_trees_leave_nothing_behind(
+    scratch_parent: Path, namespaces: bool, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    if namespaces and not ISO.namespaces:
+        pytest.skip("needs Linux namespaces (unshare as root)")
+    monkeypatch.setattr(sandbox, "isolation", lambda: dataclasses.replace(ISO, namespaces=namespaces))
     program = """
     import os
     os.makedirs("locked/inner")

@@ -14,10 +14,10 @@ first kills every process of the run's uid.
 In a mount namespace the supervisor builds the view from nothing (an allow-list): a read-only tmpfs root holding
 only the interpreter's executable, its standard library (site-packages covered by an empty directory) and the
 shared libraries they load, bound read-only at their host paths; /dev/null, /dev/zero, /dev/random and
-/dev/urandom; a fresh /proc; fresh size-limited /tmp and /dev/shm; and the scratch directory at /scratch, the only
-host directory the program can write. It then pivots into that root and detaches the host's tree, so datasets,
-run directories, caches and homes do not exist for the program, and nothing it writes outlives the call except
-in the scratch directory, which the caller removes.
+/dev/urandom; a fresh /proc; and fresh size-limited tmpfs mounts at /tmp, /dev/shm and /scratch (the working
+directory, holding a copy of solution.py). It then pivots into that root and detaches the host's tree, so
+datasets, run directories, caches and homes do not exist for the program, and nothing it writes reaches the host
+or outlives the namespace.
 """
 
 import builtins
@@ -115,8 +115,14 @@ def _build_view(cfg: dict) -> None:
     for name, target in (("fd", "/proc/self/fd"), ("stdin", "fd/0"), ("stdout", "fd/1"), ("stderr", "fd/2")):
         os.symlink(target, f"{root}/dev/{name}")
     os.makedirs(root + SCRATCH)
-    m.mount(cfg["workdir"], root + SCRATCH, "", _MS_BIND)
-    m.mount("", root + SCRATCH, "", _MS_REMOUNT | _MS_BIND | _MS_NOSUID | _MS_NODEV)
+    owner = f"uid={cfg['uid']},gid={cfg['uid']}"
+    m.mount("tmpfs", root + SCRATCH, "tmpfs", _MS_NOSUID | _MS_NODEV, f"size={cfg['fsize']},mode=0700,{owner}")
+    with (
+        open(os.path.join(cfg["workdir"], "solution.py"), "rb") as src,
+        open(root + SCRATCH + "/solution.py", "wb") as dst,
+    ):
+        dst.write(src.read())
+    os.chown(root + SCRATCH + "/solution.py", cfg["uid"], cfg["uid"])
     for path in ("/tmp", "/dev/shm"):
         os.makedirs(root + path)
         m.mount("tmpfs", root + path, "tmpfs", _MS_NOSUID | _MS_NODEV, f"size={cfg['fsize']},mode=1777")
