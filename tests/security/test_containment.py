@@ -97,8 +97,9 @@ def test_run_dies_with_the_worker_that_started_it(namespaces: str) -> None:
         proc.kill()
         proc.wait(10)
         assert wait_for(lambda: not processes_of(uids), 3.0), "the run outlived its killed worker"
-        sandbox_cgroup.remove_left_by(proc.pid)  # what the reward pool does after killing a worker
+        sandbox.clean_up_after(proc.pid)  # what the reward pool does after killing a worker
         assert [g for p in sandbox_cgroup.parents() for g in p.glob(f"verity-sandbox-{proc.pid}-*")] == []
+        assert list(Path(tempfile.gettempdir()).glob(f"verity-sandbox-{proc.pid}-*")) == []
     finally:
         proc.kill()
         proc.wait(10)
@@ -213,3 +214,13 @@ def test_memory_limit_bounds_the_whole_run_not_each_process() -> None:
     limits = SandboxLimits(wall_s=10, cpu_s=10, memory_mb=256, processes=16)
     result, _ = run_python(textwrap.dedent(program), limits=limits)
     assert result.stdout.strip() in {"0", "1", "2"}, (result.stdout, result.stderr[-300:])
+
+
+@pytest.mark.parametrize("namespaces", [True, False])
+def test_a_program_ended_by_a_signal_is_reported(namespaces: bool, monkeypatch: pytest.MonkeyPatch) -> None:
+    if namespaces and not ISO.namespaces:
+        pytest.skip("needs Linux namespaces (unshare as root)")
+    monkeypatch.setattr(sandbox, "isolation", lambda: dataclasses.replace(ISO, namespaces=namespaces))
+    for signum in (signal.SIGKILL, signal.SIGTERM):
+        result, _ = run_python(f"import os\nos.kill(os.getpid(), {int(signum)})")
+        assert (result.returncode in (-signum, 128 + signum), result.stderr) == (True, "")

@@ -25,10 +25,9 @@ from collections.abc import Sequence
 from multiprocessing.connection import Connection, wait
 from typing import Any
 
-from verity.rewards import sandbox_cgroup
 from verity.rewards.compose import Component, ComposedReward
 from verity.rewards.registry import preload_modules
-from verity.rewards.sandbox import deadline
+from verity.rewards.sandbox import clean_up_after, deadline
 from verity.types import Item, Score
 
 _BOOT_TIMEOUT_S = 120.0
@@ -85,9 +84,8 @@ class _Worker:
         if self.process.is_alive():
             self.process.kill()
             self.process.join(5)
-        # Its sandboxes died with it (see sandbox_boot); their cgroups did not. Leftovers never stop the trainer.
-        with contextlib.suppress(OSError):
-            sandbox_cgroup.remove_left_by(self.process.pid)
+        with contextlib.suppress(OSError):  # a leftover never stops the trainer
+            clean_up_after(self.process.pid)
         self.conn.close()
 
 

@@ -128,6 +128,18 @@ def _command(cfg_path: str, iso: Isolation) -> list[str]:
     return [*setpriv, *(["--pdeathsig", "KILL"] if setpriv else []), "unshare", *_NAMESPACES, *python]
 
 
+def _scratch_prefix(pid: int) -> str:
+    return f"verity-sandbox-{pid}-"
+
+
+def clean_up_after(pid: int) -> None:
+    """Remove what the runs of process ``pid`` left when it was killed mid-run: their scratch directories (the
+    hidden stdin among them) and cgroups. Their processes died with it (see ``sandbox_boot``)."""
+    sandbox_cgroup.remove_left_by(pid)
+    for base in Path(tempfile.gettempdir()).glob(_scratch_prefix(pid) + "*"):
+        remove_tree(base)
+
+
 def _read_capped(path: Path, limit: int) -> tuple[str, bool]:
     with path.open("rb") as f:
         data = f.read(limit + 1)
@@ -180,7 +192,7 @@ def run_python(
         return SandboxResult(None, "", "", True, False, 0.0), []
     iso = isolation()
     uid = _UID_RANGE[0] + secrets.randbelow(_UID_RANGE[1] - _UID_RANGE[0]) if iso.private_uid else None
-    base = Path(tempfile.mkdtemp(prefix="verity-sandbox-"))  # 0700: only the io files live outside workdir
+    base = Path(tempfile.mkdtemp(prefix=_scratch_prefix(os.getpid())))  # 0700: the io files live beside workdir
     try:
         workdir = base / "work"
         workdir.mkdir()

@@ -214,7 +214,8 @@ def _supervise(cfg: dict, child: int) -> None:
     if not cfg["mount_ns"] and (cfg["uid"] is not None or pidfd not in ready):
         _kill_run(cfg)
     if os.WIFSIGNALED(status):
-        signal.signal(os.WTERMSIG(status), signal.SIG_DFL)
+        if os.WTERMSIG(status) != signal.SIGKILL:  # whose action cannot be set, and is the default
+            signal.signal(os.WTERMSIG(status), signal.SIG_DFL)
         os.kill(os.getpid(), os.WTERMSIG(status))  # outside a pid namespace the caller sees the signal itself
         os._exit(128 + os.WTERMSIG(status))
     os._exit(os.WEXITSTATUS(status))
