@@ -104,7 +104,9 @@ def code_reward(
     """Run the last fenced code block (or the answer) against ``tests`` (an item field, see the module doc).
 
     Settings: ``partial_credit`` (bool, False) — fraction of tests passed instead of all-or-nothing;
-    ``timeout_s`` (float, 2.0) — wall-clock limit per test (CPU limit rounded up); ``memory_mb`` (int, 512).
+    ``timeout_s`` (float, 2.0) — wall-clock limit per test (CPU limit rounded up), below ``reward.timeout_s``,
+    which also cuts all tests together; ``memory_mb`` (int, 512) — per process and, where a cgroup can be made,
+    for the whole run.
     ``None`` when the item has no tests.
     """
     if not tests:
