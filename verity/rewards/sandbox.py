@@ -36,6 +36,7 @@ _BOOT = str(Path(__file__).with_name("sandbox_boot.py"))
 _NAMESPACES = ["--net", "--pid", "--fork", "--kill-child", "--mount", "--mount-proc", "--ipc", "--uts"]
 _SYS_PIVOT_ROOT = {"x86_64": 155, "aarch64": 41, "riscv64": 41}  # the kernel's syscall numbers, per machine
 _UID_RANGE = (3_000_000, 4_000_000)  # uids no account uses, one drawn per run
+_KILL_WAIT_S = 10.0  # for killed processes to be reaped: instant unless the kernel is stuck
 _SUPERVISOR_SLACK_S = 1.0  # the supervisor's own wall limit trails the caller's, which normally acts first
 _deadline: ContextVar[float | None] = ContextVar("verity_sandbox_deadline", default=None)
 
@@ -169,8 +170,9 @@ def _kill_everything(proc: subprocess.Popen, uid: int | None, iso: Isolation) ->
     with contextlib.suppress(ProcessLookupError):
         os.killpg(proc.pid, signal.SIGKILL)
     if uid is not None and not iso.namespaces:
-        subprocess.run(["kill", "-9", "-1"], user=uid, group=uid, extra_groups=[], check=False)
-    proc.wait()
+        kill_all = ["kill", "-9", "-1"]
+        subprocess.run(kill_all, user=uid, group=uid, extra_groups=[], check=False, timeout=_KILL_WAIT_S)
+    proc.wait(timeout=_KILL_WAIT_S)
 
 
 def run_python(
