@@ -33,7 +33,7 @@ from verity.rewards import sandbox_cgroup
 from verity.rewards.sandbox_fs import interpreter_view, remove_tree
 
 _BOOT = str(Path(__file__).with_name("sandbox_boot.py"))
-_NAMESPACES = ["--net", "--pid", "--fork", "--kill-child", "--mount", "--mount-proc", "--ipc", "--uts"]
+_NAMESPACES = ["--net", "--pid", "--fork", "--kill-child", "--mount", "--ipc", "--uts"]  # boot mounts /proc
 _SYS_PIVOT_ROOT = {"x86_64": 155, "aarch64": 41, "riscv64": 41}  # the kernel's syscall numbers, per machine
 _UID_RANGE = (3_000_000, 4_000_000)  # uids no account uses, one drawn per run
 _KILL_WAIT_S = 10.0  # for killed processes to be reaped: instant unless the kernel is stuck

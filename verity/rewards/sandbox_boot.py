@@ -20,12 +20,12 @@ datasets, run directories, caches and homes do not exist for the program, and no
 or outlives the namespace.
 """
 
+import _signal as signal  # the C module: `signal` imports enum, milliseconds on every run
 import builtins
 import marshal
 import os
 import resource
 import select
-import signal
 import sys
 
 _MS_RDONLY, _MS_NOSUID, _MS_NODEV, _MS_NOEXEC, _MS_REMOUNT, _MS_BIND, _MS_REC = 1, 2, 4, 8, 32, 4096, 16384
