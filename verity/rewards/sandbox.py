@@ -96,6 +96,7 @@ def isolation() -> Isolation:
         and os.geteuid() == 0
         and platform.machine() in _SYS_PIVOT_ROOT
         and shutil.which("unshare") is not None
+        and shutil.which("ldd") is not None  # lists the libraries the file view must hold
         and _probe(["unshare", *_NAMESPACES, "true"])
     )
     setpriv = shutil.which("setpriv") is not None
