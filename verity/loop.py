@@ -6,6 +6,7 @@ and loss is a config choice in ``verity.algo``. The loop itself never branches o
 
 from __future__ import annotations
 
+import errno
 import math
 import signal
 import time
@@ -27,6 +28,7 @@ from verity.rundir import RunDir
 from verity.runtime.base import WorkerRestart
 from verity.tracking import build_tracker
 from verity.train.batching import Batch, collate
+from verity.train.checkpoint import WriteFailed
 from verity.types import Rollout
 
 
@@ -212,6 +214,11 @@ def train(cfg: Config, *, resume: bool = False, quiet: bool = False) -> dict[str
             summary["best_accuracy"] = max(summary["best_accuracy"], summary["eval_after"]["accuracy"])
             summary["final_model"] = str(run.save_model(parts.learner.model, parts.tokenizer))
             summary["status"] = "finished"
+    except OSError as err:
+        summary["status"] = "failed"
+        if err.errno in (errno.ENOSPC, errno.EDQUOT) and not isinstance(err, WriteFailed):
+            raise run.write_failed(err.filename or f"under {run.path}", err) from err  # summary, metrics, samples
+        raise
     except BaseException:
         summary["status"] = "failed"
         raise

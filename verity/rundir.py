@@ -74,18 +74,19 @@ class RunDir:
             save_policy(model, tokenizer, staging, lora.save if lora is not None else "merged")
         except OSError as err:
             shutil.rmtree(staging, ignore_errors=True)
-            raise self._final_model_failed(err) from err
+            raise self.write_failed(f"the final model to {self.final_model}", err) from err
         shutil.rmtree(self.final_model, ignore_errors=True)
         os.replace(staging, self.final_model)
         return self.final_model
 
-    def _final_model_failed(self, err: OSError) -> WriteFailed:
+    def write_failed(self, what: str, err: OSError) -> WriteFailed:
+        """The error for a write under the run directory that failed (a full disk): what could not be written,
+        which checkpoint is intact, and how to go on."""
         last = latest_checkpoint(self.checkpoints)
         kept = f"the last checkpoint {last} is intact" if last else "there is no checkpoint to resume from"
         return WriteFailed(
-            f"could not write the final model to {self.final_model}: {err}; {kept}. Free space on that disk (or "
-            "set output_dir to one with room), then run the same command with --resume: it trains the steps "
-            "after that checkpoint again, evaluates and writes the final model"
+            f"could not write {what}: {err}; {kept}. Free space on that disk (or set output_dir to one with "
+            "room), then run the same command with --resume: it goes on from that checkpoint"
         )
 
     def read_summary(self) -> dict[str, Any] | None:

@@ -123,3 +123,22 @@ def test_a_summary_that_does_not_fit_hides_no_error(make_config, monkeypatch, on
 
 def no_space(*args: Any) -> None:
     raise OSError(errno.ENOSPC, "No space left on device")
+
+
+def test_a_full_disk_under_any_run_file_says_what_is_intact(make_config, monkeypatch, one_thread) -> None:
+    """Step 2's summary does not fit after its checkpoint did: the run stops with the file named and the
+    checkpoint of step 2 said to be intact."""
+    cfg = make_config("train.steps=3")
+    write_summary = RunDir.write_summary
+
+    def summary_until_step_2(run: RunDir, summary: dict[str, Any]) -> None:
+        if summary["steps"] >= 2:
+            raise OSError(errno.ENOSPC, "No space left on device", str(run.path / ".summary.json.tmp"))
+        write_summary(run, summary)
+
+    monkeypatch.setattr(RunDir, "write_summary", summary_until_step_2)
+    with pytest.raises(WriteFailed) as failed:
+        train(cfg, quiet=True)
+    message = str(failed.value)
+    assert message.startswith(f"could not write {cfg.run_dir / '.summary.json.tmp'}: [Errno 28] No space left")
+    assert f"the last checkpoint {cfg.run_dir / 'checkpoints' / 'step_0000002'} is intact" in message
