@@ -21,8 +21,9 @@ from verity.build import build_parts  # noqa: E402
 from verity.loop import rl_step  # noqa: E402
 from verity.runtime.base import RuntimeSpec  # noqa: E402
 from verity.runtime.config import RayConfig  # noqa: E402
-from verity.runtime.ray import build_ray_runtime, check_resources  # noqa: E402
+from verity.runtime.ray import build_ray_runtime  # noqa: E402
 from verity.runtime.ray_pool import WeightSyncTimeout  # noqa: E402
+from verity.runtime.ray_setup import check_resources  # noqa: E402
 from verity.runtime.ray_workers import RolloutWorker  # noqa: E402
 from verity.schema import ConfigError  # noqa: E402
 
