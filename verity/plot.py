@@ -168,10 +168,11 @@ def figure_png(figure: Figure) -> bytes:
 
 def plot_runs(run_dirs: list[Path], out_dir: Path) -> list[Path]:
     """Write ``out_dir/<stem>.png`` for each figure the runs have data for; return the paths written."""
+    runs = load_runs(run_dirs)  # before the folder is made: a wrong path leaves nothing behind
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
     written = []
-    for stem, figure in build_figures(load_runs(run_dirs)):
+    for stem, figure in build_figures(runs):
         path = out_dir / f"{stem}.png"
         path.write_bytes(figure_png(figure))
         written.append(path)
@@ -190,7 +191,7 @@ def cli_main(argv: list[str]) -> int:
     try:
         paths = plot_runs(args.run_dirs, out)
     except (FileNotFoundError, ValueError, ImportError) as exc:
-        print(f"error: {exc}", file=sys.stderr)
+        print(f"verity plot: {exc}", file=sys.stderr)
         return 1
     for path in paths:
         print(path)

@@ -20,6 +20,7 @@ import yaml
 from verity.runs import (
     finite,
     format_wall_time,
+    is_run_dir,
     metric_keys,
     metric_series,
     read_config,
@@ -182,6 +183,8 @@ def render_report(run_dir: Path) -> str:
     run_dir = Path(run_dir)
     if not run_dir.is_dir():
         raise FileNotFoundError(f"no such run directory: {run_dir}")
+    if not is_run_dir(run_dir):
+        raise FileNotFoundError(f"{run_dir}: no summary.json or metrics.jsonl here; is this a run directory?")
     name, summary, rows = run_name(run_dir), read_summary(run_dir), read_metrics(run_dir)
     config_text = yaml.safe_dump(read_config(run_dir), sort_keys=False) or "(no config.yaml)"
     body = [
@@ -218,7 +221,7 @@ def cli_main(argv: list[str]) -> int:
     try:
         path = write_report(args.run_dir, args.out)
     except (FileNotFoundError, ValueError) as exc:
-        print(f"error: {exc}", file=sys.stderr)
+        print(f"verity report: {exc}", file=sys.stderr)
         return 1
     print(path)
     return 0
