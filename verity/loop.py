@@ -30,7 +30,7 @@ from verity.envs.turns import episode_metrics, evaluate_episodes, turn_tensors
 from verity.eval import evaluate
 from verity.progress import RunProgress
 from verity.rundir import RunDir
-from verity.tracking import build_tracker, field_metrics
+from verity.tracking import build_tracker, field_metrics, reward_range
 from verity.train.batching import Batch, collate
 
 
@@ -191,6 +191,7 @@ def _train_locked(cfg: Config, run: RunDir, resume: bool, quiet: bool) -> dict[s
                     )
                 metrics["time/step"] = sum(metrics[k] for k in ("time/generate", "time/score", "time/train"))
                 metrics["throughput/tokens_per_s"] = metrics["tokens"] / max(metrics["time/step"], 1e-9)
+                metrics.update(reward_range(rollouts))
                 metrics.update(field_metrics(rollouts, cfg.tracking.group_by, cfg.eval.threshold))
                 if step % cfg.tracking.log_every == 0:
                     tracker.log(step, metrics)

@@ -31,6 +31,7 @@ from verity.runs import (
 )
 
 PHASES = ("generate", "score", "train", "sync")
+COUNTS = ("items", "scored", "failures", "timeouts", "crashes", "unscorable", "worker_restarts", "tokens")
 SAMPLES_PER_TABLE = 6
 MAX_TEXT_CHARS = 800
 
@@ -90,8 +91,16 @@ def outcome_section(summary: dict[str, Any], rows: list[dict[str, Any]]) -> str:
         best = summary.get("best_accuracy") if name == "accuracy" else None
         best = best if finite(best) is not None else max(logged, default=None)
         cells = (before.get(name), after.get(name), best)
-        table_rows.append([name, *("-" if finite(c) is None else f"{c:.3f}" for c in cells)])
+        table_rows.append([name, *(_outcome_cell(name, c) for c in cells)])
     return _section("Held-out accuracy", _table(["metric", "before", "final", "best"], table_rows))
+
+
+def _outcome_cell(name: str, value: Any) -> str:
+    """A rate with 3 decimals; a count (items, scored, failures...) as an integer."""
+    number = finite(value)
+    if number is None:
+        return "-"
+    return f"{number:.0f}" if name.rsplit("/", 1)[-1] in COUNTS else f"{number:.3f}"
 
 
 def timing_section(rows: list[dict[str, Any]]) -> str:

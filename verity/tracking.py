@@ -239,6 +239,12 @@ def field_metrics(rollouts: Sequence[Any], fields: Sequence[str], threshold: flo
     return out
 
 
+def reward_range(rollouts: Sequence[Any]) -> dict[str, float]:
+    """The step's lowest and highest reward (they bound the reward band of the plots)."""
+    values = [r.score.value for r in rollouts]
+    return {"reward/min": min(values), "reward/max": max(values)} if values else {}
+
+
 TRACKER_KINDS: tuple[str, ...] = get_args(TrackerKind)
 
 
