@@ -162,3 +162,17 @@ def test_a_verifier_and_data_beside_the_config_resolve_from_another_directory(
     assert load_config(config).data.tasks[0].path == str(project / "qa.jsonl")
     assert main(["train", str(config)]) == 0
     assert read_summary(tmp_path / "runs" / "run")["eval_after"]["accuracy"] == 1.0
+
+
+def test_the_tiny_base_on_cpu_defaults_to_one_thread() -> None:
+    import torch
+
+    from verity.checks import apply_default_threads
+
+    torch.set_num_threads(2)  # the one_thread fixture restores the count afterwards
+    cpu = {"runtime": {"device": "cpu"}}
+    assert apply_default_threads(load_config(cpu, ["runtime.threads=2"]), small_model=True) is None
+    assert apply_default_threads(load_config(cpu), small_model=False) is None
+    assert torch.get_num_threads() == 2
+    assert apply_default_threads(load_config(cpu), small_model=True) == 1
+    assert torch.get_num_threads() == 1

@@ -194,14 +194,17 @@ def _eval(cfg: Config, model: str, out: str | None, ks: tuple[int, ...]) -> int:
     from rich.progress import Progress
 
     from verity.build import build_tasks, resolve_device
+    from verity.checks import SMALL_MODEL_PARAMETERS, apply_default_threads, check_device
     from verity.data.prompts import TaskPrompts
     from verity.eval import evaluate
     from verity.models import load_policy
     from verity.rewards.executor import RewardExecutor
     from verity.rollout.hf import HFEngine
 
+    check_device(cfg.runtime.device)
     _, items = build_tasks(cfg)
     policy, tokenizer = load_policy(model, cfg.model.dtype, resolve_device(cfg.runtime.device))
+    apply_default_threads(cfg, small_model=policy.num_parameters() < SMALL_MODEL_PARAMETERS)
     engine = HFEngine(policy, tokenizer, batch_size=cfg.eval.batch_size, seed=cfg.seed)
     prompts = TaskPrompts(cfg.data)
     with RewardExecutor(cfg.reward) as executor, Progress(transient=True) as bar:

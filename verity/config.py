@@ -6,6 +6,7 @@ dotted key and the closest valid key. Each field is documented once, in its ``de
 
 from __future__ import annotations
 
+import copy
 import difflib
 from pathlib import Path
 from typing import Any, Literal
@@ -293,7 +294,7 @@ def load_config(source: str | Path | dict[str, Any] | None = None, overrides: li
     if source is None:
         raw: dict[str, Any] = {}
     elif isinstance(source, dict):
-        raw = source
+        raw = copy.deepcopy(source)  # overrides must not change the caller's dict
     else:
         where = str(source)
         raw, lines = _read_yaml(Path(source))

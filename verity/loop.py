@@ -19,6 +19,7 @@ from verity.build import Parts, build_parts
 from verity.checks import (
     AllScoresFailed,
     RewardWatch,
+    apply_default_threads,
     check_device,
     schedule_extension,
     settings_warnings,
@@ -28,6 +29,7 @@ from verity.config import Config
 from verity.data.metrics import task_metrics
 from verity.envs.turns import episode_metrics, evaluate_episodes, turn_tensors
 from verity.eval import evaluate
+from verity.models import BUILTIN
 from verity.progress import RunProgress
 from verity.rundir import RunDir
 from verity.tracking import build_tracker, field_metrics, reward_range
@@ -121,6 +123,7 @@ def run_eval(parts: Parts) -> dict[str, Any]:
 def train(cfg: Config, *, resume: bool = False, quiet: bool = False) -> dict[str, Any]:
     """Run (or resume) the RL loop described by ``cfg``; returns the run summary (also in summary.json)."""
     check_device(cfg.runtime.device)
+    apply_default_threads(cfg, small_model=cfg.model.name == BUILTIN)
     run = RunDir(cfg)
     run.prepare(resume)
     try:
