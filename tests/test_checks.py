@@ -176,3 +176,13 @@ def test_the_tiny_base_on_cpu_defaults_to_one_thread() -> None:
     assert torch.get_num_threads() == 2
     assert apply_default_threads(load_config(cpu), small_model=True) == 1
     assert torch.get_num_threads() == 1
+
+
+def test_stretching_a_decayed_cosine_schedule_states_the_learning_rate_of_the_added_steps() -> None:
+    from verity.checks import schedule_extension
+
+    cfg = load_config({"train": {"steps": 400, "lr_schedule": "cosine"}})
+    (warning,) = schedule_extension(cfg, step=300, planned_steps=300)
+    # 0.5 (1 + cos(pi 300/399)) = 0.144 at the first added step, 0 at the last.
+    assert "the 100 steps from step 300 train at 0.049 x train.lr on average (0.144 down to 0.000)" in warning
+    assert schedule_extension(load_config({"train": {"steps": 400}}), step=300, planned_steps=300) == []

@@ -93,9 +93,10 @@ def test_the_last_step_is_checkpointed_and_a_finished_run_can_be_extended(
         quiet=True,
     )
     assert (extended["status"], extended["steps"]) == ("finished", 3)
-    # lr factor at optimizer step 2: planned for 2 steps it had decayed to 0, recomputed for 3 it is 0.
-    assert any(
-        "train.steps changed from 2 to 3 on resume with a cosine schedule" in w for w in extended["warnings"]
+    # Recomputed for 3 steps, the cosine reaches 0 at optimizer step 2: the one added step trains at lr 0.
+    assert (
+        "train.steps changed from 2 to 3 on resume with a cosine schedule, recomputed for 3 steps: the 1 steps "
+        "from step 2 train at 0.000 x train.lr on average (0.000 down to 0.000)" in " ".join(extended["warnings"])
     )
     train_rows = [r for r in map(json.loads, (cfg.run_dir / "metrics.jsonl").open()) if "loss/policy" in r]
     assert [r["step"] for r in train_rows] == [1, 2, 3]

@@ -108,30 +108,22 @@ def unlogged_stage_metrics(cfg: Config, logged: Iterable[str]) -> list[str]:
 
 def schedule_extension(cfg: Config, step: int, planned_steps: int) -> list[str]:
     """A warning when a resumed run changes the length of a decaying learning-rate schedule: the schedule is
-    recomputed for the new length, so the learning rate jumps from where the old one had decayed to."""
+    recomputed for the new length, and a run that had decayed trains its added steps at a fraction of train.lr."""
     train = cfg.train
     if train.steps == planned_steps or train.lr_schedule == "constant":
         return []
-    optimizer_steps = train.epochs * train.mini_batches
-    before = lr_factor(
-        step * optimizer_steps,
-        train.warmup_steps,
-        planned_steps * optimizer_steps,
-        train.lr_schedule,
-        train.min_lr_ratio,
-    )
-    after = lr_factor(
-        step * optimizer_steps,
-        train.warmup_steps,
-        train.steps * optimizer_steps,
-        train.lr_schedule,
-        train.min_lr_ratio,
-    )
+    per_step = train.epochs * train.mini_batches
+    factors = [
+        lr_factor(s, train.warmup_steps, train.steps * per_step, train.lr_schedule, train.min_lr_ratio)
+        for s in range(step * per_step, train.steps * per_step)
+    ]
+    if not factors:
+        return []
     return [
         f"train.steps changed from {planned_steps} to {train.steps} on resume with a {train.lr_schedule} "
-        f"schedule: it is recomputed for {train.steps} steps, so at step {step} the learning rate moves from "
-        f"{before:.3f} to {after:.3f} x train.lr and decays again by step {train.steps}; for a fixed rate "
-        "start a new run from final_model with train.lr_schedule=constant"
+        f"schedule, recomputed for {train.steps} steps: the {train.steps - step} steps from step {step} train at "
+        f"{sum(factors) / len(factors):.3f} x train.lr on average ({factors[0]:.3f} down to {factors[-1]:.3f}); "
+        "for a fresh schedule, start a new run from the final model (model.name=RUN_DIR/final_model)"
     ]
 
 

@@ -135,7 +135,14 @@ class RunDir:
         staging = self.path / ".final_model.tmp"
         shutil.rmtree(staging, ignore_errors=True)
         lora = self.cfg.model.lora
-        save_policy(model, tokenizer, staging, lora.save if lora is not None else "merged")
+        try:
+            save_policy(model, tokenizer, staging, lora.save if lora is not None else "merged")
+        except OSError as err:
+            shutil.rmtree(staging, ignore_errors=True)
+            raise RunDirError(
+                f"writing the final model to {staging} failed ({err.strerror or err}); the checkpoint of the last "
+                "step is intact: free space and run again with --resume"
+            ) from None
         shutil.rmtree(self.final_model, ignore_errors=True)
         os.replace(staging, self.final_model)
         return self.final_model
