@@ -45,7 +45,8 @@ def test_a_new_run_never_replaces_a_finished_one_without_checkpoints(make_config
     write_run_files(cfg.run_dir, "finished", 3)
     before = (cfg.run_dir / "metrics.jsonl").read_text()
     with pytest.raises(
-        ConfigError, match=r"already holds a run \(status finished, 3 steps\): it has no checkpoint"
+        ConfigError,
+        match=r"already holds a run \(status finished, 3 steps\): it has no checkpoint to resume from: choose",
     ):
         RunDir(cfg).prepare(resume=False)
     assert (cfg.run_dir / "metrics.jsonl").read_text() == before

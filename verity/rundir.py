@@ -70,10 +70,15 @@ class RunDir:
         has_checkpoint = latest_checkpoint(self.checkpoints) is not None
         if not resume and (has_checkpoint or summary or (self.path / "metrics.jsonl").is_file()):
             status = summary.get("status", "unknown")
-            how = "pass --resume to continue it, " if has_checkpoint else "it has no checkpoint to resume from; "
+            status = "dead" if status == "running" else status  # this process holds the lock: nobody runs it
+            how = (
+                "pass --resume to continue it, choose another name"
+                if has_checkpoint
+                else "it has no checkpoint to resume from: choose another name"
+            )
             raise ConfigError(
-                f"{self.path} already holds a run (status {status}, {summary.get('steps', '?')} steps): {how}"
-                "or choose another name (name=... or output_dir=...), or delete the directory to start over"
+                f"{self.path} already holds a run (status {status}, {summary.get('steps', '?')} steps): {how} "
+                "(name=... or output_dir=...) or delete the directory to start over"
             )
         if not resume:
             return

@@ -136,11 +136,11 @@ def describe_run(run_dir: Path) -> RunRow:
         total_steps=summary.get("total_steps"),
         best_accuracy=best if best is not None else max(evals, default=None),
         wall_time_s=wall if wall is not None else max((t for t in times if t is not None), default=None),
-        status=_live_status(run_dir, str(summary.get("status", "unknown"))),
+        status=live_status(run_dir, str(summary.get("status", "unknown"))),
     )
 
 
-def _live_status(run_dir: Path, status: str) -> str:
+def live_status(run_dir: Path, status: str) -> str:
     """``dead`` for a run whose summary says running while no process holds its lock (killed, or lost)."""
     if status == "running" and not lock_is_held(run_dir):
         return "dead"
