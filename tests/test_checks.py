@@ -33,7 +33,10 @@ def test_a_first_step_where_every_reward_fails_stops_the_run(
         TrainingStopped, match=rf"every reward of step 1 failed \(16 of 16\), e\.g\. item .*{reason}"
     ):
         train(cfg, quiet=True)
-    assert read_summary(cfg.run_dir)["status"] == "failed"
+    summary = read_summary(cfg.run_dir)
+    assert summary["status"] == "failed" and summary["error"].startswith(
+        "every reward of step 1 failed (16 of 16)"
+    )
 
 
 def test_some_failing_rewards_are_warned_about_in_the_summary(make_config: Callable[..., Config], capsys) -> None:

@@ -218,8 +218,9 @@ def _train_locked(cfg: Config, run: RunDir, resume: bool, quiet: bool) -> dict[s
             summary["best_accuracy"] = max(summary["best_accuracy"], summary["eval_after"]["accuracy"])
             summary["final_model"] = str(run.save_model(parts.learner.model, parts.tokenizer))
             summary["status"] = "finished"
-    except BaseException:
+    except BaseException as err:
         summary["status"] = "failed"
+        summary["error"] = str(err).splitlines()[0] if str(err) else type(err).__name__
         raise
     finally:
         summary["wall_time_s"] = earlier_wall + time.time() - started

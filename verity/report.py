@@ -176,6 +176,8 @@ def header_section(name: str, summary: dict[str, Any]) -> str:
         ["wall time", format_wall_time(finite(summary.get("wall_time_s")))],
         ["final model", str(summary.get("final_model") or "-")],
     ]
+    if summary.get("error"):
+        facts.insert(1, ["error", str(summary["error"])])
     return f"<h1>Run report: {html.escape(name)}</h1>\n" + _table(None, facts, numeric_from=2)
 
 
