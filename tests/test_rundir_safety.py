@@ -76,6 +76,8 @@ def test_the_last_step_is_checkpointed_and_a_finished_run_can_be_extended(
     assert latest_checkpoint(cfg.run_dir / "checkpoints").name == "step_0000002"
     with pytest.raises(ConfigError, match=r"finished all 2 steps; to train it further, raise train.steps"):
         train(cfg, resume=True, quiet=True)
+    with pytest.raises(ConfigError, match=r"train.steps=1 is below the 2 steps .* has done"):
+        train(make_config("train.checkpoint_every=50", "train.lr_schedule=cosine", "train.steps=1"), resume=True)
 
     config_before = (cfg.run_dir / "config.yaml").read_text()
     with pytest.raises(ConfigError, match=r"settings differ from .*: rollout\.group_size \(4 -> 2\)\. A resumed"):

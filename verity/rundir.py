@@ -94,6 +94,11 @@ class RunDir:
                 "keeps its settings except train.steps, eval.* and tracking.*; undo the change, or start a new "
                 "run with name=..."
             )
+        if summary.get("steps", 0) > self.cfg.train.steps:
+            raise ConfigError(
+                f"--resume: train.steps={self.cfg.train.steps} is below the {summary['steps']} steps {self.path} "
+                "has done; give at least that many"
+            )
         if summary.get("status") == "finished" and summary.get("steps") == self.cfg.train.steps:
             raise ConfigError(
                 f"--resume: {self.path} finished all {self.cfg.train.steps} steps; to train it further, raise "
