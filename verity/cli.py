@@ -1,5 +1,5 @@
-"""``verity`` command line: train, eval, init, plot, report, runs. Heavy imports wait until a command runs, so
-``--help`` is instant."""
+"""``verity`` command line: train (and --dry-run), eval, init, plot, report, runs, config-reference. Heavy imports
+wait until a command runs, so ``--help`` is instant."""
 
 from __future__ import annotations
 
