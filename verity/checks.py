@@ -1,4 +1,5 @@
-"""Checks before a run: a device torch can use, and settings that make learning impossible or meaningless.
+"""Checks of a run. Before it: a device torch can use, the thread count, settings that make learning impossible
+or meaningless. During it: verifier failures, stage conditions on metrics never logged, a stretched schedule.
 
 Errors (``ConfigError``) stop the run before anything is built; warnings go to the progress display and to
 ``summary.warnings``.
@@ -20,6 +21,7 @@ from verity.train.learner import lr_factor
 # Estimators whose baseline is the other samples of the same prompt: with one sample per prompt the advantage
 # of every sample is 0 and nothing is learned.
 GROUP_RELATIVE = ("grpo", "dr_grpo", "rloo", "task_norm_grpo", "reinforce_pp_baseline")
+SMALL_MODEL_PARAMETERS = 20_000_000  # verity eval: below this, one CPU thread is faster than several
 
 
 def check_device(name: str) -> None:
@@ -43,16 +45,14 @@ def check_device(name: str) -> None:
 
 def apply_default_threads(cfg: Config, small_model: bool) -> int | None:
     """With ``runtime.threads`` unset, a small model (the tiny base) on CPU runs on one torch thread: its matrices
-    are too small to split, and on a shared 2-core machine two threads per process were 15x slower (3.4 vs 0.23 s
-    per quickstart step). Larger models keep torch's choice. Returns the count set, or None."""
+    are too small to split, and on a shared 2-core machine torch's default of two threads was 2 to 15 times
+    slower (0.90 vs 0.46 and 3.4 vs 0.23 s per quickstart step). Larger models keep torch's choice. Returns the
+    count set, or None."""
     on_cpu = cfg.runtime.device == "cpu" or (cfg.runtime.device == "auto" and not torch.cuda.is_available())
     if cfg.runtime.threads is not None or not small_model or not on_cpu:
         return None
     torch.set_num_threads(1)
     return 1
-
-
-SMALL_MODEL_PARAMETERS = 20_000_000  # below this, one CPU thread is faster than several
 
 
 def settings_warnings(cfg: Config) -> list[str]:
