@@ -25,14 +25,24 @@ def test_load_policy(tiny_model_dir: Path) -> None:
     assert model.dtype == torch.float32 and model.config.num_hidden_layers == 2
 
 
-@pytest.mark.parametrize("name", ["./missing_model", "/no/such/dir", "weights.bin"])
+@pytest.mark.parametrize("name", ["./missing_model", "/no/such/dir", "weights.bin", "runs/quick/final_model"])
 def test_missing_model_path_is_a_config_error(name: str) -> None:
+    """Path-like names fail at once instead of going to the hub (a minute of retries offline)."""
     with pytest.raises(ConfigError, match=r"model\.name: no model directory at"):
         load_policy(name)
 
 
+def test_a_relative_path_under_an_existing_directory_is_not_a_hub_id(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    (tmp_path / "models").mkdir()
+    monkeypatch.chdir(tmp_path)
+    with pytest.raises(ConfigError, match=r"no model directory at models/typo; check the path"):
+        load_policy("models/typo")
+
+
 def test_directory_without_a_model_is_a_config_error(tmp_path: Path) -> None:
-    with pytest.raises(ConfigError, match=rf"model.name: cannot load '{tmp_path}'"):
+    with pytest.raises(ConfigError, match=rf"model.name: {tmp_path} is a directory but not a Hugging Face model"):
         load_policy(str(tmp_path))
 
 

@@ -7,6 +7,7 @@ dotted key and the closest valid key. Each field is documented once, in its ``de
 
 from __future__ import annotations
 
+import copy
 import difflib
 from pathlib import Path
 from typing import Any
@@ -58,10 +59,11 @@ def load_config(source: str | Path | dict[str, Any] | None = None, overrides: li
     if source is None:
         raw: dict[str, Any] = {}
     elif isinstance(source, dict):
-        raw = source
+        raw = copy.deepcopy(source)  # overrides must not change the caller's dict
     else:
         where = str(source)
         raw, lines = _read_yaml(Path(source))
+        _resolve_data_paths(raw, Path(source).parent)
     for override in overrides or []:
         _apply_override(raw, override)
         key = tuple(override.partition("=")[0].strip().split("."))
@@ -88,20 +90,41 @@ def _read_yaml(path: Path) -> tuple[dict[str, Any], dict[tuple[str, ...], int]]:
     if not isinstance(data, dict):
         raise ConfigError(f"{path}: the top level must be a mapping of sections, got {type(data).__name__}")
     lines: dict[tuple[str, ...], int] = {}
-    _index_lines(node, (), lines)
+    _index_lines(node, (), lines, path)
     return data, lines
 
 
-def _index_lines(node: yaml.Node, path: tuple[str, ...], out: dict[tuple[str, ...], int]) -> None:
+def _index_lines(node: yaml.Node, path: tuple[str, ...], out: dict[tuple[str, ...], int], file: Path) -> None:
+    """Record the line of every key; a key given twice in one mapping is an error (YAML keeps the second)."""
     if isinstance(node, yaml.MappingNode):
         for key, value in node.value:
             sub = (*path, str(key.value))
-            out[sub] = key.start_mark.line + 1
-            _index_lines(value, sub, out)
+            line = key.start_mark.line + 1
+            if sub in out:
+                raise ConfigError(
+                    f"{file}:{line}: {'.'.join(sub)!r} is given twice (lines {out[sub]} and {line}); the second "
+                    "would silently replace the first: merge them into one"
+                )
+            out[sub] = line
+            _index_lines(value, sub, out, file)
     elif isinstance(node, yaml.SequenceNode):
         for i, value in enumerate(node.value):
             out[(*path, str(i))] = value.start_mark.line + 1
-            _index_lines(value, (*path, str(i)), out)
+            _index_lines(value, (*path, str(i)), out, file)
+
+
+def _resolve_data_paths(raw: dict[str, Any], config_dir: Path) -> None:
+    """A task's relative ``path``/``eval_path`` is looked up from the current directory first, then from the
+    config file's directory (so a config and its data can live side by side and run from anywhere)."""
+    data = raw.get("data")
+    tasks = data.get("tasks") if isinstance(data, dict) else None
+    for task in tasks if isinstance(tasks, list) else []:
+        for key in ("path", "eval_path"):
+            value = task.get(key) if isinstance(task, dict) else None
+            if isinstance(value, str) and value and not Path(value).is_absolute() and not Path(value).exists():
+                beside = config_dir / value
+                if beside.exists():
+                    task[key] = str(beside)
 
 
 def _apply_override(raw: dict[str, Any], override: str) -> None:
