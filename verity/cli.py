@@ -1,5 +1,5 @@
-"""``verity`` command line: train (and --dry-run), eval, init, plot, report, runs, config-reference. Heavy imports
-wait until a command runs, so ``--help`` is instant."""
+"""``verity`` command line: train (and --dry-run), eval, init, plot, report, runs, merge, config-reference. Heavy
+imports wait until a command runs, so ``--help`` is instant."""
 
 from __future__ import annotations
 
@@ -52,6 +52,7 @@ _OWN_PARSERS = {
     "plot": "PNG curves of one or more runs.",
     "report": "An HTML report of a run.",
     "runs": "A table of the runs under a directory.",
+    "merge": "Merge models (or LoRA adapters) fine-tuned from one base: linear, TIES, DARE, VaRM, ...",
 }
 
 
