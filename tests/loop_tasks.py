@@ -52,3 +52,8 @@ def hangs_on_odd_items(completion: str, *, id: str, **fields: Any) -> float:
     if int(id.rsplit("/", 1)[-1]) % 2:
         time.sleep(30)
     return 1.0
+
+
+def mostly_seven(seed: int, index: int) -> dict[str, Any]:
+    """Nine answers in ten are 7: always saying 7 scores 90% without solving anything."""
+    return {"prompt": f"q{seed % 1000}:{index}", "answer": "7" if index % 10 else str(index % 7)}

@@ -32,7 +32,7 @@ from verity.data.guidance import relift_update
 from verity.data.metrics import task_metrics
 from verity.envs.turns import episode_metrics, evaluate_episodes, turn_tensors
 from verity.eval import evaluate
-from verity.models import BUILTIN
+from verity.models import BUILTIN, base_warnings
 from verity.progress import RunProgress
 from verity.rundir import RunDir
 from verity.tracking import build_tracker, field_metrics, reward_range
@@ -175,7 +175,7 @@ def _train_locked(cfg: Config, run: RunDir, resume: bool, quiet: bool) -> dict[s
         progress.message(f"resumed from step {step}")
         _warn(summary, progress, schedule_extension(cfg, step, summary["total_steps"]))
         summary.update(status="running", total_steps=cfg.train.steps, final_model=None)
-    _warn(summary, progress, settings_warnings(cfg))
+    _warn(summary, progress, settings_warnings(cfg) + base_warnings(parts.model_path))
     tracker = build_tracker(
         cfg.tracking.trackers, run.path, cfg.name, cfg.model_dump(mode="json"), cfg.tracking.project, time_offset
     )

@@ -14,6 +14,7 @@ import json
 import os
 import shutil
 import time
+from collections import Counter
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
@@ -127,7 +128,9 @@ def _warm_up(
     scorer: Scorer,
     log: Log,
 ) -> dict[str, Any]:
-    """SFT on demonstrations until greedy accuracy on check items reaches the target, or max_steps."""
+    """SFT on demonstrations until greedy accuracy on check items reaches the target and beats the majority-answer
+    baseline by ``min_gain_over_majority``, or max_steps; a base that ends no better than that baseline is said to
+    be so (logged, and ``competent: false`` in its ``verity_base.json``)."""
     warm = cfg.model.warmup
     system = cfg.data.system_prompt
 
@@ -136,6 +139,8 @@ def _warm_up(
 
     # Check items and demonstrations come from far along the training streams: never held out, rarely trained on.
     check = [s.train_item(1_000_000 + i) for s in sources for i in range(warm.check_items // len(sources))]
+    baseline = majority_baseline(sources, check)
+    target = max(warm.stop_at_accuracy, baseline + warm.min_gain_over_majority)
     stream = _fresh_items(sources, held_out, start=2_000_000)
     engine = HFEngine(model, tokenizer, seed=cfg.seed)
     optimizer = torch.optim.AdamW(model.parameters(), lr=warm.lr, weight_decay=0.0)
@@ -160,9 +165,44 @@ def _warm_up(
                 "accuracy"
             ]
             log(f"warm-up step {step}: loss {loss.item():.3f}, check accuracy {accuracy:.2f}")
-            if accuracy >= warm.stop_at_accuracy:
+            if accuracy >= target:
                 break
-    return {"warmup_steps": step, "warmup_accuracy": accuracy, "stop_at_accuracy": warm.stop_at_accuracy}
+    info = {
+        "warmup_steps": step,
+        "warmup_accuracy": accuracy,
+        "stop_at_accuracy": warm.stop_at_accuracy,
+        "majority_baseline": baseline,
+        "competent": accuracy >= baseline + warm.min_gain_over_majority,
+    }
+    for warning in base_warnings(info):
+        log(f"warning: {warning}")
+    return info
+
+
+def majority_baseline(sources: list[TaskSource], check: list[Item], sample: int = 1000) -> float:
+    """Accuracy on ``check`` of always giving each task's most frequent answer among ``sample`` training items:
+    the score a model gets without solving anything (high for tasks whose answers are mostly one value)."""
+    top = {}
+    for source in sources:
+        answers = Counter(str(source.train_item(4_000_000 + i).answer) for i in range(sample))
+        top[source.name] = answers.most_common(1)[0][0]
+    return sum(str(item.answer) == top.get(item.task) for item in check) / max(len(check), 1)
+
+
+def base_warnings(info: dict[str, Any] | Path | str) -> list[str]:
+    """What a run should be told about its base: from the warm-up's ``info``, or a model directory's
+    ``verity_base.json`` (none for a model Verity did not build)."""
+    if not isinstance(info, dict):
+        path = Path(info) / "verity_base.json"
+        info = json.loads(path.read_text()) if path.is_file() else {}
+    if info.get("competent", True):
+        return []
+    return [
+        f"the tiny base is no better than always giving the most frequent answer (check accuracy "
+        f"{info['warmup_accuracy']:.2f} against {info['majority_baseline']:.2f} for the majority answer, after "
+        f"{info['warmup_steps']} warm-up steps): RL would only sharpen that guess. Raise model.warmup.max_steps, "
+        "or give the task more varied answers"
+    ]
 
 
 def _fresh_items(sources: list[TaskSource], held_out: set[str], start: int) -> Iterator[Item]:
