@@ -12,7 +12,7 @@ import pytest
 import yaml
 from conftest import loop_settings
 
-from verity.checks import check_device, settings_warnings, unlogged_stage_metrics
+from verity.checks import CollapseWatch, check_device, settings_warnings, unlogged_stage_metrics
 from verity.cli import main
 from verity.config import Config, load_config
 from verity.loop import TrainingStopped, train
@@ -190,3 +190,21 @@ def test_stretching_a_decayed_cosine_schedule_states_the_learning_rate_of_the_ad
     # 0.5 (1 + cos(pi 300/399)) = 0.144 at the first added step, 0 at the last.
     assert "the 100 steps from step 300 train at 0.049 x train.lr on average (0.144 down to 0.000)" in warning
     assert schedule_extension(load_config({"train": {"steps": 400}}), step=300, planned_steps=300) == []
+
+
+def test_collapse_watch_warns_once_when_pass_at_k_falls_beyond_noise() -> None:
+    watch = CollapseWatch(200, {"accuracy": 0.3, "pass@1": 0.2, "pass@4": 0.56})
+    # sampling error of 0.56 on 200 items: sqrt(0.56 * 0.44 / 200) = 0.0351; the warning needs a fall above 0.0702
+    assert watch.observe_eval(100, {"pass@1": 0.1, "pass@4": 0.50}) == []
+    (warning,) = watch.observe_eval(200, {"pass@1": 0.1, "pass@4": 0.48})
+    assert "pass@4 on held-out items fell from 0.560 to 0.480" in warning and "0.035" in warning
+    assert watch.observe_eval(300, {"pass@4": 0.30}) == []  # said once
+
+
+def test_collapse_watch_takes_its_reference_from_the_first_evaluation_and_watches_entropy() -> None:
+    watch = CollapseWatch(100)
+    assert watch.observe_eval(0, {"pass@8": 0.9}) == []
+    assert watch.observe_eval(50, {"pass@8": 0.7})  # error 0.03: a fall of 0.2 is collapse
+    steps = [watch.observe_step(s, {"entropy": e}) for s, e in enumerate([1.0, 1.2, 0.8, 1.0, 1.0, 0.2, 0.09])]
+    assert steps[:6] == [[]] * 6  # five early steps set the mean (1.0); 0.2 is above a tenth of it
+    assert "policy entropy fell to 0.0900" in steps[6][0]

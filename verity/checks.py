@@ -185,3 +185,57 @@ class RewardWatch:
 
 class AllScoresFailed(RuntimeError):
     """Every score of the first step was a verifier failure."""
+
+
+class CollapseWatch:
+    """Warns when exploration collapses: pass@k on the held-out items (k > 1) falls below its value before
+    training by more than twice its sampling error, or the policy's token entropy falls below a tenth of its mean
+    over the first steps. Either means RL sharpens a few answers and loses the rest (greedy accuracy may rise)."""
+
+    ENTROPY_FLOOR = 0.1
+    EARLY_STEPS = 5
+
+    def __init__(self, n_items: int, before: dict[str, Any] | None = None) -> None:
+        self.n_items = max(n_items, 1)
+        self.before = {k: v for k, v in (before or {}).items() if _is_pass_at_many(k, v)}
+        self.early: list[float] = []
+        self.warned: set[str] = set()
+
+    def observe_eval(self, step: int, result: dict[str, Any]) -> list[str]:
+        """The first call records the reference; later ones compare with it."""
+        now = {k: v for k, v in result.items() if _is_pass_at_many(k, v)}
+        if not self.before:
+            self.before = now
+            return []
+        out = []
+        for key, then in self.before.items():
+            error = math.sqrt(max(then * (1 - then), 1e-12) / self.n_items)
+            if key in now and then - now[key] > 2 * error and key not in self.warned:
+                self.warned.add(key)
+                out.append(
+                    f"step {step}: {key} on held-out items fell from {then:.3f} to {now[key]:.3f} (more than "
+                    f"twice its sampling error, {error:.3f}): exploration is collapsing. Try algo.entropy_coef "
+                    "(e.g. 0.001), algo.clip_high above algo.clip_low (clip-higher), or a lower train.lr"
+                )
+        return out
+
+    def observe_step(self, step: int, metrics: dict[str, float]) -> list[str]:
+        entropy = metrics.get("entropy")
+        if entropy is None or not math.isfinite(entropy):
+            return []
+        if len(self.early) < self.EARLY_STEPS:
+            self.early.append(entropy)
+            return []
+        start = sum(self.early) / len(self.early)
+        if entropy < self.ENTROPY_FLOOR * start and "entropy" not in self.warned:
+            self.warned.add("entropy")
+            return [
+                f"step {step}: policy entropy fell to {entropy:.4f}, under a tenth of its early mean "
+                f"({start:.4f}): sampled answers are becoming one answer. Try algo.entropy_coef or the entropy "
+                "controller (algo.entropy_target_low/high)"
+            ]
+        return []
+
+
+def _is_pass_at_many(key: str, value: Any) -> bool:
+    return key.startswith("pass@") and key != "pass@1" and isinstance(value, float)

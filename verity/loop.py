@@ -19,6 +19,7 @@ from verity.algo.objective import advantage_inputs, compute_advantages, needs_pr
 from verity.build import Parts, build_parts
 from verity.checks import (
     AllScoresFailed,
+    CollapseWatch,
     RewardWatch,
     apply_default_threads,
     check_device,
@@ -187,10 +188,12 @@ def _train_locked(cfg: Config, run: RunDir, resume: bool, quiet: bool) -> dict[s
 
     stop = _StopFlag()
     watch = RewardWatch(cfg.reward.timeout_s)
+    collapse = CollapseWatch(len(parts.eval_items), summary.get("eval_before"))
     bad_steps = 0
     try:
         if not resume:
             summary["eval_before"] = _eval_and_log(parts, tracker, 0, progress)
+            collapse.observe_eval(0, summary["eval_before"])
             summary["best_accuracy"] = summary["eval_before"]["accuracy"]
             run.write_summary(summary)
         progress.start_step = step
@@ -220,10 +223,11 @@ def _train_locked(cfg: Config, run: RunDir, resume: bool, quiet: bool) -> dict[s
                     tracker.log(step, metrics)
                 if cfg.tracking.samples_every and step % cfg.tracking.samples_every == 0:
                     run.append_samples(step, rollouts, cfg.tracking.samples_per_step)
+                _warn(summary, progress, collapse.observe_step(step, metrics))
                 if cfg.eval.every and step % cfg.eval.every == 0 and step < cfg.train.steps:
-                    summary["best_accuracy"] = max(
-                        summary["best_accuracy"], _eval_and_log(parts, tracker, step, progress)["accuracy"]
-                    )
+                    result = _eval_and_log(parts, tracker, step, progress)
+                    summary["best_accuracy"] = max(summary["best_accuracy"], result["accuracy"])
+                    _warn(summary, progress, collapse.observe_eval(step, result))
                 progress.update(step, metrics)
                 summary["steps"] = step
                 # The last step too, so a finished run can be extended with --resume train.steps=...
@@ -236,6 +240,7 @@ def _train_locked(cfg: Config, run: RunDir, resume: bool, quiet: bool) -> dict[s
         else:
             summary["eval_after"] = _eval_and_log(parts, tracker, step, progress)
             summary["best_accuracy"] = max(summary["best_accuracy"], summary["eval_after"]["accuracy"])
+            _warn(summary, progress, collapse.observe_eval(step, summary["eval_after"]))
             summary["final_model"] = str(run.save_model(parts.learner.model, parts.tokenizer))
             summary["status"] = "finished"
     except BaseException as err:
