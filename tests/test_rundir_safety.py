@@ -12,9 +12,9 @@ import pytest
 import yaml
 
 from verity.cli import main
-from verity.config import Config
+from verity.config import Config, load_config
 from verity.loop import train
-from verity.rundir import RunDir
+from verity.rundir import RunDir, config_changes
 from verity.runlock import RunLock
 from verity.runs import describe_run
 from verity.schema import ConfigError
@@ -140,3 +140,16 @@ def test_a_full_disk_while_checkpointing_is_one_line_and_leaves_nothing_half_wri
     run_dir = tmp_path / "runs" / "run"
     assert not list((run_dir / "checkpoints").glob(".staging_*"))
     assert json.loads((run_dir / "summary.json").read_text())["status"] == "failed"
+
+
+def test_a_key_added_since_the_run_started_is_not_a_change(tmp_path: Path) -> None:
+    """A config.yaml written before a setting existed resumes: the setting counts at its default."""
+    cfg = load_config({"name": "r", "output_dir": str(tmp_path)})
+    saved = cfg.model_dump(mode="json")
+    del saved["model"]["warmup"]["min_gain_over_majority"]
+    path = tmp_path / "config.yaml"
+    path.write_text(yaml.safe_dump(saved))
+    assert config_changes(path, cfg) == []
+    assert config_changes(path, load_config({"name": "r", "output_dir": str(tmp_path), "seed": 3})) == [
+        "seed (0 -> 3)"
+    ]

@@ -18,7 +18,7 @@ import numpy as np
 import torch
 import yaml
 
-from verity.config import Config, dump_config
+from verity.config import Config, dump_config, load_config
 from verity.runlock import RunLock, RunLocked
 from verity.runs import read_jsonl, read_summary
 from verity.schema import ConfigError
@@ -182,8 +182,14 @@ class RunDir:
 
 
 def config_changes(path: Path, cfg: Config) -> list[str]:
-    """``key (old -> new)`` for every dotted key whose value differs between ``path`` and ``cfg``."""
-    old = _flatten(yaml.safe_load(path.read_text()) if path.is_file() else {})
+    """``key (old -> new)`` for every dotted key whose value differs between ``path`` and ``cfg``. The saved config
+    is read through the config models, so a key added since it was written counts at its default, not as a
+    change."""
+    try:
+        saved = load_config(path).model_dump(mode="json") if path.is_file() else {}
+    except ConfigError:  # a key removed since: compare what was written
+        saved = yaml.safe_load(path.read_text())
+    old = _flatten(saved)
     new = _flatten(cfg.model_dump(mode="json"))
     keys = sorted(set(old) | set(new), key=list({**old, **new}).index)
     return [f"{k} ({old.get(k)!r} -> {new.get(k)!r})" for k in keys if old.get(k) != new.get(k)]
