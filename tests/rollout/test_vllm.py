@@ -198,3 +198,69 @@ def test_grpo_with_the_vllm_engine_raises_the_reward(char_tokenizer, tmp_path) -
     first, last = sum(rewards[:5]) / 5, sum(rewards[-5:]) / 5
     assert first < 0.1
     assert last > first + 0.4, f"mean reward {first:.3f} -> {last:.3f}"
+
+
+@needs_vllm
+def test_segmented_generation_over_vllm_keeps_each_tokens_policy(engine, sevens, char_tokenizer) -> None:
+    """Async mode's interruptible generation (SegmentedEngine): new weights arrive after the first segment; the
+    tokens of that segment keep version 0 and log-probs under the old policy, later ones under the new."""
+    pytest.importorskip("ray")
+    from verity.runtime.ray_workers import SegmentedEngine
+
+    old, new = sevens[0], copy.deepcopy(sevens[0])
+    torch.manual_seed(2)
+    with torch.no_grad():
+        for p in new.parameters():
+            p.add_(0.05 * torch.randn_like(p))
+
+    def adopt() -> None:
+        if engine.version == 0:
+            engine.load_weights(iter(new.state_dict().items()), version=1)
+
+    prompts = prompt_ids(char_tokenizer)
+    try:
+        segmented = SegmentedEngine(engine, segment=2, between_segments=adopt)
+        outputs = segmented.generate(prompts, SamplingParams(max_new_tokens=6, temperature=1.0, n=2))
+    finally:
+        engine.load_weights(iter(old.state_dict().items()), version=0)
+    rows, completions = flat(prompts, outputs)
+    tokens = [c.token_ids for c in completions]
+    by_old = completion_logprobs(old, rows, tokens, 1.0, char_tokenizer.pad_token_id)
+    by_new = completion_logprobs(new, rows, tokens, 1.0, char_tokenizer.pad_token_id)
+    assert any(len(c.token_ids) > 2 for c in completions), "no generation outlived its first segment"
+    for c, lp_old, lp_new in zip(completions, by_old, by_new, strict=True):
+        assert c.token_versions == [0, 0, 1, 1, 1, 1][: len(c.token_ids)]
+        want = [lp_old[i] if v == 0 else lp_new[i] for i, v in enumerate(c.token_versions)]
+        torch.testing.assert_close(torch.tensor(c.logprobs), torch.tensor(want), atol=LOGPROB_TOL, rtol=0)
+
+
+@needs_vllm
+def test_lora_adapters_sync_alone_and_are_verified(sevens, char_tokenizer) -> None:
+    """With model.lora the learner sends adapters only (peft names); vLLM serves each version as a LoRA request
+    on the untouched base, and its log-probs follow the adapted learner."""
+    from verity.train.config import LoraConfig
+    from verity.train.lora import apply_lora, trainable_state_dict
+
+    lora = LoraConfig(r=4, alpha=8, target_modules=["q_proj", "v_proj", "down_proj"])
+    learner = apply_lora(copy.deepcopy(sevens[0]), lora)
+    spec = EngineSpec(str(sevens[1]), char_tokenizer, "float32", "cpu", seed=0, lora=lora)
+    engine = build_engine("vllm", spec)
+    try:
+        probe = text_probe(char_tokenizer)
+        assert verify_sync(engine, learner, probe, tolerance=LOGPROB_TOL) < LOGPROB_TOL  # B = 0: the base
+        torch.manual_seed(3)
+        with torch.no_grad():
+            for name, p in learner.named_parameters():
+                if "lora_" in name:
+                    p.add_(0.3 * torch.randn_like(p))
+        with pytest.raises(StaleWeightsError):
+            verify_sync(engine, learner, probe, tolerance=LOGPROB_TOL)
+        adapters = trainable_state_dict(learner)
+        assert all(".lora_" in name and ".default." in name for name in adapters)
+        engine.load_weights(iter(adapters.items()), version=1)
+        assert verify_sync(engine, learner, probe, tolerance=LOGPROB_TOL) < LOGPROB_TOL
+        prompts = prompt_ids(char_tokenizer)
+        outputs = engine.generate(prompts, SamplingParams(max_new_tokens=5, temperature=0.9, n=2))
+        assert max_gap(learner, char_tokenizer, prompts, outputs, 0.9) < LOGPROB_TOL
+    finally:
+        engine.close()
