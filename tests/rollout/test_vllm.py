@@ -264,3 +264,56 @@ def test_lora_adapters_sync_alone_and_are_verified(sevens, char_tokenizer) -> No
         assert max_gap(learner, char_tokenizer, prompts, outputs, 0.9) < LOGPROB_TOL
     finally:
         engine.close()
+
+
+@needs_vllm
+@pytest.mark.slow
+@pytest.mark.ray
+def test_ray_rollout_actor_with_vllm_trains_in_sync_mode(char_tokenizer, tmp_path) -> None:
+    """runtime.kind=ray with rollout.engine=vllm: the rollout actor builds the engine by name (no shared module),
+    takes the learner's weights over Ray after every step, and the reward rises as in the local runtime."""
+    ray = pytest.importorskip("ray")
+    import os
+    import tempfile
+
+    from conftest import REPO_DIR, TESTS_DIR, tiny_llama
+
+    from verity.build import build_parts
+    from verity.loop import rl_step
+
+    model_dir = tmp_path / "random64"
+    tiny_llama(char_tokenizer, **SHAPE).save_pretrained(model_dir)
+    char_tokenizer.save_pretrained(model_dir)
+    overrides = [
+        "rollout.engine=vllm",
+        "train.lr=1e-2",
+        "rollout.prompts_per_step=8",
+        "rollout.group_size=8",
+        "runtime.kind=ray",
+        "runtime.ray.rollout_cpus=0.5",
+        "runtime.ray.reward_cpus=0.5",
+        "runtime.ray.threads=1",
+        "runtime.ray.rollout_workers=1",
+    ]
+    cfg = load_config(loop_settings(model_dir, tmp_path / "runs"), overrides)
+    paths = os.pathsep.join(map(str, (Path(__file__).parent, TESTS_DIR, REPO_DIR)))
+    env = {"PYTHONPATH": paths, "OMP_NUM_THREADS": "1", "RAY_USAGE_STATS_ENABLED": "0"}
+    ray.init(
+        num_cpus=2,
+        _temp_dir=tempfile.mkdtemp(prefix="vray"),
+        include_dashboard=False,
+        log_to_driver=False,
+        runtime_env={"env_vars": env},
+    )
+    try:
+        with single_thread():
+            parts = build_parts(cfg, lambda message: None)
+            try:
+                rewards = [rl_step(parts)[0]["reward/mean"] for _ in range(20)]
+            finally:
+                parts.engine.close()
+                parts.runtime.close()
+    finally:
+        ray.shutdown()
+    first, last = sum(rewards[:5]) / 5, sum(rewards[-5:]) / 5
+    assert last > first + 0.3, f"mean reward {first:.3f} -> {last:.3f}"
