@@ -89,6 +89,16 @@ def test_a_head_size_the_cpu_kernels_lack_is_a_config_error(tiny_model_dir, char
 
 
 @needs_vllm
+def test_sleep_mode_on_cpu_is_a_config_error(sevens, char_tokenizer) -> None:
+    from verity.rollout.config import RolloutConfig
+
+    settings = RolloutConfig(vllm={"enable_sleep_mode": True})
+    spec = EngineSpec(str(sevens[1]), char_tokenizer, "float32", "cpu", settings=settings)
+    with pytest.raises(ConfigError, match=r"rollout\.vllm\.enable_sleep_mode"):
+        build_engine("vllm", spec)
+
+
+@needs_vllm
 def test_greedy_completions_equal_the_hf_engine(engine, sevens, char_tokenizer) -> None:
     prompts = prompt_ids(char_tokenizer)
     params = SamplingParams(max_new_tokens=8, temperature=0, n=2)

@@ -78,6 +78,8 @@ def check_cpu_head_size(model_path: str) -> None:
 def engine_args(spec: EngineSpec, settings: VLLMConfig) -> dict[str, Any]:
     """Keyword arguments of ``vllm.LLM`` for this run."""
     on_cpu = spec.device == "cpu"
+    if on_cpu and settings.enable_sleep_mode:
+        raise ConfigError("rollout.vllm.enable_sleep_mode: vLLM has no sleep mode on CPU; set it to false there")
     kv_gib = settings.kv_cache_gib or (CPU_KV_CACHE_GIB if on_cpu else None)
     args: dict[str, Any] = {
         "model": spec.model_path,
@@ -255,10 +257,11 @@ class VLLMEngine:
     # -- sleep mode (GPU colocation) --------------------------------------------------------------------------
 
     def _sleep(self) -> None:
-        """With ``enable_sleep_mode``, free the GPU for the learner after each call. Full weights are dropped
-        (level 2: the next sync brings them); adapters need the base kept (level 1: offloaded to host memory)."""
+        """With ``enable_sleep_mode``, free the GPU for the learner after each call: level 1, weights offloaded
+        to host memory and the KV cache dropped. Not level 2 (weights discarded): an evaluation between a rollout
+        and the next sync would wake the engine on garbage."""
         if self.settings.enable_sleep_mode and not self._asleep:
-            self.llm.sleep(level=1 if self.lora is not None else 2)
+            self.llm.sleep(level=1)
             self._asleep = True
 
     def _wake(self) -> None:
