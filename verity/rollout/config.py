@@ -28,7 +28,24 @@ class VLLMConfig(Section):
     max_model_len: int | None = Field(
         None, gt=0, description="Longest prompt + completion (default: the model's)."
     )
+    kv_cache_gib: float | None = Field(
+        None,
+        gt=0,
+        description="KV-cache size in GiB; None: 1 GiB on CPU, and on a GPU what gpu_memory_utilization leaves.",
+    )
+    max_num_seqs: int | None = Field(
+        None, gt=0, description="Most sequences decoded together (vLLM's default: 256 on GPU, 128 on CPU)."
+    )
+    enable_prefix_caching: bool = Field(
+        True, description="Reuse a prompt's KV cache across its group's samples and across requests."
+    )
     sync_timeout_s: float = Field(120.0, gt=0, description="Longest wait for the engine to take new weights.")
+    sync_tolerance: float = Field(
+        0.05,
+        gt=0,
+        description="Largest log-prob difference on the sync probe between engine and learner after a weight sync "
+        "(verity/rollout/sync_check.py); fp32 on both sides agrees to ~1e-5, a bf16 engine to ~1e-2.",
+    )
 
 
 class RolloutConfig(Section):
@@ -42,8 +59,9 @@ class RolloutConfig(Section):
     max_new_tokens: int = Field(32, gt=0, description="Longest completion, in tokens.")
     engine: str = Field(
         "hf",
-        description="Rollout engine: 'hf' (transformers, shares the learner's module in the local runtime), or a "
-        "user's own backend by import path 'package.module:factory' (see verity/rollout/engine.py).",
+        description="Rollout engine: 'hf' (transformers, shares the learner's module in the local runtime), "
+        "'vllm' (its own copy of the policy, weights streamed on each sync; see docs/vllm.md), or a user's own "
+        "backend by import path 'package.module:factory' (see verity/rollout/engine.py).",
     )
     engine_settings: dict[str, Any] = Field(
         default_factory=dict, description="Settings a user's own engine reads (its factory gets this section)."
