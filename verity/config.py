@@ -13,7 +13,7 @@ from pathlib import Path
 from typing import Any
 
 import yaml
-from pydantic import BaseModel, Field, ValidationError
+from pydantic import BaseModel, Field, ValidationError, model_validator
 
 from verity.algo.config import AlgoConfig
 from verity.data.config import DataConfig
@@ -22,6 +22,7 @@ from verity.eval import EvalConfig
 from verity.model_config import ModelConfig
 from verity.rewards.config import RewardConfig
 from verity.rollout.config import RolloutConfig
+from verity.rollout.registry import ENGINES
 from verity.runtime.config import RuntimeConfig
 from verity.schema import ConfigError, Section
 from verity.tracking import TrackingConfig
@@ -46,6 +47,16 @@ class Config(Section):
     tracking: TrackingConfig = Field(default_factory=TrackingConfig, description="Metrics and trackers.")
     runtime: RuntimeConfig = Field(default_factory=RuntimeConfig, description="Placement.")
     env: EnvConfig | None = Field(None, description="Multi-turn episodes with an environment (None: single-turn).")
+
+    @model_validator(mode="after")
+    def _engine_defaults(self) -> Config:
+        """An engine whose behaviour log-probs come from other kernels than the learner's declares a default
+        truncated importance sampling cap (``default_tis_cap`` on its factory: 2.0 for vLLM); it applies unless the
+        config sets ``algo.tis_cap``."""
+        cap = getattr(ENGINES.resolve(self.rollout.engine), "default_tis_cap", None)
+        if cap is not None and "tis_cap" not in self.algo.model_fields_set:
+            self.algo.tis_cap = cap
+        return self
 
     @property
     def run_dir(self) -> Path:

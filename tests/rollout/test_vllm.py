@@ -185,7 +185,7 @@ def test_a_sync_is_verified_and_a_skipped_one_is_caught(engine, sevens, char_tok
         with torch.no_grad():
             for p in model.parameters():
                 p.add_(0.05 * torch.randn_like(p))
-        with pytest.raises(StaleWeightsError, match=r"version 0 .*rollout\.vllm\.sync_tolerance"):
+        with pytest.raises(StaleWeightsError, match=r"version 0 .*rollout\.sync_tolerance"):
             verify_sync(engine, model, probe, tolerance=LOGPROB_TOL)  # the sync was skipped
         engine.load_weights(iter(model.state_dict().items()), version=1)
         assert engine.version == 1

@@ -12,7 +12,7 @@ from typing import Any
 from torch import nn
 
 from verity.modeling import completion_logprobs
-from verity.rollout.engine import Engine
+from verity.rollout.engine import Engine, Weights
 
 PROBE_TEXT = "Verity checks that the rollout engine samples from the weights the learner has trained: 1 + 2 = 3"
 
@@ -59,7 +59,7 @@ def compare_logprobs(
     if worst > tolerance:
         raise StaleWeightsError(
             f"after the weight sync to version {version} the engine's log-probs of the probe differ from the "
-            f"learner's by up to {worst:.3g} (tolerance {tolerance:g}, rollout.vllm.sync_tolerance): the engine "
+            f"learner's by up to {worst:.3g} (tolerance {tolerance:g}, rollout.sync_tolerance): the engine "
             "is not sampling from the learner's weights (a sync that did not arrive, weights lost over a "
             "sleep/wake cycle, or parameter names that did not map). Raise the tolerance only if the two sides "
             "run different precisions (bf16 engine, fp32 learner)."
@@ -77,3 +77,23 @@ def verify_sync(
     reference = learner_logprobs(model, probe, pad_id, temperature)
     observed = engine.logprobs(probe.prompts, probe.completions, temperature)
     return compare_logprobs(observed, reference, tolerance, engine.version)
+
+
+@dataclass(frozen=True)
+class SyncCheck:
+    """What verifies one sync: the probe, the learner's log-probs of it at the new version, the tolerance."""
+
+    probe: Probe
+    reference: list[list[float]]
+    tolerance: float
+
+
+def synced(engine: Engine, weights: Weights, version: int, check: SyncCheck | None) -> float | None:
+    """Give ``engine`` the weights of ``version``; an engine with its own copy is then verified against ``check``
+    (``StaleWeightsError`` beyond its tolerance). Returns the largest difference, or None when nothing was checked
+    (an engine on the learner's own module)."""
+    engine.load_weights(weights, version)
+    if engine.shared or check is None:
+        return None
+    observed = engine.logprobs(check.probe.prompts, check.probe.completions, 1.0)
+    return compare_logprobs(observed, check.reference, check.tolerance, version)

@@ -50,6 +50,11 @@ def build_vllm_engine(spec: EngineSpec) -> VLLMEngine:
     return VLLMEngine(spec, settings)
 
 
+# vLLM's kernels (bf16 on a GPU) give behaviour log-probs that differ from the learner's recomputation: truncated
+# importance sampling is on by default with this engine (Yao et al. 2025's cap; docs/vllm.md).
+build_vllm_engine.default_tis_cap = 2.0  # type: ignore[attr-defined]
+
+
 def import_vllm() -> Any:
     try:
         import vllm
@@ -112,6 +117,8 @@ def engine_args(spec: EngineSpec, settings: VLLMConfig) -> dict[str, Any]:
 
 class VLLMEngine:
     """Engine over ``vllm.LLM``. ``version`` is the policy version of the last weights taken."""
+
+    shared = False  # its own weights, in its own worker processes
 
     def __init__(self, spec: EngineSpec, settings: VLLMConfig) -> None:
         self._vllm = import_vllm()
