@@ -55,6 +55,10 @@ class SegmentedEngine:
     def version(self) -> int:
         return self.engine.version
 
+    def close(self) -> None:
+        """Release the engine (a vLLM engine's worker processes) before the actor is killed."""
+        self.engine.close()
+
     def load_weights(self, weights: dict[str, Any], version: int) -> None:
         self.engine.load_weights(weights, version)
 
@@ -160,3 +164,7 @@ class RolloutWorker:
 
     def version(self) -> int:
         return self.engine.version
+
+    def close(self) -> None:
+        """Release the engine (a vLLM engine's worker processes) before the actor is killed."""
+        self.engine.close()
