@@ -6,6 +6,7 @@ and loss is a config choice in ``verity.algo``. The loop itself never branches o
 
 from __future__ import annotations
 
+import contextlib
 import errno
 import math
 import signal
@@ -17,18 +18,30 @@ import torch
 
 from verity.algo.objective import advantage_inputs, compute_advantages, needs_proximal, shape_rewards
 from verity.build import Parts, build_parts
+from verity.checks import (
+    AllScoresFailed,
+    CollapseWatch,
+    RewardWatch,
+    apply_default_threads,
+    check_device,
+    schedule_extension,
+    settings_warnings,
+    unlogged_stage_metrics,
+)
 from verity.config import Config
 from verity.data.collect import collect_rollouts
 from verity.data.guidance import relift_update
 from verity.data.metrics import task_metrics
 from verity.envs.turns import episode_metrics, evaluate_episodes, turn_tensors
 from verity.eval import evaluate
+from verity.models import BUILTIN, base_warnings
 from verity.progress import RunProgress
-from verity.rundir import RunDir
+from verity.rundir import RunDir, RunDirError
+from verity.runs import read_summary
 from verity.runtime.base import WorkerRestart
-from verity.tracking import build_tracker
+from verity.tracking import build_tracker, field_metrics, reward_range
 from verity.train.batching import Batch, collate
-from verity.train.checkpoint import WriteFailed
+from verity.train.checkpoint import latest_checkpoint
 from verity.types import Rollout
 
 
@@ -134,14 +147,20 @@ def run_eval(parts: Parts) -> dict[str, Any]:
 
 def train(cfg: Config, *, resume: bool = False, quiet: bool = False) -> dict[str, Any]:
     """Run (or resume) the RL loop described by ``cfg``; returns the run summary (also in summary.json)."""
+    check_device(cfg.runtime.device)
+    apply_default_threads(cfg, small_model=cfg.model.name == BUILTIN)
     run = RunDir(cfg)
     run.prepare(resume)
+    try:
+        return _train_locked(cfg, run, resume, quiet)
+    finally:
+        run.lock.release()
+
+
+def _train_locked(cfg: Config, run: RunDir, resume: bool, quiet: bool) -> dict[str, Any]:
     started, earlier_wall = time.time(), 0.0
     progress = RunProgress(max(cfg.train.steps, 1), quiet=quiet or cfg.tracking.quiet)
     parts = build_parts(cfg, progress.message)
-    tracker = build_tracker(
-        cfg.tracking.trackers, run.path, cfg.name, cfg.model_dump(mode="json"), cfg.tracking.project
-    )
     summary: dict[str, Any] = {
         "name": cfg.name,
         "status": "running",
@@ -152,26 +171,39 @@ def train(cfg: Config, *, resume: bool = False, quiet: bool = False) -> dict[str
         "restarts": restart_counts({}),
         "final_model": None,
     }
-    step = 0
-
-    def checkpoint() -> None:
-        summary["wall_time_s"] = earlier_wall + time.time() - started
-        run.save(step, {**parts.state_dict(), "summary": summary})
-        run.write_summary(summary)
-
+    step, time_offset = 0, 0.0
+    saved_at = -1  # the step of the last checkpoint this process wrote or resumed from
     if resume:
-        previous = run.read_summary()
+        previous = read_summary(run.path)
         state = run.load()
         parts.load_state_dict(state)
-        summary, step = state["summary"], state["step"]
+        summary, step, saved_at = state["summary"], state["step"], state["step"]
         earlier_wall = summary.get("wall_time_s", 0.0)
-        note_resume(summary, step, previous)
+        time_offset = run.truncate_logs(step)
         progress.message(f"resumed from step {step}")
+        _warn(summary, progress, [note_resume(summary, step, previous)])
+        _warn(summary, progress, schedule_extension(cfg, step, summary["total_steps"]))
+        summary.update(status="running", total_steps=cfg.train.steps, final_model=None)
+    _warn(summary, progress, settings_warnings(cfg) + base_warnings(parts.model_path))
+    tracker = build_tracker(
+        cfg.tracking.trackers, run.path, cfg.name, cfg.model_dump(mode="json"), cfg.tracking.project, time_offset
+    )
+
+    def checkpoint() -> None:
+        nonlocal saved_at
+        summary["wall_time_s"] = earlier_wall + time.time() - started
+        run.save(step, {**parts.state_dict(), "summary": summary})
+        saved_at = step
+        run.write_summary(summary)
+
     stop = _StopFlag()
+    watch = RewardWatch(cfg.reward.timeout_s)
+    collapse = CollapseWatch(len(parts.eval_items), summary.get("eval_before"))
     bad_steps = 0
     try:
         if not resume:
             summary["eval_before"] = _eval_and_log(parts, tracker, 0, progress)
+            collapse.observe_eval(0, summary["eval_before"])
             summary["best_accuracy"] = summary["eval_before"]["accuracy"]
             run.write_summary(summary)
         progress.start_step = step
@@ -179,12 +211,16 @@ def train(cfg: Config, *, resume: bool = False, quiet: bool = False) -> dict[str
             while step < cfg.train.steps and not stop.requested:
                 metrics, rollouts = rl_step(parts)
                 step += 1
-                for restart in parts.runtime.restarts():
-                    note_restart(summary, step, restart, progress.message)
+                _warn(summary, progress, [note_restart(summary, step, r) for r in parts.runtime.restarts()])
+                try:
+                    _warn(summary, progress, watch.observe(step, rollouts))
+                except AllScoresFailed as err:
+                    raise TrainingStopped(str(err)) from None
+                if step == progress.start_step + 1:
+                    _warn(summary, progress, unlogged_stage_metrics(cfg, metrics))
                 bad_steps = bad_steps + 1 if metrics["skipped"] else 0
                 if bad_steps:
-                    summary["warnings"].append(f"step {step}: non-finite loss or gradient, update skipped")
-                    progress.message(summary["warnings"][-1])
+                    _warn(summary, progress, [f"step {step}: non-finite loss or gradient, update skipped"])
                 if bad_steps >= cfg.train.max_bad_steps:
                     raise TrainingStopped(
                         f"{bad_steps} steps in a row had a non-finite loss or gradient; stopping. "
@@ -192,54 +228,55 @@ def train(cfg: Config, *, resume: bool = False, quiet: bool = False) -> dict[str
                     )
                 metrics["time/step"] = sum(metrics[k] for k in ("time/generate", "time/score", "time/train"))
                 metrics["throughput/tokens_per_s"] = metrics["tokens"] / max(metrics["time/step"], 1e-9)
+                metrics.update(reward_range(rollouts))
+                metrics.update(field_metrics(rollouts, cfg.tracking.group_by, cfg.eval.threshold))
                 if step % cfg.tracking.log_every == 0:
                     tracker.log(step, metrics)
                 if cfg.tracking.samples_every and step % cfg.tracking.samples_every == 0:
                     run.append_samples(step, rollouts, cfg.tracking.samples_per_step)
+                _warn(summary, progress, collapse.observe_step(step, metrics))
                 if cfg.eval.every and step % cfg.eval.every == 0 and step < cfg.train.steps:
-                    summary["best_accuracy"] = max(
-                        summary["best_accuracy"], _eval_and_log(parts, tracker, step, progress)["accuracy"]
-                    )
+                    result = _eval_and_log(parts, tracker, step, progress)
+                    summary["best_accuracy"] = max(summary["best_accuracy"], result["accuracy"])
+                    _warn(summary, progress, collapse.observe_eval(step, result))
                 progress.update(step, metrics)
                 summary["steps"] = step
-                if step % cfg.train.checkpoint_every == 0:
+                # The last step too, so a finished run can be extended with --resume train.steps=...
+                if step % cfg.train.checkpoint_every == 0 or step == cfg.train.steps:
                     checkpoint()
         if stop.requested:
-            if step == 0 or step % cfg.train.checkpoint_every:  # else this step's checkpoint is already written
+            if saved_at != step:  # rewriting the checkpoint ``latest`` names would leave a moment with none
                 checkpoint()
             summary["status"] = "stopped"
             progress.message(f"stopped at step {step}; resume with --resume")
         else:
             summary["eval_after"] = _eval_and_log(parts, tracker, step, progress)
             summary["best_accuracy"] = max(summary["best_accuracy"], summary["eval_after"]["accuracy"])
+            _warn(summary, progress, collapse.observe_eval(step, summary["eval_after"]))
             summary["final_model"] = str(run.save_model(parts.learner.model, parts.tokenizer))
             summary["status"] = "finished"
-    except OSError as err:
+    except BaseException as err:
         summary["status"] = "failed"
-        if err.errno in (errno.ENOSPC, errno.EDQUOT) and not isinstance(err, WriteFailed):
-            raise run.write_failed(err.filename or f"under {run.path}", err) from err  # summary, metrics, samples
-        raise
-    except BaseException:
-        summary["status"] = "failed"
+        summary["error"] = str(err).splitlines()[0] if str(err) else type(err).__name__
+        if isinstance(err, OSError) and err.errno in (errno.ENOSPC, errno.EDQUOT):
+            raise disk_full(run, err) from None  # summary, metrics or samples: checkpoints say it themselves
         raise
     finally:
         summary["wall_time_s"] = earlier_wall + time.time() - started
-        try:
-            write_last_summary(run, summary, progress.message)
-        finally:
-            tracker.close()
-            parts.runtime.close()
+        with contextlib.suppress(OSError):  # a full disk must not hide the error that stopped the run
+            run.write_summary(summary)
+        tracker.close()
+        parts.runtime.close()
     return summary
 
 
-def write_last_summary(run: RunDir, summary: dict[str, Any], log: Callable[[str], None]) -> None:
-    """Write the run's closing summary; on a failed run, a full disk must not hide the error that stopped it."""
-    try:
-        run.write_summary(summary)
-    except OSError as err:
-        if summary["status"] != "failed":
-            raise
-        log(f"could not write {run.path / 'summary.json'}: {err}")
+def disk_full(run: RunDir, err: OSError) -> RunDirError:
+    last = latest_checkpoint(run.checkpoints)
+    kept = f"the last checkpoint ({last.name}) is intact" if last else "no checkpoint was kept"
+    return RunDirError(
+        f"writing {err.filename or 'under ' + str(run.path)} failed ({err.strerror or err}); {kept}; free space "
+        "and continue with --resume"
+    )
 
 
 def restart_counts(summary: dict[str, Any]) -> dict[str, int]:
@@ -247,23 +284,27 @@ def restart_counts(summary: dict[str, Any]) -> dict[str, int]:
     return summary.setdefault("restarts", {"driver": 0, "rollout": 0, "reward": 0})
 
 
-def note_resume(summary: dict[str, Any], step: int, previous: dict[str, Any] | None) -> None:
-    """Count a driver restart and say how the previous driver ended, as its summary.json left it: 'running'
-    means it was killed (or its machine died), so the steps after ``step`` are trained again."""
+def note_resume(summary: dict[str, Any], step: int, previous: dict[str, Any]) -> str:
+    """Count a driver restart; the warning says how the previous driver ended, as its summary.json left it:
+    'running' means it was killed (or its machine died), so the steps after ``step`` are trained again."""
     restart_counts(summary)["driver"] += 1
-    ended = (previous or {}).get("status", "unknown")
+    ended = previous.get("status", "unknown")
     how = "was killed" if ended == "running" else f"ended with status {ended!r}"
-    summary["warnings"].append(f"resumed from the checkpoint of step {step}: the previous driver {how}")
+    return f"resumed from the checkpoint of step {step}: the previous driver {how}"
 
 
-def note_restart(summary: dict[str, Any], step: int, restart: WorkerRestart, log: Callable[[str], None]) -> None:
-    """Count a replaced worker in the summary, with a warning naming it and the cause."""
+def note_restart(summary: dict[str, Any], step: int, restart: WorkerRestart) -> str:
+    """Count a replaced worker; the warning names it and the cause."""
     counts = restart_counts(summary)
     counts[restart.kind] = counts.get(restart.kind, 0) + 1
-    summary["warnings"].append(
-        f"step {step}: {restart.kind} worker {restart.rank} died and was replaced ({restart.cause})"
-    )
-    log(summary["warnings"][-1])
+    return f"step {step}: {restart.kind} worker {restart.rank} died and was replaced ({restart.cause})"
+
+
+def _warn(summary: dict[str, Any], progress: RunProgress, warnings: list[str]) -> None:
+    """Record each warning in the summary and show it."""
+    for warning in warnings:
+        summary["warnings"].append(warning)
+        progress.message(f"warning: {warning}")
 
 
 def _eval_and_log(parts: Parts, tracker: Any, step: int, progress: RunProgress) -> dict[str, Any]:

@@ -4,6 +4,7 @@ facts about its attention. Kept apart so neither side imports the other."""
 from __future__ import annotations
 
 import inspect
+from dataclasses import dataclass
 from typing import Protocol
 
 import torch
@@ -46,6 +47,38 @@ def token_logprobs(
         ent = -(logp_all.exp() * logp_all).sum(-1)
         entropy = torch.nn.functional.pad(ent, (1, 0))
     return logprobs, entropy
+
+
+@dataclass
+class _Rows:
+    input_ids: torch.Tensor  # (B, T) right-padded
+    attention_mask: torch.Tensor  # (B, T)
+
+
+@torch.inference_mode()
+def completion_logprobs(
+    model: nn.Module, prompts: list[list[int]], completions: list[list[int]], temperature: float, pad_id: int
+) -> list[list[float]]:
+    """Teacher-forced log-probs of each completion's tokens after its prompt under ``logits / temperature``, in
+    one right-padded forward of ``model`` (left in eval mode while it runs)."""
+    was_training = model.training
+    model.eval()
+    try:
+        rows = [p + c for p, c in zip(prompts, completions, strict=True)]
+        width = max(len(r) for r in rows)
+        ids = torch.full((len(rows), width), pad_id, dtype=torch.long)
+        mask = torch.zeros((len(rows), width), dtype=torch.long)
+        for i, row in enumerate(rows):
+            ids[i, : len(row)] = torch.tensor(row)
+            mask[i, : len(row)] = 1
+        device = next(model.parameters()).device
+        with autocast(device):
+            lp, _ = token_logprobs(model, _Rows(ids.to(device), mask.to(device)), temperature)
+        lp = lp.float().cpu()
+        pairs = zip(prompts, completions, strict=True)
+        return [lp[i, len(p) : len(p) + len(c)].tolist() for i, (p, c) in enumerate(pairs)]
+    finally:
+        model.train(was_training)
 
 
 def cache_keyword(model: nn.Module) -> str:

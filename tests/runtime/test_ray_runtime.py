@@ -123,10 +123,10 @@ class StuckWorker(RolloutWorker):
     """Takes the first weights, then never finishes taking another version."""
 
     @ray.method(concurrency_group="weights")
-    def load_weights(self, weights: dict[str, Any], version: int) -> int:
+    def load_weights(self, weights: Any, version: int, check: Any = None) -> int:
         if version > 0:
             time.sleep(30)
-        return super().load_weights(weights, version)
+        return super().load_weights(weights, version, check)
 
 
 def test_a_stuck_weight_sync_raises_the_named_error(make_config) -> None:

@@ -14,6 +14,7 @@ import torch
 
 from verity.rollout.engine import Engine, SamplingParams
 from verity.rollout.episode import EpisodeRunner
+from verity.rollout.sync_check import Probe
 from verity.types import Item, Rollout, Score
 
 Supply = Callable[[int], list[tuple[Item, list[int]]]]
@@ -30,11 +31,14 @@ class Scoring(Protocol):
 
 
 class WeightSource(Protocol):
-    """What a sync reads from the learner."""
+    """What a sync reads from the learner: its weights, their version, and its log-probs of a sync probe (what an
+    engine with its own copy must reproduce)."""
 
     version: int
 
     def weights(self) -> Iterator[tuple[str, torch.Tensor]]: ...
+
+    def probe_logprobs(self, probe: Probe) -> list[list[float]]: ...
 
 
 @dataclass(frozen=True)

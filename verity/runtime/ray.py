@@ -36,6 +36,7 @@ from ray.exceptions import GetTimeoutError
 from verity.config import Config
 from verity.rollout.engine import Engine, EngineSpec, SamplingParams
 from verity.rollout.episode import EpisodeRunner
+from verity.rollout.sync_check import SyncCheck, synced, text_probe
 from verity.runtime.base import RuntimeSpec, Scoring, Supply, WeightSource, WorkerRestart
 from verity.runtime.config import RayConfig
 from verity.runtime.ray_pool import ActorWorkers, Job, RemoteTimeout, WeightSyncTimeout
@@ -112,6 +113,7 @@ class RayRuntime:
         self.rc: RayConfig = cfg.runtime.ray
         self.episodes = episodes
         self._env_stats: Counter[str] = Counter()  # episode counts since the last rollout() call
+        self.tolerance = cfg.rollout.sync_tolerance
         self.seed = cfg.seed
         self.engine = engine  # the driver's, on the learner's module: evaluation and the sync-mode RNG
         self.executor = RayScoring(executor)
@@ -174,14 +176,18 @@ class RayRuntime:
     # -- weights ---------------------------------------------------------------------------------------------
 
     def sync(self, learner: WeightSource) -> None:
-        """Put the learner's weights in the object store once; every rollout actor takes them by reference."""
+        """Put the learner's weights in the object store once; every rollout actor takes them by reference, with
+        the learner's log-probs of the sync probe, and verifies itself when it adopts them. The driver's engine
+        (evaluation) follows too: free when it shares the learner's module, verified when it has its own copy."""
         start = time.perf_counter()
+        probe = text_probe(self.engine.tokenizer)
+        check = SyncCheck(probe, learner.probe_logprobs(probe), self.tolerance)
         weights = [(k, v.detach().to("cpu", copy=True)) for k, v in learner.weights()]
         with self._cond:
             self._raise_pump_error()
-            self._weights = (ray.put(weights), learner.version)
+            self._weights = (ray.put(weights), learner.version, check)
             self.rollout_workers.broadcast("load_weights", *self._weights, timeout=self.rc.sync_timeout_s)
-            self.engine.version = learner.version
+            synced(self.engine, iter(weights), learner.version, check)
         self.timings["time/sync"] = time.perf_counter() - start
 
     def _give_weights(self, rank: int, actor: Any) -> None:

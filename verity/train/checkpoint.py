@@ -1,6 +1,6 @@
 """Atomic checkpoints: a step's state is written aside, fsynced, then renamed into place, and only then does the
 ``latest`` pointer move. A process killed at any moment leaves ``latest`` naming a complete checkpoint, and a
-write that fails (a full disk) removes what it wrote and raises ``WriteFailed``, leaving the previous one."""
+write that fails (a full disk) removes what it wrote and raises its ``OSError``, leaving the previous one."""
 
 from __future__ import annotations
 
@@ -13,11 +13,6 @@ import torch
 
 STATE_FILE = "state.pt"
 LATEST = "latest"
-
-
-class WriteFailed(OSError):
-    """A checkpoint or the final model could not be written (e.g. the disk is full); what was there before, the
-    previous checkpoint included, is intact."""
 
 
 def save_checkpoint(root: Path, step: int, state: dict[str, Any], keep: int) -> Path:
@@ -33,16 +28,11 @@ def save_checkpoint(root: Path, step: int, state: dict[str, Any], keep: int) -> 
             shutil.rmtree(final)  # left by a process killed before it moved ``latest`` here
         os.replace(staging, final)
         _write_atomic(root / LATEST, final.name)
-    except (OSError, RuntimeError) as err:
+    except (OSError, RuntimeError):
         shutil.rmtree(staging, ignore_errors=True)
-        previous = latest_checkpoint(root)
-        if previous != final:
+        if latest_checkpoint(root) != final:
             shutil.rmtree(final, ignore_errors=True)
-        kept = f"the previous checkpoint {previous} is intact" if previous else "there is no earlier checkpoint"
-        raise WriteFailed(
-            f"could not write checkpoint {final.name} under {root}: {err}; {kept}. Free space on that disk "
-            "(or set output_dir to one with room, or lower train.keep_checkpoints), then continue with --resume"
-        ) from err
+        raise
     _fsync_dir(root)
     _prune(root, keep)
     return final

@@ -15,6 +15,7 @@ from torch import nn
 
 from verity.algo.objective import PolicyObjective
 from verity.modeling import autocast, full_attention_only, token_logprobs
+from verity.rollout.sync_check import Probe, learner_logprobs
 from verity.train.batching import Batch, micro_batches, split_indices
 from verity.train.config import TrainConfig
 from verity.train.lora import load_trainable_state, trainable_state_dict
@@ -199,6 +200,11 @@ class Learner:
         if not self.train_cfg.skip_zero_advantage or mini.ref_logprobs is not None or every_row:
             return everything
         return everything[(mini.advantages * mini.loss_mask).ne(0).any(-1)]
+
+    def probe_logprobs(self, probe: Probe) -> list[list[float]]:
+        """The policy's teacher-forced log-probs of a sync probe (temperature 1), which a verified engine must
+        match."""
+        return learner_logprobs(self.model, probe, pad_id=0)
 
     def weights(self) -> Iterator[tuple[str, torch.Tensor]]:
         """What an engine needs to follow the policy, as ``(name, tensor)`` pairs read lazily: every weight, or
