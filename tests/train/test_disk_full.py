@@ -22,15 +22,15 @@ from verity.train.checkpoint import latest_checkpoint, load_checkpoint, save_che
 
 
 class FullDisk:
-    """A binary file on a disk with ``room`` bytes left: the write that would pass it raises ENOSPC."""
+    """A file on a disk with ``room`` bytes (or characters) left: the write that would pass it raises ENOSPC."""
 
     def __init__(self, file: Any, room: int) -> None:
         self.file = file
         self.room = room
 
-    def write(self, data: bytes) -> int:
+    def write(self, data: Any) -> int:
         if len(data) > self.room:
-            self.file.write(bytes(data[: self.room]))
+            self.file.write(data[: self.room])
             self.room = 0
             raise OSError(errno.ENOSPC, "No space left on device")
         self.room -= len(data)
@@ -46,13 +46,13 @@ class FullDisk:
         self.file.close()
 
 
-def fill_disk_under(monkeypatch: pytest.MonkeyPatch, root: Path, room: int) -> None:
-    """Binary files opened for writing under ``root`` get ``room`` bytes before ENOSPC."""
+def fill_disk_under(monkeypatch: pytest.MonkeyPatch, root: Path, room: int, writing: str = "wb") -> None:
+    """Files opened under ``root`` in mode ``writing`` get ``room`` bytes before ENOSPC."""
     real_open = Path.open
 
     def open_on_full_disk(path: Path, mode: str = "r", *args: Any, **kwargs: Any) -> Any:
         file = real_open(path, mode, *args, **kwargs)
-        return FullDisk(file, room) if "wb" in mode and root in path.parents else file
+        return FullDisk(file, room) if mode == writing and root in path.parents else file
 
     monkeypatch.setattr(Path, "open", open_on_full_disk)
 
@@ -67,6 +67,19 @@ def test_a_checkpoint_that_does_not_fit_leaves_the_previous_one(tmp_path: Path, 
     assert latest_checkpoint(root) == root / "step_0000001"
     assert sorted(p.name for p in root.iterdir()) == ["latest", "step_0000001"]  # the partial write is gone
     assert torch.equal(load_checkpoint(root / "step_0000001")["weights"], torch.arange(4.0))
+
+
+def test_a_latest_pointer_that_does_not_fit_leaves_the_previous_checkpoint(tmp_path: Path, monkeypatch) -> None:
+    """The state is written and renamed into place, then the ``latest`` pointer does not fit: the new directory
+    and the pointer's temporary file are removed, and ``latest`` still names the previous checkpoint."""
+    root = tmp_path / "checkpoints"
+    save_checkpoint(root, 1, {"weights": torch.arange(4.0)}, keep=2)
+    fill_disk_under(monkeypatch, root, room=0, writing="w")
+    with pytest.raises(OSError) as failed:
+        save_checkpoint(root, 2, {"weights": torch.zeros(4)}, keep=2)
+    assert failed.value.errno == errno.ENOSPC
+    assert sorted(p.name for p in root.iterdir()) == ["latest", "step_0000001"]
+    assert latest_checkpoint(root) == root / "step_0000001"
 
 
 def test_a_final_model_that_does_not_fit_fails_the_run_and_resume_writes_it(
