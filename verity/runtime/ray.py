@@ -90,7 +90,7 @@ def build_ray_runtime(spec: RuntimeSpec, rollout_class: type = RolloutWorker) ->
         raise ConfigError(
             "runtime.kind=ray plays single-turn episodes only; remove `env:` or use runtime.kind=local"
         )
-    runtime = RayRuntime(spec.cfg, spec.model_path, spec.engine, spec.executor, spec.learner, rollout_class)
+    runtime = RayRuntime(spec.cfg, spec.engine_spec, spec.engine, spec.executor, spec.learner, rollout_class)
     runtime.supply = spec.supply
     return runtime
 
@@ -104,7 +104,7 @@ class RayRuntime:
     def __init__(
         self,
         cfg: Config,
-        model_path: str,
+        engine_spec: EngineSpec,
         engine: Engine,
         executor: Scoring,
         learner: WeightSource,
@@ -137,16 +137,8 @@ class RayRuntime:
             num_cpus=rc.rollout_cpus, num_gpus=rc.rollout_gpus, max_restarts=0
         )
         device = "cuda" if rc.rollout_gpus > 0 else "cpu"
-        spec = EngineSpec(
-            model_path,
-            engine.tokenizer,
-            cfg.model.dtype,
-            device,
-            cfg.seed,
-            cfg.eval.batch_size,
-            cfg.model.lora,
-            cfg.rollout,
-        )
+        # Each actor loads its own copy of the policy: the driver's spec, on the actor's device, sharing nothing.
+        spec = replace(engine_spec, device=device, model=None)
         threads = rc.threads or max(1, int(rc.rollout_cpus))
         self.rollout_workers = ActorWorkers(
             "rollout",
