@@ -12,7 +12,7 @@ from typing import Any, Protocol
 
 import torch
 
-from verity.rollout.engine import Engine, SamplingParams
+from verity.rollout.engine import Engine, EngineSpec, SamplingParams
 from verity.rollout.episode import EpisodeRunner
 from verity.rollout.sync_check import Probe
 from verity.types import Item, Rollout, Score
@@ -58,6 +58,7 @@ class RuntimeSpec:
     cfg: Any  # the run's Config
     model_path: str
     engine: Engine
+    engine_spec: EngineSpec  # how the driver's engine was built; a runtime builds its workers' engines alike
     executor: Scoring
     learner: WeightSource
     episodes: EpisodeRunner | None

@@ -89,7 +89,7 @@ def build_ray_runtime(spec: RuntimeSpec, rollout_class: type = RolloutWorker) ->
     """The Ray runtime of a run; it keeps the local reward executor for the driver's own scoring (evaluation,
     ViSurf) and the driver's episode runner for evaluation, and draws its async lead from ``spec.supply``."""
     runtime = RayRuntime(
-        spec.cfg, spec.model_path, spec.engine, spec.executor, spec.learner, rollout_class, spec.episodes
+        spec.cfg, spec.engine_spec, spec.engine, spec.executor, spec.learner, rollout_class, spec.episodes
     )
     runtime.supply = spec.supply
     return runtime
@@ -103,7 +103,7 @@ class RayRuntime:
     def __init__(
         self,
         cfg: Config,
-        model_path: str,
+        engine_spec: EngineSpec,
         engine: Engine,
         executor: Scoring,
         learner: WeightSource,
@@ -139,16 +139,8 @@ class RayRuntime:
             num_cpus=rc.rollout_cpus, num_gpus=rc.rollout_gpus, max_restarts=0
         )
         device = "cuda" if rc.rollout_gpus > 0 else "cpu"
-        spec = EngineSpec(
-            model_path,
-            engine.tokenizer,
-            cfg.model.dtype,
-            device,
-            cfg.seed,
-            cfg.eval.batch_size,
-            cfg.model.lora,
-            cfg.rollout,
-        )
+        # Each actor loads its own copy of the policy: the driver's spec, on the actor's device, sharing nothing.
+        spec = replace(engine_spec, device=device, model=None)
         threads = rc.threads or max(1, int(rc.rollout_cpus))
         self.rollout_workers = ActorWorkers(
             "rollout",
