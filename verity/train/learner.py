@@ -19,7 +19,6 @@ from verity.train.batching import Batch, micro_batches, split_indices
 from verity.train.config import TrainConfig
 from verity.train.lora import load_trainable_state, trainable_state_dict
 from verity.train.prefix import prompt_groups, shared_prefix_logprobs
-from verity.train.sft import sft_loss
 
 
 def lr_factor(step: int, warmup: int, total: int, schedule: str, min_ratio: float = 0.0) -> float:
@@ -77,7 +76,9 @@ class Learner:
             rows = order[i : i + self.train_cfg.micro_batch_size]
             micro = batch.select(rows).to(self.device)
             with autocast(self.device):
-                lp, _ = token_logprobs(model, micro, self.temperature)
+                lp, _ = token_logprobs(
+                    model, micro, self.temperature, chunk_tokens=self.train_cfg.logit_chunk_tokens
+                )
             out[rows, : lp.shape[1]] = lp.cpu()
         model.train(was_training)
         return out
@@ -112,11 +113,20 @@ class Learner:
         does not advance). Returns the loss; a non-finite one changes nothing and is returned as NaN."""
         self.model.train()
         self.optimizer.zero_grad(set_to_none=True)
-        loss = sft_loss(self.model, batch.to(self.device))
-        if not torch.isfinite(loss):
+        tokens = max(float(batch.loss_mask.sum().item()), 1.0)
+        total = 0.0
+        for micro, weight in self._passes(batch, whole=True):
+            micro = micro.to(self.device)
+            with autocast(self.device):
+                logprobs, _ = self._forward(micro, 1.0, with_entropy=False)
+            loss = -(logprobs * micro.loss_mask).sum() / tokens * weight
+            loss.backward()
+            total += loss.item()
+        finite, sums = self._agree(math.isfinite(total), {"loss": total})
+        if not finite:
+            self.optimizer.zero_grad(set_to_none=True)
             return float("nan")
-        loss.backward()
-        torch.nn.utils.clip_grad_norm_(self.model.parameters(), self.train_cfg.max_grad_norm)
+        self._clip_grad_norm()
         saved = [group["lr"] for group in self.optimizer.param_groups]
         for group in self.optimizer.param_groups:
             group["lr"] *= lr_scale
@@ -124,7 +134,7 @@ class Learner:
         for group, lr in zip(self.optimizer.param_groups, saved, strict=True):
             group["lr"] = lr
         self.optimizer.zero_grad(set_to_none=True)
-        return loss.item()
+        return sums["loss"]
 
     def _update(self, mini: Batch, loss_kwargs: dict[str, float]) -> dict[str, float]:
         token_count = float(mini.loss_mask.sum().item())
@@ -143,7 +153,7 @@ class Learner:
                 if p.requires_grad:
                     p.grad = torch.zeros_like(p)
             finite, sums = True, {"loss/policy": 0.0, "loss/total": 0.0}
-        grad_norm = float(torch.nn.utils.clip_grad_norm_(self.model.parameters(), self.train_cfg.max_grad_norm))
+        grad_norm = self._clip_grad_norm()
         if not finite or not math.isfinite(grad_norm):
             self.optimizer.zero_grad(set_to_none=True)
             return {"skipped": 1.0}
@@ -161,14 +171,11 @@ class Learner:
         was finite, and the metrics (``loss/*`` summed, the rest token means over ``batch``)."""
         tokens = max(float(batch.loss_mask.sum().item()), 1.0)
         sums: dict[str, float] = {}
-        for micro in micro_batches(batch, self.train_cfg.micro_batch_size, self.train_cfg.micro_batch_tokens):
+        finite = True
+        for micro, weight in self._passes(batch):
             micro = micro.to(self.device)
-            groups = prompt_groups(micro) if self.share_prompts else None
             with autocast(self.device):
-                if groups is None:
-                    logprobs, entropy = token_logprobs(self.model, micro, self.temperature, with_entropy=True)
-                else:
-                    logprobs, entropy = shared_prefix_logprobs(self.model, micro, groups, self.temperature, True)
+                logprobs, entropy = self._forward(micro, self.temperature, with_entropy=True)
             loss, metrics = self.objective(
                 logprobs,
                 micro.old_logprobs,
@@ -180,13 +187,42 @@ class Learner:
                 **normalizers,
                 **loss_kwargs,
             )
-            if not torch.isfinite(loss):
-                return False, sums
-            loss.backward()
-            share = float(micro.loss_mask.sum().item()) / tokens
+            # A non-finite loss still runs its backward: a sharded group's passes must stay in step.
+            finite = finite and bool(torch.isfinite(loss))
+            (loss * weight).backward()
+            share = float(micro.loss_mask.sum().item()) / tokens * weight
             for k, v in metrics.items():
-                sums[k] = sums.get(k, 0.0) + (v if k.startswith("loss/") else v * share)
-        return True, sums
+                sums[k] = sums.get(k, 0.0) + (v * weight if k.startswith("loss/") else v * share)
+        return self._agree(finite, sums)
+
+    def _passes(self, batch: Batch, whole: bool = False) -> list[tuple[Batch, float]]:
+        """The forward/backward passes this learner runs over ``batch``, each with the weight of its loss: the
+        micro-batches (or ``whole``: the batch in one pass). A sharded learner takes its share of the rows and
+        adds passes of weight 0 so that every rank runs as many as the busiest."""
+        if whole:
+            return [(batch, 1.0)]
+        return [
+            (m, 1.0)
+            for m in micro_batches(batch, self.train_cfg.micro_batch_size, self.train_cfg.micro_batch_tokens)
+        ]
+
+    def _forward(
+        self, micro: Batch, temperature: float, with_entropy: bool
+    ) -> tuple[torch.Tensor, torch.Tensor | None]:
+        """Log-probs and entropies (B, T) of a micro-batch under the policy, with gradients."""
+        chunk = self.train_cfg.logit_chunk_tokens
+        groups = prompt_groups(micro) if self.share_prompts else None
+        if groups is None:
+            return token_logprobs(self.model, micro, temperature, with_entropy, chunk)
+        return shared_prefix_logprobs(self.model, micro, groups, temperature, with_entropy, chunk_tokens=chunk)
+
+    def _agree(self, finite: bool, sums: dict[str, float]) -> tuple[bool, dict[str, float]]:
+        """Whether every loss was finite, and the metric sums, over the whole group (here: this learner)."""
+        return finite, sums
+
+    def _clip_grad_norm(self) -> float:
+        """Clip the gradients to ``train.max_grad_norm`` by their global norm; returns the norm before."""
+        return float(torch.nn.utils.clip_grad_norm_(self.model.parameters(), self.train_cfg.max_grad_norm))
 
     def _rows_with_gradient(self, mini: Batch, loss_kwargs: dict[str, float]) -> torch.Tensor:
         """Indices of the rows that can contribute to the gradient. Every policy loss here is a function of the
