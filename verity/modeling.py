@@ -84,7 +84,8 @@ def head_logprobs(
     softcap = getattr(causal.config.get_text_config(decoder=True), "final_logit_softcapping", None)
 
     def chunk_logprobs(h: torch.Tensor, ids: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor | None]:
-        logits = head(h).float()  # (C, V)
+        logits = head(h)  # (C, V), at least float32: bf16/fp16 logits are upcast
+        logits = logits.to(torch.promote_types(logits.dtype, torch.float32))
         if softcap:
             logits = torch.tanh(logits / softcap) * softcap
         logp_all = torch.log_softmax(logits / temperature, dim=-1)

@@ -66,7 +66,7 @@ class Learner:
 
     @torch.no_grad()
     def logprobs(self, batch: Batch, model: nn.Module | None = None) -> torch.Tensor:
-        """Teacher-forced log-probs (B, T) of ``batch`` under ``model`` (default: the policy)."""
+        """Teacher-forced log-probs (B, T) of ``batch`` under ``model`` (default: the policy); 0 on padding."""
         model = model or self.model
         was_training = model.training
         model.eval()
@@ -79,7 +79,7 @@ class Learner:
                 lp, _ = token_logprobs(
                     model, micro, self.temperature, chunk_tokens=self.train_cfg.logit_chunk_tokens
                 )
-            out[rows, : lp.shape[1]] = lp.cpu()
+            out[rows, : lp.shape[1]] = (lp * micro.attention_mask).cpu()  # 0 on padding, however batched
         model.train(was_training)
         return out
 
@@ -168,7 +168,8 @@ class Learner:
         self, batch: Batch, normalizers: dict[str, float], loss_kwargs: dict[str, float]
     ) -> tuple[bool, dict[str, float]]:
         """Forward and backward over ``batch`` in micro-batches, gradients accumulating; returns whether every loss
-        was finite, and the metrics (``loss/*`` summed, the rest token means over ``batch``)."""
+        was finite, and the metrics (``loss/*`` summed, ``*/max`` the largest, the rest token means over
+        ``batch``)."""
         tokens = max(float(batch.loss_mask.sum().item()), 1.0)
         sums: dict[str, float] = {}
         finite = True
@@ -192,7 +193,11 @@ class Learner:
             (loss * weight).backward()
             share = float(micro.loss_mask.sum().item()) / tokens * weight
             for k, v in metrics.items():
-                sums[k] = sums.get(k, 0.0) + (v * weight if k.startswith("loss/") else v * share)
+                if k.endswith("/max"):
+                    if weight:
+                        sums[k] = max(sums.get(k, v), v)
+                else:
+                    sums[k] = sums.get(k, 0.0) + (v * weight if k.startswith("loss/") else v * share)
         return self._agree(finite, sums)
 
     def _passes(self, batch: Batch, whole: bool = False) -> list[tuple[Batch, float]]:

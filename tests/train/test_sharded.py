@@ -1,0 +1,90 @@
+"""The fsdp2 learner rank: two gloo ranks end where the single learner ends, for every aggregation."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import pytest
+import torch
+from conftest import small_llama
+from ranks import run_ranks
+
+from verity.algo.config import AlgoConfig
+from verity.algo.objective import PolicyObjective
+from verity.train.batching import Batch, balanced_partition
+from verity.train.config import TrainConfig
+from verity.train.learner import Learner
+from verity.train.sharded import ShardedLearner
+
+AGGREGATIONS = ["token_mean", "seq_mean_token_mean", "seq_mean_token_sum", "constant"]
+LENGTHS = [5, 19, 7, 30, 11, 6, 24, 9]  # rows of very different lengths: the ranks' shares differ
+PROMPT = 3
+
+
+def ragged_batch(seed: int) -> Batch:
+    """Rows of ``LENGTHS`` tokens (prompt 3, the rest trained), advantages of both signs, two rows all zero."""
+    generator = torch.Generator().manual_seed(seed)
+    width = max(LENGTHS)
+    ids = torch.randint(2, 61, (len(LENGTHS), width), generator=generator)
+    attention = (torch.arange(width)[None] < torch.tensor(LENGTHS)[:, None]).long()
+    loss_mask = attention.float()
+    loss_mask[:, :PROMPT] = 0
+    advantages = torch.randn(len(LENGTHS), 1, generator=generator).double() * loss_mask
+    advantages[[2, 5]] = 0
+    old = -3 - torch.rand(ids.shape, generator=generator).double()
+    return Batch(ids * attention, attention, loss_mask.double(), old * loss_mask, advantages)
+
+
+def policy() -> torch.nn.Module:
+    return small_llama(61, eos=1, pad=0, tie_word_embeddings=True).double().train()
+
+
+def train_both(aggregation: str) -> dict[str, Any]:
+    """Two steps (two mini-batches each) of the single learner and of this rank of the sharded one, from the
+    same float64 policy; returns the largest parameter and metric differences."""
+    train = TrainConfig(lr=1e-2, mini_batches=2, micro_batch_size=2, logit_chunk_tokens=16, share_prompts=False)
+    objective = PolicyObjective(AlgoConfig(aggregation=aggregation, constant_normalizer=40.0, entropy_coef=0.01))
+    single = Learner(policy(), train, objective, 0.9, seed=3)
+    sharded = ShardedLearner(policy(), train, objective, 0.9, 3, torch.device("cpu"))
+    metric_gap = 0.0
+    for step in range(2):
+        batch = ragged_batch(step)
+        expected, got = single.step(batch), sharded.step(batch)
+        assert expected.keys() == got.keys()
+        metric_gap = max(metric_gap, *(abs(expected[k] - got[k]) for k in expected))
+    reference = single.model.state_dict()
+    moved = max((reference[k] - policy().state_dict()[k]).abs().max().item() for k in reference)
+    gap = max((reference[name] - full).abs().max().item() for name, full in sharded.full_weights())
+    rows, values = sharded.logprob_share(ragged_batch(5))
+    expected_lp = single.logprobs(ragged_batch(5))[rows, : values.shape[1]]
+    logprobs_gap = (expected_lp - values.to(expected_lp.dtype)).abs().max().item()
+    return {"gap": gap, "moved": moved, "metric_gap": metric_gap, "logprobs_gap": logprobs_gap}
+
+
+def train_every_aggregation() -> dict[str, Any]:
+    return {aggregation: train_both(aggregation) for aggregation in AGGREGATIONS}
+
+
+def test_token_balanced_partition() -> None:
+    shares = balanced_partition(torch.tensor(LENGTHS), 2)
+    tokens = [sum(LENGTHS[i] for i in share) for share in shares]
+    assert sorted(torch.cat(shares).tolist()) == list(range(len(LENGTHS)))
+    assert tokens == [56, 55]  # 30+11+9+6 against 24+19+7+5: one token apart, 4 rows each
+    assert abs(tokens[0] - tokens[1]) <= max(LENGTHS)
+
+
+def test_two_fsdp2_ranks_end_where_the_single_learner_ends(tmp_path: Path) -> None:
+    """float64 throughout, so the two summation orders agree to ~1e-15; 1e-10 leaves room and still catches a
+    per-rank normalizer (off by about 2x) or a lost micro-batch (off by a whole update of lr 1e-2)."""
+    results = run_ranks(train_every_aggregation, 2, tmp_path)
+    for rank in results:
+        for aggregation in AGGREGATIONS:
+            r = rank[aggregation]
+            assert r["moved"] > 1e-3, aggregation  # the steps did change the policy
+            assert r["gap"] < 1e-10, (aggregation, r)
+            assert r["metric_gap"] < 1e-10, (aggregation, r)
+            assert r["logprobs_gap"] < 1e-10, (aggregation, r)
+
+
+pytestmark = pytest.mark.usefixtures("one_thread")
