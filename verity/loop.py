@@ -203,7 +203,7 @@ def train(cfg: Config, *, resume: bool = False, quiet: bool = False) -> dict[str
         else:
             summary["eval_after"] = _eval_and_log(parts, tracker, step, progress)
             summary["best_accuracy"] = max(summary["best_accuracy"], summary["eval_after"]["accuracy"])
-            summary["final_model"] = str(run.save_model(parts.learner.model, parts.tokenizer))
+            summary["final_model"] = str(run.save_model(parts.learner, parts.tokenizer))
             summary["status"] = "finished"
     except BaseException:
         summary["status"] = "failed"
@@ -212,7 +212,7 @@ def train(cfg: Config, *, resume: bool = False, quiet: bool = False) -> dict[str
         summary["wall_time_s"] = earlier_wall + time.time() - started
         run.write_summary(summary)
         tracker.close()
-        parts.runtime.close()
+        parts.close()
     return summary
 
 

@@ -19,7 +19,6 @@ import torch
 from verity.config import Config, dump_config
 from verity.schema import ConfigError
 from verity.train.checkpoint import latest_checkpoint, load_checkpoint, save_checkpoint
-from verity.train.lora import save_policy
 from verity.types import Rollout
 
 
@@ -64,13 +63,13 @@ class RunDir:
                 }
                 f.write(json.dumps(row) + "\n")
 
-    def save_model(self, model: Any, tokenizer: Any) -> Path:
-        """The final model in Hugging Face format (LoRA merged or as an adapter, per ``model.lora.save``),
-        written aside and renamed into place."""
+    def save_model(self, learner: Any, tokenizer: Any) -> Path:
+        """The learner's final model in Hugging Face format (LoRA merged or as an adapter, per
+        ``model.lora.save``), written aside and renamed into place."""
         staging = self.path / ".final_model.tmp"
         shutil.rmtree(staging, ignore_errors=True)
         lora = self.cfg.model.lora
-        save_policy(model, tokenizer, staging, lora.save if lora is not None else "merged")
+        learner.save_model(staging, tokenizer, lora.save if lora is not None else "merged")
         shutil.rmtree(self.final_model, ignore_errors=True)
         os.replace(staging, self.final_model)
         return self.final_model

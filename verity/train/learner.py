@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import math
 from collections.abc import Iterator
+from pathlib import Path
 from typing import Any
 
 import torch
@@ -17,7 +18,7 @@ from verity.algo.objective import PolicyObjective
 from verity.modeling import autocast, full_attention_only, token_logprobs
 from verity.train.batching import Batch, micro_batches, split_indices
 from verity.train.config import TrainConfig
-from verity.train.lora import load_trainable_state, trainable_state_dict
+from verity.train.lora import load_trainable_state, save_policy, trainable_state_dict
 from verity.train.prefix import prompt_groups, shared_prefix_logprobs
 
 
@@ -245,6 +246,13 @@ class Learner:
         """What an engine needs to follow the policy, as ``(name, tensor)`` pairs read lazily: every weight, or
         only the adapters of a LoRA model. The tensors are the live ones: copy them before the next step."""
         return iter(trainable_state_dict(self.model).items())
+
+    def save_model(self, path: Path, tokenizer: Any, lora_save: str = "merged") -> None:
+        """The policy in Hugging Face format (a LoRA model merged or as its adapter, per ``lora_save``)."""
+        save_policy(self.model, tokenizer, path, lora_save)
+
+    def close(self) -> None:
+        """Nothing to release: the model is an ordinary module."""
 
     def state_dict(self) -> dict[str, Any]:
         return {

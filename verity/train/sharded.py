@@ -71,8 +71,10 @@ def shard_policy(model: nn.Module, train: TrainConfig, device: torch.device) -> 
     root = LogprobRoot(model, train.logit_chunk_tokens)
     for module in [*layers, root]:
         fully_shard(module, **settings)
-        # Sum, not average, the ranks' gradients: each rank's loss is already normalized by the whole batch.
+        # Sum, not average, the ranks' gradients: each rank's loss is already normalized by the whole batch. A
+        # plain SUM reduction (gloo has no pre-multiplied sum).
         module.set_gradient_divide_factor(1.0)
+        module.set_force_sum_reduction_for_comms(True)
     return root
 
 
