@@ -12,7 +12,7 @@ import torch
 from loop_tasks import share_of_sevens
 from safetensors.torch import load_file
 
-import verity.train.learner as learner_module
+import verity.algo.objective as objective_module
 from verity.config import load_config
 from verity.loop import TrainingStopped, train
 from verity.schema import ConfigError
@@ -112,7 +112,7 @@ def test_verifier_faults_score_zero_with_reason_and_are_counted(make_config) -> 
 def nan_on_calls(monkeypatch: pytest.MonkeyPatch, bad_calls: set[int]) -> None:
     """Make the policy loss NaN on the given (1-based) calls. Tests using it train every row
     (``train.skip_zero_advantage=false``), so that every step computes a loss."""
-    real = learner_module.policy_loss
+    real = objective_module.policy_loss
     calls = [0]
 
     def patched(*args, **kwargs):
@@ -120,7 +120,7 @@ def nan_on_calls(monkeypatch: pytest.MonkeyPatch, bad_calls: set[int]) -> None:
         loss, metrics = real(*args, **kwargs)
         return (loss * float("nan") if calls[0] in bad_calls else loss), metrics
 
-    monkeypatch.setattr(learner_module, "policy_loss", patched)
+    monkeypatch.setattr(objective_module, "policy_loss", patched)
 
 
 def test_nan_losses_in_a_row_stop_the_run(make_config, tiny_model_dir: Path, monkeypatch) -> None:

@@ -1,6 +1,9 @@
 import pytest
 
+from verity.rewards.config import RewardConfig
+from verity.rewards.executor import RewardExecutor
 from verity.rewards.extract import extract_answer, extract_code, normalize_text, parse_number
+from verity.types import Item
 
 
 @pytest.mark.parametrize(
@@ -8,14 +11,17 @@ from verity.rewards.extract import extract_answer, extract_code, normalize_text,
     [
         ("<answer>42</answer>", "42"),
         ("<think>hm</think><answer> 42 </answer>", "42"),
-        ("<answer>42</answer> later <answer>42</answer>", "42"),  # agreeing repeats are fine
+        ("<answer>42</answer> later <answer>42</answer>", None),  # repeated answers: none, even agreeing
         ("<answer>41</answer><answer>42</answer>", None),  # conflicting answers: no credit
         ("<answer>42", None),  # truncated
         ("<answer>42</answer> wait <answer>43", None),  # revised, then cut off
         ("<answer>  </answer>", None),  # empty
         ("no tags at all 42", None),
-        ("<answer>x <answer>7</answer>", "7"),  # innermost complete tag
-        ("<answer>Paris.</answer><answer>paris</answer>", "paris"),  # equal after normalization
+        ("<answer>x <answer>7</answer>", None),  # nested: malformed
+        ("<answer>1<answer>1<answer>1</answer>", None),  # stuttered opening tags
+        ("<answer>1</answer></answer>", None),  # stray closing tag
+        ("</answer>1<answer>", None),  # closed before opened
+        ("<think>a<b</think>\n<answer> x < y </answer>\n", "x < y"),
     ],
 )
 def test_extract_answer(completion: str, expected: str | None) -> None:
@@ -53,3 +59,19 @@ def test_extract_code_prefers_last_fence_inside_answer() -> None:
     assert extract_code("```py\nx = 1\n```\nthen ```\ny = 2\n```") == "y = 2\n"
     assert extract_code("<answer>print(3)</answer>") == "print(3)"
     assert extract_code("nothing here") is None
+
+
+@pytest.mark.parametrize(
+    "completion",
+    [
+        "<answer>7<answer>7<answer>7</answer>",
+        "<answer>7</answer><answer>7</answer>",
+        "<answer>7",
+        "<answer>7</answer></answer>",
+    ],
+)
+def test_malformed_or_repeated_tags_score_0_under_the_default_reward(completion: str) -> None:
+    item = Item("t/0", "t", "3 + 4 =", "7")
+    with RewardExecutor(RewardConfig(in_process=True)) as executor:
+        malformed, clean = executor.score([item, item], [completion, "<answer>7</answer>"])
+    assert (malformed.value, clean.value) == (0.0, 1.0)

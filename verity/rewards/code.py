@@ -43,11 +43,15 @@ def split_assert(test: str) -> tuple[str, Any]:
 
 
 def same_value(got: Any, want: Any) -> bool:
-    """Equality of literal values, with floats compared to a relative and absolute 1e-9."""
+    """Equality of literal values; only where the test expects a float is a relative and absolute 1e-9 allowed.
+    An expected int is matched exactly (a float equal to it passes, as ``==`` would have it; an approximation
+    of a big integer does not)."""
     if isinstance(got, bool) or isinstance(want, bool):
         return type(got) is type(want) and got == want
-    if isinstance(got, int | float) and isinstance(want, int | float):
+    if isinstance(got, int | float) and isinstance(want, float):
         return math.isclose(got, want, rel_tol=1e-9, abs_tol=1e-9)
+    if isinstance(got, int | float) and isinstance(want, int):
+        return got == want
     if isinstance(got, list | tuple) and isinstance(want, list | tuple):
         return type(got) is type(want) and len(got) == len(want) and all(map(same_value, got, want))
     if isinstance(got, dict) and isinstance(want, dict):
@@ -87,7 +91,7 @@ def _call_passes(program: str, tests: Sequence[str], limits: SandboxLimits) -> i
     return passed
 
 
-@register_verifier("code")
+@register_verifier("code", preload=("verity.rewards.sandbox_warm",))
 def code_reward(
     completion: str,
     *,
@@ -100,7 +104,9 @@ def code_reward(
     """Run the last fenced code block (or the answer) against ``tests`` (an item field, see the module doc).
 
     Settings: ``partial_credit`` (bool, False) — fraction of tests passed instead of all-or-nothing;
-    ``timeout_s`` (float, 2.0) — wall-clock limit per test (CPU limit rounded up); ``memory_mb`` (int, 512).
+    ``timeout_s`` (float, 2.0) — wall-clock limit per test (CPU limit rounded up), below ``reward.timeout_s``,
+    which also cuts all tests together; ``memory_mb`` (int, 512) — per process and, where a cgroup can be made,
+    for the whole run.
     ``None`` when the item has no tests.
     """
     if not tests:

@@ -77,6 +77,13 @@ class RewardConfig(BaseModel):
                 raise ValueError(f"verifiers[{i}]: {spec.key!r} appears twice; give each a distinct `label`")
             if spec.gate is not None and (spec.gate not in keys or spec.gate == spec.key):
                 raise ValueError(f"verifiers[{i}].gate: {spec.gate!r} is not another component; labels: {keys}")
+            sandbox_s = spec.settings.get("timeout_s", 0) if spec.name == "code" else 0
+            if isinstance(sandbox_s, int | float) and sandbox_s >= self.timeout_s:
+                raise ValueError(
+                    f"verifiers[{i}].settings.timeout_s ({sandbox_s:g} s per test) must be below reward.timeout_s "
+                    f"({self.timeout_s:g} s for one whole completion, every test included): raise "
+                    "reward.timeout_s or lower the setting"
+                )
         return self
 
     def components(self) -> list[Component]:

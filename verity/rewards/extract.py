@@ -1,9 +1,10 @@
 """Answer extraction shared by every verifier that reads a final answer.
 
-The model answers inside ``<answer>...</answer>``. Guards against reward hacking (DeepSeek-R1's rule-based rewards;
-"several final answers" exploits described for GRPO-style training): only a complete tag counts, an empty answer
-counts as none, answers that disagree with each other get no credit, and an answer tag opened after the last
-complete one (the model changed its mind and was cut off) voids the answer.
+The model answers inside ``<answer>...</answer>``, once. Guards against reward hacking (DeepSeek-R1's rule-based
+rewards; "several final answers" exploits described for GRPO-style training) and against drift that a lenient
+reader would reward: only a completion with exactly one opening and one closing tag, in that order, around a
+non-empty answer has an answer. Repeated, nested, unclosed or stray tags (``<answer>1<answer>1</answer>``, two
+answers, a revision cut off) give none, so a policy cannot learn to stutter tags and still be paid.
 """
 
 from __future__ import annotations
@@ -12,27 +13,21 @@ import re
 from fractions import Fraction
 
 _OPEN, _CLOSE = "<answer>", "</answer>"
-# Content between an opening and a closing tag that contains no other opening tag: the innermost complete answer.
-_ANSWER = re.compile(r"<answer>((?:(?!<answer>).)*?)</answer>", re.DOTALL)
 _FENCE = re.compile(r"```[ \t]*([A-Za-z0-9_+-]*)[ \t]*\n(.*?)```", re.DOTALL)
 _NUMBER = re.compile(r"[-+]?(?:\d+(?:\.\d*)?|\.\d+)(?:[eE][-+]?\d+)?")
 _THOUSANDS = re.compile(r"(?<=\d),(?=\d{3}\b)")
 
 
 def extract_answer(completion: str) -> str | None:
-    """The text of the last complete ``<answer>`` tag, stripped; ``None`` when there is no usable answer.
-
-    No answer when: no complete tag, the last one is empty, tags disagree (after ``normalize_text``), or a tag is
-    opened after the last closing tag (a truncated revision).
-    """
-    answers = [m.group(1).strip() for m in _ANSWER.finditer(completion)]
-    if not answers or not answers[-1]:
+    """The text inside the completion's one ``<answer>...</answer>`` tag, stripped; ``None`` when there is no
+    usable answer: no tag, an empty one, or any malformed use of tags (more than one opening or closing tag, or a
+    closing tag before the opening one)."""
+    if completion.count(_OPEN) != 1 or completion.count(_CLOSE) != 1:
         return None
-    if completion.rfind(_OPEN) > completion.rfind(_CLOSE):
+    start, end = completion.index(_OPEN) + len(_OPEN), completion.index(_CLOSE)
+    if end < start:
         return None
-    if len({normalize_text(a) for a in answers}) > 1:
-        return None
-    return answers[-1]
+    return completion[start:end].strip() or None
 
 
 def extract_code(completion: str) -> str | None:

@@ -10,7 +10,8 @@ to 32 while tasks take under a millisecond, otherwise 2, so slow verifiers (code
 workers.
 The time limit still applies to each completion alone: it runs from the moment the task reaches the head of its
 worker's queue. When a worker hangs or dies, its head task is scored as a failure and the tasks queued behind it
-go back to the pending queue for the replacement or another worker.
+go back to the pending queue for the replacement or another worker. Sandboxed programs a task starts end before
+its limit (``sandbox.deadline``), and any a killed worker leaves behind end with it (see ``sandbox_boot``).
 """
 
 from __future__ import annotations
@@ -26,14 +27,21 @@ from typing import Any
 
 from verity.rewards.compose import Component, ComposedReward
 from verity.rewards.registry import preload_modules
+from verity.rewards.sandbox import clean_up_after, deadline
 from verity.types import Item, Score
 
 _BOOT_TIMEOUT_S = 120.0
 _FAST_TASK_S = 1e-3
 _FAST_BATCH, _SLOW_BATCH = 32, 2  # tasks in flight per worker while tasks take under / over _FAST_TASK_S
+_SANDBOX_MARGIN_S = 1.0  # sandboxes end this long (at most a quarter of the limit) before a task's limit
 
 
-def _worker_main(conn: Connection, components: list[Component]) -> None:
+def sandbox_deadline_s(timeout_s: float) -> float:
+    """How long the sandboxed programs of one task may run in all, so the verifier answers within ``timeout_s``."""
+    return timeout_s - min(_SANDBOX_MARGIN_S, timeout_s / 4)
+
+
+def _worker_main(conn: Connection, components: list[Component], timeout_s: float) -> None:
     """Worker loop: build the reward, say ready, then score lists of ``(index, item, completion)``, answering each
     task on its own, until told to stop."""
     for spec in {c.spec for c in components}:
@@ -50,16 +58,17 @@ def _worker_main(conn: Connection, components: list[Component]) -> None:
             return
         for index, item, completion in batch:
             try:
-                score = reward(item, completion)
+                with deadline(sandbox_deadline_s(timeout_s)):
+                    score = reward(item, completion)
             except BaseException as exc:  # a verifier calling sys.exit must not end the worker
                 score = Score(0.0, reason=f"raised {type(exc).__name__}: {str(exc)[:200]}")
             conn.send((index, score))
 
 
 class _Worker:
-    def __init__(self, ctx: Any, components: list[Component]) -> None:
+    def __init__(self, ctx: Any, components: list[Component], timeout_s: float) -> None:
         self.conn, child = ctx.Pipe()
-        self.process = ctx.Process(target=_worker_main, args=(child, components), daemon=True)
+        self.process = ctx.Process(target=_worker_main, args=(child, components, timeout_s), daemon=True)
         self.process.start()
         child.close()  # so the parent sees EOF when the worker dies
         self.started = time.monotonic()
@@ -75,6 +84,8 @@ class _Worker:
         if self.process.is_alive():
             self.process.kill()
             self.process.join(5)
+        with contextlib.suppress(OSError):  # a leftover never stops the trainer
+            clean_up_after(self.process.pid)
         self.conn.close()
 
 
@@ -88,7 +99,7 @@ class WorkerPool:
         if start_method == "forkserver":
             preload = {m for c in self.components for m in preload_modules(c.spec)}
             self._ctx.set_forkserver_preload(["verity.rewards.compose", *sorted(preload)])
-        self._workers = [_Worker(self._ctx, self.components) for _ in range(workers)]
+        self._workers = [_Worker(self._ctx, self.components, self.timeout_s) for _ in range(workers)]
         self._restarts = 0
         self._task_s = 0.0  # moving average of the seconds one task takes, which sets how many go per message
 
@@ -163,7 +174,7 @@ class WorkerPool:
             results[w.tasks.popleft()] = Score(0.0, reason=reason)
             pending.extendleft(reversed(w.tasks))
         w.stop()
-        self._workers[self._workers.index(w)] = _Worker(self._ctx, self.components)
+        self._workers[self._workers.index(w)] = _Worker(self._ctx, self.components, self.timeout_s)
         self._restarts += 1
 
     def close(self) -> None:

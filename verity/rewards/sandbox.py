@@ -2,10 +2,11 @@
 
 Every run gets a fresh temporary directory (removed afterwards), a minimal environment, resource limits
 (``setrlimit``: CPU time, address space, processes, file size, open files, no core dumps), its own session so the
-whole process group is killed on timeout, and stdout/stderr captured to files read back up to a limit. Where the
-machine allows it, it also gets Linux namespaces via ``unshare`` (no network, a private process tree that dies
-with it, host files masked) and, when Verity runs as root, a throw-away uid. ``isolation()`` reports which
-protections hold; docs/security.md has the threat model.
+whole process group is killed on timeout, a supervisor that ends the run when the calling process dies (see
+``sandbox_boot``), and stdout/stderr captured to files read back up to a limit. Where the machine allows it, it
+also gets Linux namespaces via ``unshare`` (no network, a private process tree that dies with its supervisor, a
+file view holding only the interpreter and the scratch directory) and, when Verity runs as root, a throw-away uid.
+``isolation()`` reports which protections hold; docs/security.md has the threat model.
 """
 
 from __future__ import annotations
@@ -14,6 +15,7 @@ import contextlib
 import functools
 import marshal
 import os
+import platform
 import secrets
 import select
 import shutil
@@ -22,12 +24,21 @@ import subprocess
 import sys
 import tempfile
 import time
+from collections.abc import Iterator
+from contextvars import ContextVar
 from dataclasses import dataclass
 from pathlib import Path
 
+from verity.rewards import sandbox_cgroup
+from verity.rewards.sandbox_fs import interpreter_view, remove_tree
+
 _BOOT = str(Path(__file__).with_name("sandbox_boot.py"))
-_NAMESPACES = ["--net", "--pid", "--fork", "--kill-child", "--mount", "--mount-proc", "--ipc", "--uts"]
+_NAMESPACES = ["--net", "--pid", "--fork", "--kill-child", "--mount", "--ipc", "--uts"]  # boot mounts /proc
+_SYS_PIVOT_ROOT = {"x86_64": 155, "aarch64": 41, "riscv64": 41}  # the kernel's syscall numbers, per machine
 _UID_RANGE = (3_000_000, 4_000_000)  # uids no account uses, one drawn per run
+_KILL_WAIT_S = 10.0  # for killed processes to be reaped: instant unless the kernel is stuck
+_SUPERVISOR_SLACK_S = 1.0  # the supervisor's own wall limit trails the caller's, which normally acts first
+_deadline: ContextVar[float | None] = ContextVar("verity_sandbox_deadline", default=None)
 
 
 @dataclass(frozen=True)
@@ -45,7 +56,8 @@ class SandboxLimits:
 
 @dataclass(frozen=True)
 class SandboxResult:
-    """What a run produced. ``returncode`` is negative when a signal ended the program."""
+    """What a run produced. ``returncode`` is negative when a signal ended the program (128 + the signal in a
+    pid namespace, whose init cannot end itself by a signal)."""
 
     returncode: int | None
     stdout: str
@@ -65,7 +77,8 @@ class Isolation:
 
     namespaces: bool  # network, pid and mount namespaces via unshare
     private_uid: bool  # a throw-away uid (needs root): host files readable by others only, own process budget
-    parent_death: bool  # setpriv --pdeathsig: the run dies if the process that started it dies
+    parent_death: bool  # setpriv: --no-new-privs, and --pdeathsig for unshare
+    cgroup: bool  # a cgroup per run bounds the memory and processes of the whole run, not only of each process
 
 
 def _probe(cmd: list[str]) -> bool:
@@ -81,22 +94,52 @@ def isolation() -> Isolation:
     namespaces = (
         os.environ.get("VERITY_SANDBOX_NAMESPACES", "1") != "0"
         and os.geteuid() == 0
+        and platform.machine() in _SYS_PIVOT_ROOT
         and shutil.which("unshare") is not None
+        and shutil.which("ldd") is not None  # lists the libraries the file view must hold
         and _probe(["unshare", *_NAMESPACES, "true"])
     )
-    return Isolation(namespaces, os.geteuid() == 0, shutil.which("setpriv") is not None)
+    setpriv = shutil.which("setpriv") is not None
+    return Isolation(namespaces, os.geteuid() == 0, setpriv, bool(sandbox_cgroup.parents()))
 
 
-def _hidden_paths(extra: tuple[str, ...]) -> list[str]:
-    paths = {str(Path.home()), "/root", "/home", os.getcwd(), *extra}
-    return sorted(p for p in paths if p != "/")
+@contextlib.contextmanager
+def deadline(seconds: float) -> Iterator[None]:
+    """Inside this block every run ends within ``seconds`` from now, whatever its own wall limit: the reward pool
+    wraps each task in one, so a sandbox never outlives the time the pool gives the task."""
+    token = _deadline.set(time.monotonic() + seconds)
+    try:
+        yield
+    finally:
+        _deadline.reset(token)
+
+
+def _wall_limit(limits: SandboxLimits) -> float:
+    end = _deadline.get()
+    return limits.wall_s if end is None else min(limits.wall_s, end - time.monotonic())
 
 
 def _command(cfg_path: str, iso: Isolation) -> list[str]:
-    prefix = ["setpriv", "--pdeathsig", "KILL", "--no-new-privs"] if iso.parent_death else []
-    if iso.namespaces:
-        prefix += ["unshare", *_NAMESPACES]
-    return [*prefix, sys.executable, "-I", "-S", _BOOT, cfg_path]
+    """With namespaces, ``unshare`` also dies with the caller (``--pdeathsig``) and takes the pid namespace's
+    init along (``--kill-child``). Without them the supervisor must outlive the caller long enough to kill the
+    run's processes, so it gets no parent-death signal; the watch pipe tells it instead."""
+    python = [sys.executable, "-I", "-S", _BOOT, cfg_path]
+    setpriv = ["setpriv", "--no-new-privs"] if iso.parent_death else []
+    if not iso.namespaces:
+        return [*setpriv, *python]
+    return [*setpriv, *(["--pdeathsig", "KILL"] if setpriv else []), "unshare", *_NAMESPACES, *python]
+
+
+def _scratch_prefix(pid: int) -> str:
+    return f"verity-sandbox-{pid}-"
+
+
+def clean_up_after(pid: int) -> None:
+    """Remove what the runs of process ``pid`` left when it was killed mid-run: their scratch directories (the
+    hidden stdin among them) and cgroups. Their processes died with it (see ``sandbox_boot``)."""
+    sandbox_cgroup.remove_left_by(pid)
+    for base in Path(tempfile.gettempdir()).glob(_scratch_prefix(pid) + "*"):
+        remove_tree(base)
 
 
 def _read_capped(path: Path, limit: int) -> tuple[str, bool]:
@@ -128,8 +171,9 @@ def _kill_everything(proc: subprocess.Popen, uid: int | None, iso: Isolation) ->
     with contextlib.suppress(ProcessLookupError):
         os.killpg(proc.pid, signal.SIGKILL)
     if uid is not None and not iso.namespaces:
-        subprocess.run(["kill", "-9", "-1"], user=uid, group=uid, extra_groups=[], check=False)
-    proc.wait()
+        kill_all = ["kill", "-9", "-1"]
+        subprocess.run(kill_all, user=uid, group=uid, extra_groups=[], check=False, timeout=_KILL_WAIT_S)
+    proc.wait(timeout=_KILL_WAIT_S)
 
 
 def run_python(
@@ -137,19 +181,21 @@ def run_python(
     stdin: str = "",
     limits: SandboxLimits | None = None,
     calls: list[str] | None = None,
-    hide: tuple[str, ...] = (),
 ) -> tuple[SandboxResult, list[tuple[bool, str]]]:
     """Run ``source`` as ``solution.py`` in the sandbox, feeding ``stdin``.
 
     With ``calls`` (Python expressions), the program is defined as a module and each call gives a record
     ``(True, repr(value))`` or ``(False, exception name)``, in order; the program never sees what the caller
-    expects.
-    ``hide`` adds paths to mask when a mount namespace is available.
+    expects. Inside a ``deadline`` block the wall limit is cut to what is left of it; with nothing left the
+    program does not start and the result is a timeout.
     """
     limits = limits or SandboxLimits()
+    wall = _wall_limit(limits)
+    if wall <= 0:
+        return SandboxResult(None, "", "", True, False, 0.0), []
     iso = isolation()
     uid = _UID_RANGE[0] + secrets.randbelow(_UID_RANGE[1] - _UID_RANGE[0]) if iso.private_uid else None
-    base = Path(tempfile.mkdtemp(prefix="verity-sandbox-"))  # 0700: only the io files live outside workdir
+    base = Path(tempfile.mkdtemp(prefix=_scratch_prefix(os.getpid())))  # 0700: the io files live beside workdir
     try:
         workdir = base / "work"
         workdir.mkdir()
@@ -158,9 +204,15 @@ def run_python(
             os.chown(workdir, uid, uid)
             os.chown(workdir / "solution.py", uid, uid)
         (base / "stdin").write_text(stdin)
-        return _execute(base, workdir, limits, iso, uid, calls, hide)
+        (base / "root").mkdir()
+        groups = sandbox_cgroup.create(limits.memory_mb << 20, limits.processes) if iso.cgroup else []
+        try:
+            limits = SandboxLimits(**{**vars(limits), "wall_s": wall})
+            return _execute(base, workdir, limits, iso, uid, calls, groups)
+        finally:
+            sandbox_cgroup.remove(groups)
     finally:
-        shutil.rmtree(base, ignore_errors=True)
+        remove_tree(base)
 
 
 def _execute(
@@ -170,7 +222,7 @@ def _execute(
     iso: Isolation,
     uid: int | None,
     calls: list[str] | None,
-    hide: tuple[str, ...],
+    groups: list[str],
 ) -> tuple[SandboxResult, list[tuple[bool, str]]]:
     nproc = limits.processes + (0 if uid is not None else _processes_of(os.getuid()))
     with (
@@ -179,11 +231,19 @@ def _execute(
         (base / "stderr").open("wb") as err_f,
         (base / "results").open("wb") as res_f,
     ):
+        watch_fd, keep_alive_fd = os.pipe()  # the supervisor's end of file on watch_fd: this process died
+        expose, links, cover = interpreter_view() if iso.namespaces else ([], [], [])
         cfg = {
             "workdir": str(workdir),
             "mount_ns": iso.namespaces,
-            "hide": _hidden_paths(hide),
-            "keep": sorted({sys.base_prefix, sys.prefix, sys.exec_prefix}),
+            "root": str(base / "root"),
+            "expose": expose,
+            "links": links,
+            "cover": cover,
+            "pivot_root_nr": _SYS_PIVOT_ROOT.get(platform.machine()),
+            "watch_fd": watch_fd,
+            "cgroups": groups,
+            "wall": limits.wall_s + _SUPERVISOR_SLACK_S,
             "uid": uid,
             "memory": limits.memory_mb << 20,
             "cpu": limits.cpu_s,
@@ -196,18 +256,24 @@ def _execute(
         (base / "config").write_bytes(marshal.dumps(cfg))
         env = {"PATH": "/usr/local/bin:/usr/bin:/bin", "LANG": "C.UTF-8", "PYTHONDONTWRITEBYTECODE": "1"}
         start = time.perf_counter()
-        proc = subprocess.Popen(
-            _command(str(base / "config"), iso),
-            stdin=stdin_f,
-            stdout=out_f,
-            stderr=err_f,
-            env=env,
-            cwd=workdir,
-            start_new_session=True,
-            pass_fds=(res_f.fileno(),),
-        )
-        timed_out = not _wait_exit(proc, limits.wall_s)
-        _kill_everything(proc, uid, iso)
+        try:
+            try:
+                proc = subprocess.Popen(
+                    _command(str(base / "config"), iso),
+                    stdin=stdin_f,
+                    stdout=out_f,
+                    stderr=err_f,
+                    env=env,
+                    cwd=workdir,
+                    start_new_session=True,
+                    pass_fds=(res_f.fileno(), watch_fd),
+                )
+            finally:
+                os.close(watch_fd)
+            timed_out = not _wait_exit(proc, limits.wall_s)
+            _kill_everything(proc, uid, iso)
+        finally:
+            os.close(keep_alive_fd)
         wall = time.perf_counter() - start
     stdout, cut_out = _read_capped(base / "stdout", limits.output_bytes)
     stderr, cut_err = _read_capped(base / "stderr", limits.output_bytes)
