@@ -19,7 +19,7 @@ def full_logprobs(model: torch.nn.Module, rows: Batch, temperature: float) -> tu
     """The reference: the model's own (B, T, V) logits, one log-softmax over all of them."""
     positions = (rows.attention_mask.cumsum(-1) - 1).clamp(min=0)
     logits = model(input_ids=rows.input_ids, attention_mask=rows.attention_mask, position_ids=positions).logits
-    logp_all = torch.log_softmax(logits[:, :-1].float() / temperature, dim=-1)  # (B, T-1, V)
+    logp_all = torch.log_softmax(logits[:, :-1] / temperature, dim=-1)  # (B, T-1, V), float64 here
     picked = logp_all.gather(-1, rows.input_ids[:, 1:, None]).squeeze(-1)
     entropy = -(logp_all.exp() * logp_all).sum(-1)
     return torch.nn.functional.pad(picked, (1, 0)), torch.nn.functional.pad(entropy, (1, 0))

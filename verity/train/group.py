@@ -175,9 +175,7 @@ class LearnerGroup:
         deadline = time.monotonic() + timeout
         conn = self._conns[rank]
         while not conn.poll(min(1.0, max(deadline - time.monotonic(), 0.0))):
-            for other, proc in enumerate(self._procs):
-                if not proc.is_alive():
-                    self._fail(LearnerDied(f"learner rank {other} died ({self._exit(other)}); see its output"))
+            self._check_alive()
             if time.monotonic() >= deadline:
                 self._fail(
                     LearnerTimeout(
@@ -190,8 +188,21 @@ class LearnerGroup:
         except EOFError:
             self._fail(LearnerDied(f"learner rank {rank} closed its pipe ({self._exit(rank)})"))
         if kind == "error":
+            # A rank that lost its peer in a collective fails too: name the dead one when there is one.
+            self._check_alive(grace=2.0)
             self._fail(LearnerFailed(f"learner rank {rank} failed:\n{value}"))
         return kind, value
+
+    def _check_alive(self, grace: float = 0.0) -> None:
+        """Fail with ``LearnerDied`` if a rank's process has exited (waiting up to ``grace`` s for one to)."""
+        deadline = time.monotonic() + grace
+        while True:
+            for rank, proc in enumerate(self._procs):
+                if not proc.is_alive():
+                    self._fail(LearnerDied(f"learner rank {rank} died ({self._exit(rank)}); see its output"))
+            if time.monotonic() >= deadline:
+                return
+            time.sleep(0.05)
 
     def _exit(self, rank: int) -> str:
         code = self._procs[rank].exitcode
