@@ -33,10 +33,13 @@ def weights(model_dir: Path) -> dict[str, torch.Tensor]:
 
 
 @pytest.mark.slow
-def test_grpo_raises_the_reward_of_an_easy_task(make_config) -> None:
+@pytest.mark.parametrize("learners", [[], ["train.strategy=fsdp2", "train.learners=2"]], ids=["single", "fsdp2"])
+def test_grpo_raises_the_reward_of_an_easy_task(make_config, learners: list[str]) -> None:
     """30 GRPO steps take a random policy from ~1% sevens to mostly sevens; a flipped advantage sign or a mask
-    that misses the completion tokens leaves the reward near its start."""
+    that misses the completion tokens leaves the reward near its start. With two fsdp2 learner ranks the engine
+    keeps its own copy of the policy, so the rise also shows that every weight sync reached it."""
     cfg = make_config(
+        *learners,
         "train.steps=30",
         "train.lr=1e-2",
         "train.checkpoint_every=100",

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import contextlib
 import os
+import signal
 import socket
 import time
 import traceback
@@ -232,7 +233,10 @@ def _free_port() -> int:
 
 
 def _rank_main(rank: int, world: int, port: int, conn: Connection, spec: GroupSpec) -> None:
-    """One rank: join the group, build the sharded learner, then serve the driver's commands until ``close``."""
+    """One rank: join the group, build the sharded learner, then serve the driver's commands until ``close``.
+    Ctrl-C reaches the driver, which stops the run between steps and then the ranks; a rank whose driver is gone
+    (its pipe closed) exits."""
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
     try:
         learner = _start_rank(rank, world, port, spec)
         conn.send(("ok", None))
@@ -241,7 +245,7 @@ def _rank_main(rank: int, world: int, port: int, conn: Connection, spec: GroupSp
             if command == "close":
                 break
             conn.send(("ok", _serve(learner, conn, command, args)))
-    except (EOFError, KeyboardInterrupt):
+    except (EOFError, BrokenPipeError, ConnectionResetError):
         pass  # the driver is gone
     except BaseException:
         conn.send(("error", traceback.format_exc()))
