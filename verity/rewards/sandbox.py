@@ -29,7 +29,7 @@ from contextvars import ContextVar
 from dataclasses import dataclass
 from pathlib import Path
 
-from verity.rewards import sandbox_cgroup
+import verity.rewards.sandbox_cgroup as sandbox_cgroup
 from verity.rewards.sandbox_fs import interpreter_view, remove_tree
 
 _BOOT = str(Path(__file__).with_name("sandbox_boot.py"))
