@@ -4,6 +4,10 @@ Builds the quickstart base model if it is missing, then prints the device, the m
 tokens/s of the engine vs ``model.generate``, and seconds per RL step by phase (bf16 autocast on CUDA, SDPA
 attention). It also runs on CPU, where it is just a smaller version of the other benchmarks.
 
+On CUDA it then checks the fsdp2 learner (``bench/bench_fsdp.py``) where a CPU cannot: NCCL, bf16 mixed
+precision with fp32 gradient reduction, one GPU per rank (1 rank, and 2 when two GPUs are visible), CPU offload
+of parameters and optimizer state (the GPU peak must fall), and chunked log-probs' GPU memory.
+
     python3 -m bench.gpu_check --steps 5
 """
 
@@ -13,6 +17,7 @@ import argparse
 
 import torch
 
+from bench.bench_fsdp import print_logits_peaks, print_table, sharded_rows
 from bench.bench_rollout import bench_model
 from bench.bench_step import run_loop, summarize
 from bench.common import MODELS, QUICKSTART, machine_note, matmul_peak, quickstart_config, set_threads
@@ -40,6 +45,17 @@ def main() -> None:
         # Every row trains: the random 15M model scores 0 everywhere, and skipping its rows would time no update.
         overrides = [f"runtime.device={device}", "train.skip_zero_advantage=false"]
         summarize(model, run_loop(model, args.steps, args.threads, overrides))
+    if device.startswith("cuda"):
+        sharded_check(args.steps)
+
+
+def sharded_check(steps: int) -> None:
+    """The fsdp2 learner's step on GPUs: per-rank state and GPU peak with 1 (and 2) ranks, then with offload."""
+    worlds = [1, 2] if torch.cuda.device_count() >= 2 else [1]
+    rows = sharded_rows("cuda", worlds, steps, threads=1)
+    rows += sharded_rows("cuda", worlds[-1:], steps, threads=1, offload=True)
+    print_table(rows)
+    print_logits_peaks("cuda")
 
 
 if __name__ == "__main__":

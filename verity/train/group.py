@@ -72,7 +72,7 @@ class LearnerGroup:
         self.version = 0
         self.timeout = spec.train.fsdp.timeout_s
         context = mp.get_context("spawn")
-        port = _free_port()
+        port = free_port()
         world = spec.train.learners
         self._conns: list[Connection] = []
         self._procs: list[Any] = []
@@ -226,7 +226,7 @@ class _ShardedState:
         return self.group._call("save", directory)[0]
 
 
-def _free_port() -> int:
+def free_port() -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         return s.getsockname()[1]
@@ -259,7 +259,7 @@ def _start_rank(rank: int, world: int, port: int, spec: GroupSpec) -> Any:
 
     from verity.algo.objective import PolicyObjective
     from verity.models import load_policy
-    from verity.train.sharded import ShardedLearner
+    from verity.train.sharded import ShardedLearner, process_group_backend
 
     hf_logging.disable_progress_bar()  # one loading bar per rank says nothing
     torch.set_num_threads(spec.threads)
@@ -267,8 +267,8 @@ def _start_rank(rank: int, world: int, port: int, spec: GroupSpec) -> Any:
     if device.type == "cuda":
         torch.cuda.set_device(device)
     timeout = timedelta(seconds=spec.train.fsdp.timeout_s)
-    backend = "nccl" if device.type == "cuda" else "gloo"
     address = f"tcp://127.0.0.1:{port}"
+    backend = process_group_backend(device.type)
     dist.init_process_group(backend, init_method=address, rank=rank, world_size=world, timeout=timeout)
     torch.manual_seed(spec.seed)
     model, _ = load_policy(spec.model_path, spec.dtype, "cpu" if spec.train.fsdp.cpu_offload else str(device))

@@ -36,6 +36,12 @@ from verity.train.learner import Learner
 Pass = tuple[Batch, float]
 
 
+def process_group_backend(device_type: str) -> str:
+    """gloo on CPU; on GPU, NCCL for CUDA tensors and gloo for CPU ones: with CPU offload the gradient norm, the
+    gathered weights and the checkpoint run collectives on CPU-resident shards."""
+    return "cpu:gloo,cuda:nccl" if device_type == "cuda" else "gloo"
+
+
 class LogprobRoot(nn.Module):
     """The policy behind one forward that returns token log-probs and entropies. FSDP2 gathers a module's
     parameters around its forward, so with the whole computation (decoder, then the chunked output head) inside
