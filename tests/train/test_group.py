@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import re
 import signal
 import time
 from collections.abc import Iterator
@@ -16,10 +17,11 @@ from verity.algo.config import AlgoConfig
 from verity.modeling import token_logprobs
 from verity.rollout.engine import EngineSpec
 from verity.rollout.hf import build_hf_engine
+from verity.schema import ConfigError
 from verity.train.batching import Batch
 from verity.train.checkpoint import latest_checkpoint, load_checkpoint, save_checkpoint
 from verity.train.config import TrainConfig
-from verity.train.group import GroupSpec, LearnerDied, LearnerGroup, LearnerTimeout
+from verity.train.group import GroupSpec, LearnerDied, LearnerGroup, LearnerTimeout, group_spec
 
 LENGTHS = [6, 17, 9, 25, 12, 7]
 
@@ -122,6 +124,29 @@ def test_a_dead_rank_is_a_named_error_not_a_hang(tiny_model_dir, char_tokenizer)
         assert not any(p.is_alive() for p in procs)
     finally:
         group.close()
+
+
+@pytest.mark.parametrize(
+    ("override", "named"),
+    [
+        ("runtime.kind=ray", "runtime.kind=ray"),
+        ("algo.kl_coef=0.1", "algo.kl_coef"),
+        ("algo.advantage=gae", "a critic"),
+        ("model.lora.r=4", "model.lora"),
+        ("train.fsdp.cpu_offload=true", "cpu_offload without a GPU"),
+    ],
+)
+def test_what_the_group_does_not_support_is_a_config_error(make_config, override: str, named: str) -> None:
+    cfg = make_config("train.strategy=fsdp2", "train.learners=2", override)
+    with pytest.raises(ConfigError, match=re.escape(named)):
+        group_spec(cfg, cfg.model.name, "cpu")
+
+
+def test_learners_need_the_fsdp2_strategy(make_config) -> None:
+    with pytest.raises(ConfigError, match=r"train\.learners=2 needs train\.strategy=fsdp2"):
+        make_config("train.learners=2")
+    spec = group_spec(make_config("train.strategy=fsdp2", "train.learners=2"), "m", "cpu")
+    assert (spec.device, spec.threads, spec.train.learners) == ("cpu", 1, 2)
 
 
 pytestmark = pytest.mark.usefixtures("one_thread")

@@ -41,8 +41,8 @@ def policy() -> torch.nn.Module:
 
 
 def train_both(aggregation: str) -> dict[str, Any]:
-    """Two steps (two mini-batches each) of the single learner and of this rank of the sharded one, from the
-    same float64 policy; returns the largest parameter and metric differences."""
+    """Two steps (two mini-batches each) and one SFT step of the single learner and of this rank of the sharded
+    one, from the same float64 policy; returns the largest parameter, metric, SFT-loss and log-prob differences."""
     train = TrainConfig(lr=1e-2, mini_batches=2, micro_batch_size=2, logit_chunk_tokens=16, share_prompts=False)
     objective = PolicyObjective(AlgoConfig(aggregation=aggregation, constant_normalizer=40.0, entropy_coef=0.01))
     single = Learner(policy(), train, objective, 0.9, seed=3)
@@ -53,13 +53,15 @@ def train_both(aggregation: str) -> dict[str, Any]:
         expected, got = single.step(batch), sharded.step(batch)
         assert expected.keys() == got.keys()
         metric_gap = max(metric_gap, *(abs(expected[k] - got[k]) for k in expected))
+    sft_batch = ragged_batch(4)
+    sft_gap = abs(single.sft_step(sft_batch, 0.5) - sharded.sft_step(sft_batch, 0.5))
     reference = single.model.state_dict()
     moved = max((reference[k] - policy().state_dict()[k]).abs().max().item() for k in reference)
     gap = max((reference[name] - full).abs().max().item() for name, full in sharded.full_weights())
     rows, values = sharded.logprob_share(ragged_batch(5))
     expected_lp = single.logprobs(ragged_batch(5))[rows, : values.shape[1]]
     logprobs_gap = (expected_lp - values.to(expected_lp.dtype)).abs().max().item()
-    return {"gap": gap, "moved": moved, "metric_gap": metric_gap, "logprobs_gap": logprobs_gap}
+    return {"gap": gap, "moved": moved, "metric_gap": metric_gap, "logprobs_gap": logprobs_gap, "sft_gap": sft_gap}
 
 
 def train_every_aggregation() -> dict[str, Any]:
@@ -85,6 +87,7 @@ def test_two_fsdp2_ranks_end_where_the_single_learner_ends(tmp_path: Path) -> No
             assert r["gap"] < 1e-10, (aggregation, r)
             assert r["metric_gap"] < 1e-10, (aggregation, r)
             assert r["logprobs_gap"] < 1e-10, (aggregation, r)
+            assert r["sft_gap"] < 1e-10, (aggregation, r)
 
 
 pytestmark = pytest.mark.usefixtures("one_thread")
