@@ -14,6 +14,7 @@ import torch
 from transformers import AutoModelForCausalLM
 
 from verity.algo.config import AlgoConfig
+from verity.algo.objective import PolicyObjective
 from verity.modeling import token_logprobs
 from verity.rollout.engine import EngineSpec
 from verity.rollout.hf import build_hf_engine
@@ -21,7 +22,15 @@ from verity.schema import ConfigError
 from verity.train.batching import Batch
 from verity.train.checkpoint import latest_checkpoint, load_checkpoint, save_checkpoint
 from verity.train.config import TrainConfig
-from verity.train.group import GroupSpec, LearnerDied, LearnerGroup, LearnerTimeout, group_spec
+from verity.train.group import (
+    GroupSpec,
+    LearnerDied,
+    LearnerGroup,
+    LearnerGroupError,
+    LearnerTimeout,
+    group_spec,
+)
+from verity.train.learner import Learner
 
 LENGTHS = [6, 17, 9, 25, 12, 7]
 
@@ -97,7 +106,14 @@ def test_a_sharded_checkpoint_restores_the_learner(group, char_tokenizer, tmp_pa
     for batch in batches:
         group.step(batch)
     after = group.logprobs(batches[0])
-    group.load_state_dict(load_checkpoint(path)["learner"])
+    part = load_checkpoint(path)["learner"]
+    base = AutoModelForCausalLM.from_pretrained(group.spec.model_path)
+    single = Learner(base, group.spec.train, PolicyObjective(AlgoConfig()), 1.0, 0)
+    with pytest.raises(ValueError, match=r"resume with train\.strategy=fsdp2"):
+        single.load_state_dict(part)
+    with pytest.raises(LearnerGroupError, match=r"resume it with train\.strategy=single"):
+        group.load_state_dict(single.state_dict())
+    group.load_state_dict(part)
     assert group.version == saved_version
     assert not torch.equal(group.logprobs(batches[0]), after)
     for batch in batches:

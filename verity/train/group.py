@@ -117,7 +117,8 @@ class LearnerGroup:
                 if not finished:
                     yield from value
         finally:
-            while not finished:  # the reader stopped early: drain rank 0 so the pipe stays in step
+            # A reader that stopped early: drain rank 0 so the pipe stays in step (unless the group has failed).
+            while self._conns and not finished:
                 finished = self._receive(0, self.timeout, "train.fsdp.timeout_s")[0] == "ok"
             for rank in range(1, len(self._conns)):
                 self._receive(rank, self.timeout, "train.fsdp.timeout_s")

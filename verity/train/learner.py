@@ -17,6 +17,7 @@ from torch import nn
 from verity.algo.objective import PolicyObjective
 from verity.modeling import autocast, full_attention_only, token_logprobs
 from verity.train.batching import Batch, micro_batches, split_indices
+from verity.train.checkpoint import ShardedPart
 from verity.train.config import TrainConfig
 from verity.train.lora import load_trainable_state, save_policy, trainable_state_dict
 from verity.train.prefix import prompt_groups, shared_prefix_logprobs
@@ -264,6 +265,10 @@ class Learner:
         }
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
+        if isinstance(state, ShardedPart):
+            raise ValueError(
+                "this checkpoint holds a sharded learner group's state: resume with train.strategy=fsdp2"
+            )
         load_trainable_state(self.model, state["model"])
         self.optimizer.load_state_dict(state["optimizer"])
         self.scheduler.load_state_dict(state["scheduler"])
