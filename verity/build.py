@@ -109,8 +109,9 @@ def build_parts(cfg: Config, log: Log) -> Parts:
     device = resolve_device(cfg.runtime.device)
     model, tokenizer = load_policy(model_path, cfg.model.dtype, device)
     seed_everything(cfg.seed)
+    sharded = cfg.train.strategy == "fsdp2"
     ref_model = None
-    if cfg.algo.kl_coef > 0 or cfg.algo.kl_target is not None:
+    if (cfg.algo.kl_coef > 0 or cfg.algo.kl_target is not None) and not sharded:
         ref_model = copy.deepcopy(model).requires_grad_(False).eval()
     if cfg.model.lora is not None:
         # After the reference copy: the reference stays the plain base, which the fresh adapters equal.
@@ -121,10 +122,11 @@ def build_parts(cfg: Config, log: Log) -> Parts:
         critic = CriticTrainer(
             build_critic(cfg.algo.critic, model, separate).to(device), cfg.algo.critic_lr, cfg.algo.value_clip
         )
-    sharded = cfg.train.strategy == "fsdp2"
     if sharded:
-        # The ranks load the policy themselves; the engine keeps its own copy, which weight syncs update.
+        # The ranks load the policy (and the reference) themselves; the engine keeps its own copy, which weight
+        # syncs update. The reference is the group's handle to the copy its ranks hold sharded.
         learner: Learner | LearnerGroup = LearnerGroup(group_spec(cfg, model_path, device))
+        ref_model = learner.reference
     else:
         learner = Learner(model, cfg.train, PolicyObjective(cfg.algo), cfg.rollout.temperature, cfg.seed)
     spec = EngineSpec(

@@ -47,17 +47,17 @@ def rows(vocab: int, seed: int) -> Batch:
     return Batch(ids, attention, loss_mask, old, advantages)
 
 
-def start_group(model_dir: Path, **fsdp: float) -> LearnerGroup:
+def start_group(model_dir: Path, reference: bool = False, **fsdp: float) -> LearnerGroup:
     train = TrainConfig(
         lr=1e-2, strategy="fsdp2", learners=2, micro_batch_size=2, logit_chunk_tokens=32, fsdp=fsdp
     )
-    return LearnerGroup(GroupSpec(str(model_dir), "float32", "cpu", train, AlgoConfig(), 1.0, 0, 1))
+    return LearnerGroup(GroupSpec(str(model_dir), "float32", "cpu", train, AlgoConfig(), 1.0, 0, 1, reference))
 
 
 @pytest.fixture(scope="module")
 def group(tiny_model_dir: Path) -> Iterator[LearnerGroup]:
     # Buckets of 8 KB: the tiny model's weights come in many buckets and the export in several files.
-    started = start_group(tiny_model_dir, bucket_mb=8 / 1024)
+    started = start_group(tiny_model_dir, reference=True, bucket_mb=8 / 1024)
     yield started
     started.close()
 
@@ -73,11 +73,16 @@ def test_the_exported_model_loads_and_gives_the_learner_logprobs(group, char_tok
     with torch.no_grad():
         loaded, _ = token_logprobs(model, batch, 1.0)
     torch.testing.assert_close(loaded * batch.attention_mask, expected, rtol=0, atol=1e-5)
-    # The step moved the policy: the base model's log-probs differ by far more than the tolerance.
+    # The step moved the policy: the base model's log-probs differ by far more than the tolerance, and the
+    # sharded reference (the ranks' frozen copy) still gives them.
     base = AutoModelForCausalLM.from_pretrained(group.spec.model_path, dtype=torch.float32)
     with torch.no_grad():
         before, _ = token_logprobs(base, batch, 1.0)
     assert (before * batch.attention_mask - expected).abs().max() > 1e-3
+    reference = group.logprobs(batch, group.reference)
+    torch.testing.assert_close(reference, before * batch.attention_mask, rtol=0, atol=1e-5)
+    with pytest.raises(LearnerGroupError, match="reference's log-probs only"):
+        group.logprobs(batch, base)
 
 
 def test_streamed_weights_bring_an_engine_copy_to_the_policy(group, char_tokenizer) -> None:
@@ -146,7 +151,6 @@ def test_a_dead_rank_is_a_named_error_not_a_hang(tiny_model_dir, char_tokenizer)
     ("override", "named"),
     [
         ("runtime.kind=ray", "runtime.kind=ray"),
-        ("algo.kl_coef=0.1", "algo.kl_coef"),
         ("algo.advantage=gae", "a critic"),
         ("model.lora.r=4", "model.lora"),
         ("train.fsdp.cpu_offload=true", "cpu_offload without a GPU"),

@@ -22,8 +22,9 @@ LENGTHS = [5, 19, 7, 30, 11, 6, 24, 9]  # rows of very different lengths: the ra
 PROMPT = 3
 
 
-def ragged_batch(seed: int) -> Batch:
-    """Rows of ``LENGTHS`` tokens (prompt 3, the rest trained), advantages of both signs, two rows all zero."""
+def ragged_batch(seed: int, kl: bool = False) -> Batch:
+    """Rows of ``LENGTHS`` tokens (prompt 3, the rest trained), advantages of both signs, two rows all zero;
+    with ``kl``, reference log-probs too."""
     generator = torch.Generator().manual_seed(seed)
     width = max(LENGTHS)
     ids = torch.randint(2, 61, (len(LENGTHS), width), generator=generator)
@@ -33,23 +34,25 @@ def ragged_batch(seed: int) -> Batch:
     advantages = torch.randn(len(LENGTHS), 1, generator=generator).double() * loss_mask
     advantages[[2, 5]] = 0
     old = -3 - torch.rand(ids.shape, generator=generator).double()
-    return Batch(ids * attention, attention, loss_mask.double(), old * loss_mask, advantages)
+    ref = (old + 0.3 * torch.rand(ids.shape, generator=generator).double()) * loss_mask if kl else None
+    return Batch(ids * attention, attention, loss_mask.double(), old * loss_mask, advantages, ref)
 
 
 def policy() -> torch.nn.Module:
     return small_llama(61, eos=1, pad=0, tie_word_embeddings=True).double().train()
 
 
-def train_both(aggregation: str) -> dict[str, Any]:
+def train_both(aggregation: str, kl: bool = False) -> dict[str, Any]:
     """Two steps (two mini-batches each) and one SFT step of the single learner and of this rank of the sharded
     one, from the same float64 policy; returns the largest parameter, metric, SFT-loss and log-prob differences."""
     train = TrainConfig(lr=1e-2, mini_batches=2, micro_batch_size=2, logit_chunk_tokens=16, share_prompts=False)
-    objective = PolicyObjective(AlgoConfig(aggregation=aggregation, constant_normalizer=40.0, entropy_coef=0.01))
+    algo = AlgoConfig(aggregation=aggregation, constant_normalizer=40.0, entropy_coef=0.01, kl_coef=0.1 * kl)
+    objective = PolicyObjective(algo)
     single = Learner(policy(), train, objective, 0.9, seed=3)
-    sharded = ShardedLearner(policy(), train, objective, 0.9, 3, torch.device("cpu"))
+    sharded = ShardedLearner(policy(), train, objective, 0.9, 3, torch.device("cpu"), policy() if kl else None)
     metric_gap = 0.0
     for step in range(2):
-        batch = ragged_batch(step)
+        batch = ragged_batch(step, kl)
         expected, got = single.step(batch), sharded.step(batch)
         assert expected.keys() == got.keys()
         metric_gap = max(metric_gap, *(abs(expected[k] - got[k]) for k in expected))
@@ -61,11 +64,24 @@ def train_both(aggregation: str) -> dict[str, Any]:
     rows, values = sharded.logprob_share(ragged_batch(5))
     expected_lp = single.logprobs(ragged_batch(5))[rows, : values.shape[1]]
     logprobs_gap = (expected_lp - values.to(expected_lp.dtype)).abs().max().item()
-    return {"gap": gap, "moved": moved, "metric_gap": metric_gap, "logprobs_gap": logprobs_gap, "sft_gap": sft_gap}
+    result = {
+        "gap": gap,
+        "moved": moved,
+        "metric_gap": metric_gap,
+        "logprobs_gap": logprobs_gap,
+        "sft_gap": sft_gap,
+    }
+    if kl:  # the sharded reference still gives the initial policy's log-probs
+        rows, values = sharded.logprob_share(ragged_batch(5), reference=True)
+        expected_ref = single.logprobs(ragged_batch(5), policy())[rows, : values.shape[1]]
+        result["reference_gap"] = (expected_ref - values.to(expected_ref.dtype)).abs().max().item()
+        result["kl_reported"] = expected["kl"]
+    return result
 
 
 def train_every_aggregation() -> dict[str, Any]:
-    return {aggregation: train_both(aggregation) for aggregation in AGGREGATIONS}
+    results = {aggregation: train_both(aggregation) for aggregation in AGGREGATIONS}
+    return results | {"token_mean+kl": train_both("token_mean", kl=True)}
 
 
 def test_token_balanced_partition() -> None:
@@ -78,10 +94,13 @@ def test_token_balanced_partition() -> None:
 
 def test_two_fsdp2_ranks_end_where_the_single_learner_ends(tmp_path: Path) -> None:
     """float64 throughout, so the two summation orders agree to ~1e-15; 1e-10 leaves room and still catches a
-    per-rank normalizer (off by about 2x) or a lost micro-batch (off by a whole update of lr 1e-2)."""
+    per-rank normalizer (off by about 2x) or a lost micro-batch (off by a whole update of lr 1e-2). One more run
+    adds a KL term (which trains every row) and checks the sharded reference's log-probs."""
     results = run_ranks(train_every_aggregation, 2, tmp_path)
     for rank in results:
-        for aggregation in AGGREGATIONS:
+        assert rank["token_mean+kl"]["reference_gap"] < 1e-10
+        assert rank["token_mean+kl"]["kl_reported"] > 1e-3  # the KL term was in play
+        for aggregation in [*AGGREGATIONS, "token_mean+kl"]:
             r = rank[aggregation]
             assert r["moved"] > 1e-3, aggregation  # the steps did change the policy
             assert r["gap"] < 1e-10, (aggregation, r)

@@ -62,6 +62,12 @@ class GroupSpec:
     temperature: float
     seed: int
     threads: int
+    reference: bool = False  # each rank also holds a frozen sharded copy of the initial policy (KL)
+
+
+class ReferenceHandle(torch.nn.Module):
+    """Stands for the reference policy the ranks hold sharded: ``logprobs(batch, group.reference)`` asks for its
+    log-probs, as ``logprobs(batch, ref_model)`` does of the single learner."""
 
 
 class LearnerGroup:
@@ -70,6 +76,7 @@ class LearnerGroup:
     def __init__(self, spec: GroupSpec) -> None:
         self.spec = spec
         self.version = 0
+        self.reference = ReferenceHandle() if spec.reference else None
         self.timeout = spec.train.fsdp.timeout_s
         context = mp.get_context("spawn")
         port = free_port()
@@ -97,11 +104,14 @@ class LearnerGroup:
 
     @torch.no_grad()
     def logprobs(self, batch: Batch, model: torch.nn.Module | None = None) -> torch.Tensor:
-        """The policy's teacher-forced log-probs (B, T), each rank computing its share of the rows."""
-        if model is not None:
-            raise LearnerGroupError("the fsdp2 learner group computes its own policy's log-probs only")
+        """Teacher-forced log-probs (B, T) under the policy, or under the reference when ``model`` is the group's
+        ``reference``; each rank computes its share of the rows."""
+        if model is not None and (self.reference is None or model is not self.reference):
+            raise LearnerGroupError(
+                "the fsdp2 learner group computes its policy's and its reference's log-probs only"
+            )
         out = torch.zeros_like(batch.old_logprobs)
-        for rows, values in self._call("logprobs", batch):
+        for rows, values in self._call("logprobs", batch, model is not None):
             out[rows, : values.shape[1]] = values.to(out.dtype)
         return out
 
@@ -272,9 +282,11 @@ def _start_rank(rank: int, world: int, port: int, spec: GroupSpec) -> Any:
     backend = process_group_backend(device.type)
     dist.init_process_group(backend, init_method=address, rank=rank, world_size=world, timeout=timeout)
     torch.manual_seed(spec.seed)
-    model, _ = load_policy(spec.model_path, spec.dtype, "cpu" if spec.train.fsdp.cpu_offload else str(device))
+    place = "cpu" if spec.train.fsdp.cpu_offload else str(device)
+    model, _ = load_policy(spec.model_path, spec.dtype, place)
+    reference = load_policy(spec.model_path, spec.dtype, place)[0] if spec.reference else None
     objective = PolicyObjective(spec.algo)
-    return ShardedLearner(model, spec.train, objective, spec.temperature, spec.seed, device)
+    return ShardedLearner(model, spec.train, objective, spec.temperature, spec.seed, device, reference)
 
 
 def _serve(learner: Any, conn: Connection, command: str, args: tuple) -> Any:
@@ -317,8 +329,6 @@ def group_spec(cfg: Any, model_path: str, device: str) -> GroupSpec:
 
     unsupported = {
         "runtime.kind=ray (its learner stays in the driver; use runtime.kind=local)": cfg.runtime.kind != "local",
-        "a reference model (algo.kl_coef > 0 or algo.kl_target; set algo.kl_coef=0)": cfg.algo.kl_coef > 0
-        or cfg.algo.kl_target is not None,
         "a critic (algo.advantage declares values, e.g. gae; choose another estimator)": "values"
         in advantage_inputs(cfg.algo),
         "LoRA (model.lora; adapters already make the trained state small: remove model.lora)": cfg.model.lora
@@ -343,4 +353,5 @@ def group_spec(cfg: Any, model_path: str, device: str) -> GroupSpec:
         cfg.rollout.temperature,
         cfg.seed,
         cfg.runtime.threads or max(1, (os.cpu_count() or 1) // learners),
+        reference=cfg.algo.kl_coef > 0 or cfg.algo.kl_target is not None,
     )

@@ -95,10 +95,15 @@ class ShardedLearner(Learner):
         temperature: float,
         seed: int,
         device: torch.device,
+        reference: nn.Module | None = None,
     ) -> None:
         self.rank, self.world = dist.get_rank(), dist.get_world_size()
         self.compute_device = device
         self.root = shard_policy(model, train, device)  # before the optimizer: it must hold the shards
+        # The frozen reference policy (KL), sharded the same way: 1/N of it per rank, no gradients or optimizer.
+        self.reference = None
+        if reference is not None:
+            self.reference = shard_policy(reference.requires_grad_(False).eval(), train, device)
         super().__init__(model, train, objective, temperature, seed)
         self.share_prompts = False  # the shared-prompt forward runs outside the root's gathered forward
 
@@ -150,9 +155,12 @@ class ShardedLearner(Learner):
         return float(norm.full_tensor() if isinstance(norm, DTensor) else norm)
 
     @torch.no_grad()
-    def logprob_share(self, batch: Batch) -> tuple[torch.Tensor, torch.Tensor]:
-        """This rank's rows of ``batch`` and their teacher-forced log-probs (R, T) under the policy; the driver
-        puts the ranks' shares together."""
+    def logprob_share(self, batch: Batch, reference: bool = False) -> tuple[torch.Tensor, torch.Tensor]:
+        """This rank's rows of ``batch`` and their teacher-forced log-probs (R, T) under the policy (or the
+        reference); the driver puts the ranks' shares together."""
+        root = self.reference if reference else self.root
+        if root is None:
+            raise ValueError("this learner holds no reference policy (algo.kl_coef is 0)")
         was_training = self.model.training
         self.model.eval()
         size = self.train_cfg.micro_batch_size
@@ -166,9 +174,10 @@ class ShardedLearner(Learner):
         done = 0
         for part, weight in passes:
             with autocast(self.device):
-                lp, _ = self._forward(part.to(self.device), self.temperature, with_entropy=False)
+                part = part.to(self.device)
+                lp, _ = root(part.input_ids, part.attention_mask, self.temperature, False)
             if weight:
-                values[done : done + len(part), : lp.shape[1]] = (lp * part.attention_mask.to(lp.device)).cpu()
+                values[done : done + len(part), : lp.shape[1]] = (lp * part.attention_mask).cpu()
                 done += len(part)
         self.model.train(was_training)
         return mine, values[: len(mine)]
