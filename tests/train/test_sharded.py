@@ -42,10 +42,17 @@ def policy() -> torch.nn.Module:
     return small_llama(61, eos=1, pad=0, tie_word_embeddings=True).double().train()
 
 
-def train_both(aggregation: str, kl: bool = False) -> dict[str, Any]:
+def train_both(aggregation: str, kl: bool = False, recompute: bool = False) -> dict[str, Any]:
     """Two steps (two mini-batches each) and one SFT step of the single learner and of this rank of the sharded
     one, from the same float64 policy; returns the largest parameter, metric, SFT-loss and log-prob differences."""
-    train = TrainConfig(lr=1e-2, mini_batches=2, micro_batch_size=2, logit_chunk_tokens=16, share_prompts=False)
+    train = TrainConfig(
+        lr=1e-2,
+        mini_batches=2,
+        micro_batch_size=2,
+        logit_chunk_tokens=16,
+        share_prompts=False,
+        gradient_checkpointing=recompute,
+    )
     algo = AlgoConfig(aggregation=aggregation, constant_normalizer=40.0, entropy_coef=0.01, kl_coef=0.1 * kl)
     objective = PolicyObjective(algo)
     single = Learner(policy(), train, objective, 0.9, seed=3)
@@ -81,7 +88,11 @@ def train_both(aggregation: str, kl: bool = False) -> dict[str, Any]:
 
 def train_every_aggregation() -> dict[str, Any]:
     results = {aggregation: train_both(aggregation) for aggregation in AGGREGATIONS}
-    return results | {"token_mean+kl": train_both("token_mean", kl=True)}
+    extra = {
+        "token_mean+kl": train_both("token_mean", kl=True),
+        "recompute": train_both("token_mean", recompute=True),
+    }
+    return results | extra
 
 
 def test_token_balanced_partition() -> None:
@@ -95,12 +106,13 @@ def test_token_balanced_partition() -> None:
 def test_two_fsdp2_ranks_end_where_the_single_learner_ends(tmp_path: Path) -> None:
     """float64 throughout, so the two summation orders agree to ~1e-15; 1e-10 leaves room and still catches a
     per-rank normalizer (off by about 2x) or a lost micro-batch (off by a whole update of lr 1e-2). One more run
-    adds a KL term (which trains every row) and checks the sharded reference's log-probs."""
+    adds a KL term (which trains every row) and checks the sharded reference's log-probs; another recomputes each
+    layer's activations in the backward pass (train.gradient_checkpointing) on both sides."""
     results = run_ranks(train_every_aggregation, 2, tmp_path)
     for rank in results:
         assert rank["token_mean+kl"]["reference_gap"] < 1e-10
         assert rank["token_mean+kl"]["kl_reported"] > 1e-3  # the KL term was in play
-        for aggregation in [*AGGREGATIONS, "token_mean+kl"]:
+        for aggregation in [*AGGREGATIONS, "token_mean+kl", "recompute"]:
             r = rank[aggregation]
             assert r["moved"] > 1e-3, aggregation  # the steps did change the policy
             assert r["gap"] < 1e-10, (aggregation, r)
