@@ -2,7 +2,9 @@
 
 Builds the quickstart base model if it is missing, then prints the device, the measured matmul peak, rollout
 tokens/s of the engine vs ``model.generate``, and seconds per RL step by phase (bf16 autocast on CUDA, SDPA
-attention). It also runs on CPU, where it is just a smaller version of the other benchmarks.
+attention). When vllm imports, the same for ``rollout.engine: vllm`` (bf16 on CUDA): tokens/s against both
+transformers paths, start-up, weight-sync time per MB, and RL steps with weights streamed to vLLM after each.
+It also runs on CPU, where it is just a smaller version of the other benchmarks.
 
 On CUDA it then checks the fsdp2 learner (``bench/bench_fsdp.py``) where a CPU cannot: NCCL, bf16 mixed
 precision with fp32 gradient reduction, one GPU per rank (1 rank, and 2 when two GPUs are visible), CPU offload
@@ -14,6 +16,7 @@ of parameters and optimizer state (the GPU peak must fall), and chunked log-prob
 from __future__ import annotations
 
 import argparse
+import importlib.util
 
 import torch
 
@@ -47,6 +50,16 @@ def main() -> None:
         summarize(model, run_loop(model, args.steps, args.threads, overrides))
     if device.startswith("cuda"):
         sharded_check(args.steps)
+    if importlib.util.find_spec("vllm") is None:
+        print("vllm is not installed: no vLLM figures (pip install -e '.[vllm]')")
+        return
+    from bench.bench_vllm import bench_model as bench_vllm_model
+
+    dtype = "bfloat16" if device.startswith("cuda") else "float32"
+    for model in MODELS:
+        bench_vllm_model(model, repeats=2, device=device, dtype=dtype)
+        overrides = [f"runtime.device={device}", "train.skip_zero_advantage=false", "rollout.engine=vllm"]
+        summarize(f"{model} (rollout.engine=vllm)", run_loop(model, args.steps, args.threads, overrides))
 
 
 def sharded_check(steps: int) -> None:

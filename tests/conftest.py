@@ -38,14 +38,16 @@ def small_llama(vocab_size: int, *, eos: int, pad: int, seed: int = 0, **setting
     return LlamaForCausalLM(LlamaConfig(**{**config, **settings}))
 
 
-def tiny_llama(tokenizer: PreTrainedTokenizerFast, seed: int = 0) -> LlamaForCausalLM:
-    """A randomly initialised 2-layer Llama over ``tokenizer`` (about 10k parameters)."""
+def tiny_llama(tokenizer: PreTrainedTokenizerFast, seed: int = 0, **settings: Any) -> LlamaForCausalLM:
+    """A randomly initialised 2-layer Llama over ``tokenizer`` (about 10k parameters; ``settings`` override its
+    config)."""
     model = small_llama(
         len(tokenizer),
         eos=tokenizer.eos_token_id,
         pad=tokenizer.pad_token_id,
         seed=seed,
         bos_token_id=tokenizer.bos_token_id,
+        **settings,
     )
     return model.eval()
 
@@ -73,12 +75,13 @@ def char_tokenizer() -> PreTrainedTokenizerFast:
     return build_char_tokenizer()
 
 
-def sevens_model(tokenizer: PreTrainedTokenizerFast, steps: int = 40) -> LlamaForCausalLM:
+def sevens_model(tokenizer: PreTrainedTokenizerFast, steps: int = 40, **settings: Any) -> LlamaForCausalLM:
     """A tiny policy taught by SFT to answer any chat prompt with one to six 7s and then stop, so sampled rows
-    finish at different lengths (some by eos, some by hitting the length limit)."""
+    finish at different lengths (some by eos, some by hitting the length limit); ``settings`` override its
+    config."""
     from verity.train.sft import demonstration_batch, sft_loss
 
-    model = tiny_llama(tokenizer).train()
+    model = tiny_llama(tokenizer, **settings).train()
     rng = random.Random(0)
     optimizer = torch.optim.AdamW(model.parameters(), lr=1e-2)
     for _ in range(steps):

@@ -33,3 +33,27 @@ def six_questions(seed: int, index: int) -> dict[str, Any]:
 def distinct_characters(completion: str, **fields: Any) -> float:
     """Share of distinct characters: differs between almost any two samples, so every group has signal."""
     return len(set(completion)) / max(len(completion), 1)
+
+
+def always_raises(completion: str, **fields: Any) -> float:
+    """A broken verifier: every call raises."""
+    raise KeyError("answer_text")
+
+
+def nan_score(completion: str, **fields: Any) -> float:
+    """A broken verifier: every value is NaN."""
+    return float("nan")
+
+
+def hangs_on_odd_items(completion: str, *, id: str, **fields: Any) -> float:
+    """Hangs (past any test timeout) on items with an odd index, scores 1 on the others."""
+    import time
+
+    if int(id.rsplit("/", 1)[-1]) % 2:
+        time.sleep(30)
+    return 1.0
+
+
+def mostly_seven(seed: int, index: int) -> dict[str, Any]:
+    """Nine answers in ten are 7: always saying 7 scores 90% without solving anything."""
+    return {"prompt": f"q{seed % 1000}:{index}", "answer": "7" if index % 10 else str(index % 7)}

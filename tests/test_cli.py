@@ -118,3 +118,57 @@ def test_plot_report_and_runs_dispatch_from_the_main_command(tmp_path: Path, cap
     assert "<html" in (run / "report.html").read_text().lower()
     assert main(["plot", str(run), "--out", str(tmp_path / "plots")]) == 0
     assert (tmp_path / "plots" / "reward.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+
+
+@pytest.mark.parametrize("command", ["plot", "report", "runs"])
+def test_help_of_each_command_is_its_own(command: str, capsys) -> None:
+    with pytest.raises(SystemExit) as exit_info:
+        main([command, "--help"])
+    assert exit_info.value.code == 0
+    assert capsys.readouterr().out.startswith(f"usage: verity {command}")
+
+
+def test_plot_takes_out_before_the_runs_and_refuses_a_non_run(tmp_path: Path, capsys) -> None:
+    from conftest_run import write_run
+
+    run = write_run(tmp_path, name="tiny")
+    assert main(["plot", "--out", str(tmp_path / "figs"), str(run)]) == 0
+    assert (tmp_path / "figs" / "reward.png").is_file()
+    not_a_run = tmp_path / "notes"
+    not_a_run.mkdir()
+    assert main(["plot", str(not_a_run)]) == 1
+    assert "no metrics.jsonl here; is this a run directory?" in capsys.readouterr().err
+    assert not (not_a_run / "plots").exists()
+    assert main(["report", str(not_a_run)]) == 1
+    assert "verity report: " in capsys.readouterr().err
+    assert not (not_a_run / "report.html").exists()
+
+
+def test_train_without_a_config_says_it_needs_one(capsys) -> None:
+    assert main(["train"]) == 2
+    assert capsys.readouterr().err == (
+        "verity: train needs a config file, e.g. verity train examples/quickstart.yaml\n"
+    )
+
+
+def test_eval_task_without_settings_keeps_the_config_settings_for_that_task(tmp_path: Path) -> None:
+    from verity.cli import _eval_overrides, _parser
+    from verity.config import load_config
+
+    settings = {"data": {"tasks": [{"source": "reasoning_gym", "name": "chain_sum", "kwargs": {"min_terms": 2}}]}}
+    cfg = load_config(settings)
+    args = _parser().parse_args(["eval", "model", "--task", "chain_sum", "--task", 'basic_arithmetic:{"x": 1}'])
+    tasks = load_config(settings, _eval_overrides(args, cfg)).data.tasks
+    assert [(t.name, t.kwargs) for t in tasks] == [("chain_sum", {"min_terms": 2}), ("basic_arithmetic", {"x": 1})]
+
+
+def test_dry_run_prints_the_config_and_rendered_prompts_without_training(
+    tmp_path: Path, tiny_model_dir: Path, capsys
+) -> None:
+    settings = loop_settings(tiny_model_dir, tmp_path / "runs")
+    settings["data"]["system_prompt"] = "Answer with sevens."
+    assert main(["train", str(write_config(tmp_path, settings)), "--dry-run", "rollout.group_size=3"]) == 0
+    out = capsys.readouterr().out
+    assert "  group_size: 3\n" in out
+    assert "--- seven/train/0 (answer: '7')\n<|system|>Answer with sevens.<|im_end|><|user|>7?0:0<|im_end|>" in out
+    assert not (tmp_path / "runs").exists()

@@ -127,3 +127,21 @@ def test_lora_adapters_merge_like_the_models_they_make(tmp_path: Path, char_toke
         torch.testing.assert_close(one[name], two[name])
     q = "model.layers.0.self_attn.q_proj.weight"
     assert not torch.equal(one[q], AutoModelForCausalLM.from_pretrained(base_dir).state_dict()[q])
+
+
+def test_the_merge_command_writes_a_linear_merge(tmp_path: Path, char_tokenizer, capsys) -> None:
+    from verity.cli import main
+
+    base = save(tiny_llama(char_tokenizer), char_tokenizer, tmp_path / "base")
+    a = save(shifted(tiny_llama(char_tokenizer), 1), char_tokenizer, tmp_path / "a")
+    b = save(shifted(tiny_llama(char_tokenizer), 2), char_tokenizer, tmp_path / "b")
+    out = tmp_path / "soup"
+    args = ["merge", str(out), str(a), str(b), "--base", str(base), "--method", "linear", "--weights", "3,1"]
+    assert main(args) == 0
+    merged = AutoModelForCausalLM.from_pretrained(out).state_dict()
+    sa, sb = (AutoModelForCausalLM.from_pretrained(p).state_dict() for p in (a, b))
+    name = "model.layers.1.mlp.up_proj.weight"
+    torch.testing.assert_close(merged[name], 0.75 * sa[name] + 0.25 * sb[name])
+    assert main(args) == 1 and "exists" in capsys.readouterr().err
+    assert main(["merge", str(tmp_path / "x"), str(a), "--base", str(base), "--method", "ties"]) == 1
+    assert "needs at least two models" in capsys.readouterr().err

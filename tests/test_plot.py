@@ -96,3 +96,37 @@ def test_cli_defaults_to_the_run_plots_folder_and_reports_a_bad_dir(tmp_path, ca
     assert capsys.readouterr().out.splitlines() == [str(run_dir / "plots" / "entropy.png")]
     assert cli_main([str(tmp_path)]) == 1
     assert "no metrics.jsonl here" in capsys.readouterr().err
+
+
+def write_rows(run_dir, rows):
+    import json
+
+    run_dir.mkdir()
+    (run_dir / "metrics.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows))
+    return run_dir
+
+
+def test_the_reward_band_is_labelled_and_stays_within_the_rewards(tmp_path):
+    # A 0/1 reward with mean 0.9 has std 0.3: mean + std = 1.2 would leave the reward's range.
+    rows = [
+        {"step": s, "time": float(s), "reward/mean": 0.9, "reward/std": 0.3, "reward/min": 0.0, "reward/max": 1.0}
+        for s in (1, 2)
+    ]
+    figures = dict(build_figures(load_runs([write_rows(tmp_path / "r", rows)])))
+    ax = figures["reward"].axes[0]
+    (band,) = ax.collections
+    assert band.get_label() == "± 1 std over the step's samples"
+    ys = band.get_paths()[0].vertices[:, 1]
+    assert max(ys) == 1.0 and min(ys) == pytest.approx(0.6)
+
+
+def test_a_figure_whose_values_are_all_zero_is_dropped(tmp_path):
+    rows = [{"step": s, "time": float(s), "kl": 0.0, "clip_frac": 0.0, "reward/mean": 0.0} for s in (1, 2)]
+    stems = [stem for stem, _ in build_figures(load_runs([write_rows(tmp_path / "r", rows)]))]
+    assert stems == ["reward"]  # a reward of 0 is news; a KL of 0 without a KL term is not
+
+
+def test_rewards_by_item_field_get_their_own_figure(tmp_path):
+    rows = [{"step": 1, "time": 1.0, "by/kind/easy/reward": 0.75, "by/kind/hard/reward": 0.25}]
+    figures = dict(build_figures(load_runs([write_rows(tmp_path / "r", rows)])))
+    assert set(lines_by_label(figures["group_reward"], 0)) == {"kind/easy", "kind/hard"}

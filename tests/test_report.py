@@ -104,3 +104,12 @@ def test_format_number(value, text):
 
 def test_format_number_large_values_get_thousands_separators():
     assert format_number(123456.7) == "123,457"
+
+
+def test_counts_in_the_outcome_table_are_integers() -> None:
+    from verity.report import outcome_section
+
+    summary = {"eval_before": {"accuracy": 0.25, "items": 200, "verifier/scored": 800.0}, "eval_after": {}}
+    html = outcome_section(summary, [])
+    assert '<td class="num">200</td>' in html and '<td class="num">800</td>' in html
+    assert '<td class="num">0.250</td>' in html and "200.000" not in html

@@ -88,10 +88,10 @@ def test_sigkill_then_resume_reaches_the_uninterrupted_parameters(tiny_model_dir
     assert resumed.returncode == 0, resumed.stderr
     summary = json.loads((cfg.run_dir / "summary.json").read_text())
     assert summary["status"] == "finished" and summary["steps"] == STEPS
-    steps_logged = [
-        row["step"] for row in map(json.loads, (cfg.run_dir / "metrics.jsonl").open()) if "loss/policy" in row
-    ]
-    assert steps_logged[-1] == STEPS
+    rows = [row for row in map(json.loads, (cfg.run_dir / "metrics.jsonl").open()) if "loss/policy" in row]
+    assert [row["step"] for row in rows] == list(range(1, STEPS + 1))  # the killed run's extra steps dropped
+    times = [row["time"] for row in rows]
+    assert times == sorted(times) and times[killed_at] > times[killed_at - 1]  # the time column goes on
     expected, got = final_weights(reference.run_dir), final_weights(cfg.run_dir)
     assert expected.keys() == got.keys()
     for name in expected:

@@ -137,3 +137,13 @@ def test_dump_and_reload_gives_the_same_config(tmp_path: Path) -> None:
 def test_quickstart_example_is_valid() -> None:
     cfg = load_config(Path(__file__).parent.parent / "examples" / "quickstart.yaml")
     assert cfg.model.name == "tiny" and cfg.algo.advantage == "grpo"
+
+
+def test_a_key_given_twice_names_both_lines(tmp_path: Path) -> None:
+    path = tmp_path / "dup.yaml"
+    path.write_text("train:\n  steps: 5\n  lr: 1.0e-3\nrollout:\n  group_size: 4\ntrain:\n  steps: 9\n")
+    with pytest.raises(ConfigError, match=r"dup.yaml:6: 'train' is given twice \(lines 1 and 6\); the second"):
+        load_config(path)
+    path.write_text("train:\n  steps: 5\n  steps: 6\n")
+    with pytest.raises(ConfigError, match=r"dup.yaml:3: 'train.steps' is given twice \(lines 2 and 3\)"):
+        load_config(path)

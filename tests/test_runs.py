@@ -22,7 +22,8 @@ def test_list_runs_reads_summaries_and_skips_run_internals(tmp_path):
     (tmp_path / "b-run" / "checkpoints" / "step_000010" / "metrics.jsonl").write_text("")
     (tmp_path / "notes").mkdir()
     rows = list_runs(tmp_path)
-    assert [(r.name, r.steps, r.status) for r in rows] == [("b-run", 10, "finished"), ("a-run", 20, "running")]
+    # "running" in its summary, but no process holds its lock: it died.
+    assert [(r.name, r.steps, r.status) for r in rows] == [("b-run", 10, "finished"), ("a-run", 20, "dead")]
     # best held-out accuracy: 0.2 + 0.5 * 10/10; wall time: 2 s/step * 10 + 3
     assert rows[0].best_accuracy == pytest.approx(0.7)
     assert rows[0].wall_time_s == 23.0

@@ -221,3 +221,36 @@ def test_trackio_local_records_the_jsonl_metrics(tmp_path):
     recorded = logged_by_key([{k: v for k, v in row.items() if k != "timestamp"} for row in logs])
     assert recorded == logged_by_key(read_jsonl(tmp_path / "metrics.jsonl"))
     assert (tmp_path / "trackio" / "verity-test.db").exists()
+
+
+def test_field_metrics_break_rewards_down_by_an_item_field() -> None:
+    from verity.tracking import field_metrics, reward_range
+    from verity.types import Completion, Item, Rollout, Score
+
+    def rollout(kind: str | None, reward: float) -> Rollout:
+        meta = {"kind": kind} if kind is not None else {}
+        item = Item("t/0", "t", "p", "a", meta)
+        completion = Completion([1], [0.0], "x", "stop")
+        return Rollout(item=item, group=0, prompt_ids=[0], completion=completion, score=Score(reward))
+
+    rollouts = [rollout("easy", 1.0), rollout("easy", 0.5), rollout("hard", 0.0), rollout(None, 1.0)]
+    assert field_metrics(rollouts, ["kind"], threshold=1.0) == {
+        "by/kind/easy/reward": 0.75,
+        "by/kind/easy/accuracy": 0.5,
+        "by/kind/hard/reward": 0.0,
+        "by/kind/hard/accuracy": 0.0,
+    }
+    assert reward_range(rollouts) == {"reward/min": 0.0, "reward/max": 1.0}
+
+
+@pytest.mark.usefixtures("one_thread")
+def test_a_run_logs_the_fields_it_is_asked_to_group_by(make_config) -> None:
+    from verity.loop import train
+
+    cfg = make_config("tracking.group_by=[task]", "train.steps=1")
+    train(cfg, quiet=True)
+    (row,) = [
+        r for r in map(json.loads, (cfg.run_dir / "metrics.jsonl").open()) if r["step"] == 1 and "loss/policy" in r
+    ]
+    assert row["by/task/seven/reward"] == pytest.approx(row["reward/mean"])
+    assert row["reward/min"] <= row["reward/mean"] <= row["reward/max"]

@@ -30,6 +30,7 @@ class RecordingEngine:
     def __init__(self, inner: Any) -> None:
         self.inner = inner
         self.tokenizer = inner.tokenizer
+        self.shared = inner.shared
 
     @property
     def version(self) -> int:

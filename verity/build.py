@@ -151,7 +151,7 @@ def build_parts(cfg: Config, log: Log) -> Parts:
 
     episodes = build_episode_runner(cfg, engine, tokenizer)
     runtime = build_runtime(
-        cfg.runtime.kind, RuntimeSpec(cfg, model_path, engine, executor, learner, episodes, supply)
+        cfg.runtime.kind, RuntimeSpec(cfg, model_path, engine, spec, executor, learner, episodes, supply)
     )
     references = None
     if cfg.data.visurf:

@@ -1,5 +1,5 @@
-"""``verity`` command line: train, eval, init, plot, report, runs. Heavy imports wait until a command runs, so
-``--help`` is instant."""
+"""``verity`` command line: train (and --dry-run), eval, init, plot, report, runs, merge, config-reference. Heavy
+imports wait until a command runs, so ``--help`` is instant."""
 
 from __future__ import annotations
 
@@ -17,10 +17,13 @@ def _parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="verity", description="RL post-training with verifiable rewards.")
     sub = parser.add_subparsers(dest="command", required=True)
     train = sub.add_parser("train", help="Run the RL loop described by a YAML config.")
-    train.add_argument("config", help="YAML config, e.g. examples/quickstart.yaml")
+    train.add_argument("config", nargs="?", help="YAML config, e.g. examples/quickstart.yaml")
     train.add_argument("overrides", nargs="*", help="dotted overrides, e.g. train.lr=1e-4 rollout.group_size=4")
     train.add_argument("--resume", action="store_true", help="continue the run from its latest checkpoint")
     train.add_argument("--quiet", action="store_true", help="line-oriented progress, no live display")
+    train.add_argument(
+        "--dry-run", action="store_true", help="print the resolved config and the first prompts, then stop"
+    )
     ev = sub.add_parser("eval", help="Held-out greedy accuracy, pass@k and maj@k of a model directory.")
     ev.add_argument("model", help="a Hugging Face causal-LM directory (e.g. RUN_DIR/final_model) or hub id")
     ev.add_argument(
@@ -38,17 +41,27 @@ def _parser() -> argparse.ArgumentParser:
     init = sub.add_parser("init", help="Build (or reuse) the offline tiny base model a config names.")
     init.add_argument("config")
     init.add_argument("overrides", nargs="*")
-    for name, help_text in (
-        ("plot", "PNG curves of one or more runs."),
-        ("report", "An HTML report of a run."),
-        ("runs", "A table of the runs under a directory."),
-    ):
-        extra = sub.add_parser(name, help=help_text, add_help=False)
-        extra.add_argument("args", nargs=argparse.REMAINDER)
+    sub.add_parser("config-reference", help="Write docs/config.md, every config key with type and default.")
+    for name, help_text in _OWN_PARSERS.items():
+        sub.add_parser(name, help=help_text, add_help=False)
     return parser
 
 
+# Commands with their own argument parser (``verity.<name>.cli_main``), handed everything after their name.
+_OWN_PARSERS = {
+    "plot": "PNG curves of one or more runs.",
+    "report": "An HTML report of a run.",
+    "runs": "A table of the runs under a directory.",
+    "merge": "Merge models (or LoRA adapters) fine-tuned from one base: linear, TIES, DARE, VaRM, ...",
+}
+
+
 def main(argv: list[str] | None = None) -> int:
+    argv = sys.argv[1:] if argv is None else argv
+    if argv and argv[0] in _OWN_PARSERS:
+        import importlib
+
+        return importlib.import_module(f"verity.{argv[0]}").cli_main(argv[1:])
     parser = _parser()
     args, extra = parser.parse_known_args(argv)
     # Overrides may also follow options (``train cfg.yaml --resume train.steps=5``).
@@ -64,18 +77,37 @@ def main(argv: list[str] | None = None) -> int:
     except ConfigError as err:
         print(f"verity: {err}", file=sys.stderr)
         return 2
+    except KeyboardInterrupt:
+        print(
+            "verity: interrupted; every file written so far is complete (a run goes on from its last checkpoint "
+            "with --resume; a base model being built is rebuilt next time)",
+            file=sys.stderr,
+        )
+        return 130
 
 
 def _dispatch(args: argparse.Namespace) -> int:
-    if args.command in ("plot", "report", "runs"):
-        import importlib
+    if args.command == "config-reference":
+        from verity.reference import write_reference
 
-        return importlib.import_module(f"verity.{args.command}").cli_main(args.args)
+        print(write_reference())
+        return 0
     from verity.config import load_config
+    from verity.schema import ConfigError
 
     if args.config and "=" in args.config and not args.config.endswith((".yaml", ".yml")):
         args.overrides, args.config = [args.config, *args.overrides], None
-    cfg = load_config(args.config, [*args.overrides, *_eval_overrides(args)])
+    if args.command == "train" and args.config is None:
+        raise ConfigError("train needs a config file, e.g. verity train examples/quickstart.yaml")
+    cfg = load_config(args.config, args.overrides)
+    _add_import_paths(Path(args.config).parent if args.config else None)
+    if args.command == "eval" and (args.task or args.k):
+        cfg = load_config(args.config, [*args.overrides, *_eval_overrides(args, cfg)])
+    if args.command == "train" and args.dry_run:
+        from verity.dryrun import dry_run
+
+        print(dry_run(cfg))
+        return 0
     from transformers.utils import logging as hf_logging
 
     hf_logging.disable_progress_bar()  # per-file load/save bars would interleave with Verity's own progress
@@ -86,12 +118,26 @@ def _dispatch(args: argparse.Namespace) -> int:
     return _init(cfg)
 
 
+def _add_import_paths(config_dir: Path | None) -> None:
+    """Put the current directory and the config file's directory on the import path (``sys.path`` and, for
+    worker processes, ``PYTHONPATH``), so a config can name ``my_rewards:score`` kept beside it."""
+    import os
+
+    dirs = [str(Path.cwd()), *([str(config_dir.resolve())] if config_dir is not None else [])]
+    for directory in reversed(dirs):
+        if directory not in sys.path:
+            sys.path.insert(0, directory)
+    known = os.environ.get("PYTHONPATH", "").split(os.pathsep)
+    os.environ["PYTHONPATH"] = os.pathsep.join(dict.fromkeys(d for d in [*dirs, *known] if d))
+
+
 def _train(cfg: Config, resume: bool, quiet: bool) -> int:
     from verity.loop import TrainingStopped, train
+    from verity.rundir import RunDirError
 
     try:
         summary = train(cfg, resume=resume, quiet=quiet)
-    except TrainingStopped as err:
+    except (TrainingStopped, RunDirError) as err:
         print(f"verity: {err}", file=sys.stderr)
         return 1
     before, after = summary.get("eval_before"), summary.get("eval_after")
@@ -108,23 +154,28 @@ def _train(cfg: Config, resume: bool, quiet: bool) -> int:
         )
     if summary.get("final_model"):
         print(f"final model   : {summary['final_model']}")
+    for warning in summary.get("warnings", [])[:5]:
+        print(f"warning       : {warning}")
     return 0 if summary["status"] == "finished" else 130
 
 
-def _eval_overrides(args: argparse.Namespace) -> list[str]:
-    """``--task`` and ``--k`` of ``verity eval`` as config overrides."""
-    if args.command != "eval":
-        return []
+def _eval_overrides(args: argparse.Namespace, cfg: Config) -> list[str]:
+    """``--task`` and ``--k`` of ``verity eval`` as config overrides. A ``--task`` without settings that the
+    config also names keeps the config's settings for it."""
     out = []
     if args.task:
+        known = {t.name: t.model_dump(mode="json") for t in cfg.data.tasks}
         tasks = []
         for spec in args.task:
             name, _, settings = spec.partition(":")
             try:
-                kwargs = json.loads(settings) if settings else {}
+                kwargs = json.loads(settings) if settings else None
             except json.JSONDecodeError as err:
                 raise SystemExit(f"verity eval: --task {spec!r}: settings are not JSON ({err.msg})") from None
-            tasks.append({"source": "reasoning_gym", "name": name, "kwargs": kwargs})
+            if kwargs is None and name in known:
+                tasks.append(known[name])
+            else:
+                tasks.append({"source": "reasoning_gym", "name": name, "kwargs": kwargs or {}})
         out.append(f"data.tasks={json.dumps(tasks)}")
     if args.k:
         out.append(f"eval.k={max(_ks(args.k))}")
@@ -145,14 +196,17 @@ def _eval(cfg: Config, model: str, out: str | None, ks: tuple[int, ...]) -> int:
     from rich.progress import Progress
 
     from verity.build import build_tasks, resolve_device
+    from verity.checks import SMALL_MODEL_PARAMETERS, apply_default_threads, check_device
     from verity.data.prompts import TaskPrompts
     from verity.eval import evaluate
     from verity.models import load_policy
     from verity.rewards.executor import RewardExecutor
     from verity.rollout.hf import HFEngine
 
+    check_device(cfg.runtime.device)
     _, items = build_tasks(cfg)
     policy, tokenizer = load_policy(model, cfg.model.dtype, resolve_device(cfg.runtime.device))
+    apply_default_threads(cfg, small_model=policy.num_parameters() < SMALL_MODEL_PARAMETERS)
     engine = HFEngine(policy, tokenizer, batch_size=cfg.eval.batch_size, seed=cfg.seed)
     prompts = TaskPrompts(cfg.data)
     with RewardExecutor(cfg.reward) as executor, Progress(transient=True) as bar:

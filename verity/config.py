@@ -7,12 +7,13 @@ dotted key and the closest valid key. Each field is documented once, in its ``de
 
 from __future__ import annotations
 
+import copy
 import difflib
 from pathlib import Path
 from typing import Any
 
 import yaml
-from pydantic import BaseModel, Field, ValidationError
+from pydantic import BaseModel, Field, ValidationError, model_validator
 
 from verity.algo.config import AlgoConfig
 from verity.data.config import DataConfig
@@ -21,6 +22,7 @@ from verity.eval import EvalConfig
 from verity.model_config import ModelConfig
 from verity.rewards.config import RewardConfig
 from verity.rollout.config import RolloutConfig
+from verity.rollout.registry import ENGINES
 from verity.runtime.config import RuntimeConfig
 from verity.schema import ConfigError, Section
 from verity.tracking import TrackingConfig
@@ -46,6 +48,16 @@ class Config(Section):
     runtime: RuntimeConfig = Field(default_factory=RuntimeConfig, description="Placement.")
     env: EnvConfig | None = Field(None, description="Multi-turn episodes with an environment (None: single-turn).")
 
+    @model_validator(mode="after")
+    def _engine_defaults(self) -> Config:
+        """An engine whose behaviour log-probs come from other kernels than the learner's declares a default
+        truncated importance sampling cap (``default_tis_cap`` on its factory: 2.0 for vLLM); it applies unless the
+        config sets ``algo.tis_cap``."""
+        cap = getattr(ENGINES.resolve(self.rollout.engine), "default_tis_cap", None)
+        if cap is not None and "tis_cap" not in self.algo.model_fields_set:
+            self.algo.tis_cap = cap
+        return self
+
     @property
     def run_dir(self) -> Path:
         return Path(self.output_dir) / self.name
@@ -58,10 +70,11 @@ def load_config(source: str | Path | dict[str, Any] | None = None, overrides: li
     if source is None:
         raw: dict[str, Any] = {}
     elif isinstance(source, dict):
-        raw = source
+        raw = copy.deepcopy(source)  # overrides must not change the caller's dict
     else:
         where = str(source)
         raw, lines = _read_yaml(Path(source))
+        _resolve_data_paths(raw, Path(source).parent)
     for override in overrides or []:
         _apply_override(raw, override)
         key = tuple(override.partition("=")[0].strip().split("."))
@@ -88,20 +101,41 @@ def _read_yaml(path: Path) -> tuple[dict[str, Any], dict[tuple[str, ...], int]]:
     if not isinstance(data, dict):
         raise ConfigError(f"{path}: the top level must be a mapping of sections, got {type(data).__name__}")
     lines: dict[tuple[str, ...], int] = {}
-    _index_lines(node, (), lines)
+    _index_lines(node, (), lines, path)
     return data, lines
 
 
-def _index_lines(node: yaml.Node, path: tuple[str, ...], out: dict[tuple[str, ...], int]) -> None:
+def _index_lines(node: yaml.Node, path: tuple[str, ...], out: dict[tuple[str, ...], int], file: Path) -> None:
+    """Record the line of every key; a key given twice in one mapping is an error (YAML keeps the second)."""
     if isinstance(node, yaml.MappingNode):
         for key, value in node.value:
             sub = (*path, str(key.value))
-            out[sub] = key.start_mark.line + 1
-            _index_lines(value, sub, out)
+            line = key.start_mark.line + 1
+            if sub in out:
+                raise ConfigError(
+                    f"{file}:{line}: {'.'.join(sub)!r} is given twice (lines {out[sub]} and {line}); the second "
+                    "would silently replace the first: merge them into one"
+                )
+            out[sub] = line
+            _index_lines(value, sub, out, file)
     elif isinstance(node, yaml.SequenceNode):
         for i, value in enumerate(node.value):
             out[(*path, str(i))] = value.start_mark.line + 1
-            _index_lines(value, (*path, str(i)), out)
+            _index_lines(value, (*path, str(i)), out, file)
+
+
+def _resolve_data_paths(raw: dict[str, Any], config_dir: Path) -> None:
+    """A task's relative ``path``/``eval_path`` is looked up from the current directory first, then from the
+    config file's directory (so a config and its data can live side by side and run from anywhere)."""
+    data = raw.get("data")
+    tasks = data.get("tasks") if isinstance(data, dict) else None
+    for task in tasks if isinstance(tasks, list) else []:
+        for key in ("path", "eval_path"):
+            value = task.get(key) if isinstance(task, dict) else None
+            if isinstance(value, str) and value and not Path(value).is_absolute() and not Path(value).exists():
+                beside = config_dir / value
+                if beside.exists():
+                    task[key] = str(beside)
 
 
 def _apply_override(raw: dict[str, Any], override: str) -> None:

@@ -6,6 +6,7 @@ and loss is a config choice in ``verity.algo``. The loop itself never branches o
 
 from __future__ import annotations
 
+import contextlib
 import math
 import signal
 import time
@@ -16,15 +17,26 @@ import torch
 
 from verity.algo.objective import advantage_inputs, compute_advantages, needs_proximal, shape_rewards
 from verity.build import Parts, build_parts
+from verity.checks import (
+    AllScoresFailed,
+    CollapseWatch,
+    RewardWatch,
+    apply_default_threads,
+    check_device,
+    schedule_extension,
+    settings_warnings,
+    unlogged_stage_metrics,
+)
 from verity.config import Config
 from verity.data.collect import collect_rollouts
 from verity.data.guidance import relift_update
 from verity.data.metrics import task_metrics
 from verity.envs.turns import episode_metrics, evaluate_episodes, turn_tensors
 from verity.eval import evaluate
+from verity.models import BUILTIN, base_warnings
 from verity.progress import RunProgress
 from verity.rundir import RunDir
-from verity.tracking import build_tracker
+from verity.tracking import build_tracker, field_metrics, reward_range
 from verity.train.batching import Batch, collate
 from verity.types import Rollout
 
@@ -131,14 +143,20 @@ def run_eval(parts: Parts) -> dict[str, Any]:
 
 def train(cfg: Config, *, resume: bool = False, quiet: bool = False) -> dict[str, Any]:
     """Run (or resume) the RL loop described by ``cfg``; returns the run summary (also in summary.json)."""
+    check_device(cfg.runtime.device)
+    apply_default_threads(cfg, small_model=cfg.model.name == BUILTIN)
     run = RunDir(cfg)
     run.prepare(resume)
+    try:
+        return _train_locked(cfg, run, resume, quiet)
+    finally:
+        run.lock.release()
+
+
+def _train_locked(cfg: Config, run: RunDir, resume: bool, quiet: bool) -> dict[str, Any]:
     started, earlier_wall = time.time(), 0.0
     progress = RunProgress(max(cfg.train.steps, 1), quiet=quiet or cfg.tracking.quiet)
     parts = build_parts(cfg, progress.message)
-    tracker = build_tracker(
-        cfg.tracking.trackers, run.path, cfg.name, cfg.model_dump(mode="json"), cfg.tracking.project
-    )
     summary: dict[str, Any] = {
         "name": cfg.name,
         "status": "running",
@@ -148,24 +166,34 @@ def train(cfg: Config, *, resume: bool = False, quiet: bool = False) -> dict[str
         "warnings": [],
         "final_model": None,
     }
-    step = 0
+    step, time_offset = 0, 0.0
+    if resume:
+        state = run.load()
+        parts.load_state_dict(state)
+        summary, step = state["summary"], state["step"]
+        earlier_wall = summary.get("wall_time_s", 0.0)
+        time_offset = run.truncate_logs(step)
+        progress.message(f"resumed from step {step}")
+        _warn(summary, progress, schedule_extension(cfg, step, summary["total_steps"]))
+        summary.update(status="running", total_steps=cfg.train.steps, final_model=None)
+    _warn(summary, progress, settings_warnings(cfg) + base_warnings(parts.model_path))
+    tracker = build_tracker(
+        cfg.tracking.trackers, run.path, cfg.name, cfg.model_dump(mode="json"), cfg.tracking.project, time_offset
+    )
 
     def checkpoint() -> None:
         summary["wall_time_s"] = earlier_wall + time.time() - started
         run.save(step, {**parts.state_dict(), "summary": summary})
         run.write_summary(summary)
 
-    if resume:
-        state = run.load()
-        parts.load_state_dict(state)
-        summary, step = state["summary"], state["step"]
-        earlier_wall = summary.get("wall_time_s", 0.0)
-        progress.message(f"resumed from step {step}")
     stop = _StopFlag()
+    watch = RewardWatch(cfg.reward.timeout_s)
+    collapse = CollapseWatch(len(parts.eval_items), summary.get("eval_before"))
     bad_steps = 0
     try:
         if not resume:
             summary["eval_before"] = _eval_and_log(parts, tracker, 0, progress)
+            collapse.observe_eval(0, summary["eval_before"])
             summary["best_accuracy"] = summary["eval_before"]["accuracy"]
             run.write_summary(summary)
         progress.start_step = step
@@ -173,10 +201,15 @@ def train(cfg: Config, *, resume: bool = False, quiet: bool = False) -> dict[str
             while step < cfg.train.steps and not stop.requested:
                 metrics, rollouts = rl_step(parts)
                 step += 1
+                try:
+                    _warn(summary, progress, watch.observe(step, rollouts))
+                except AllScoresFailed as err:
+                    raise TrainingStopped(str(err)) from None
+                if step == progress.start_step + 1:
+                    _warn(summary, progress, unlogged_stage_metrics(cfg, metrics))
                 bad_steps = bad_steps + 1 if metrics["skipped"] else 0
                 if bad_steps:
-                    summary["warnings"].append(f"step {step}: non-finite loss or gradient, update skipped")
-                    progress.message(summary["warnings"][-1])
+                    _warn(summary, progress, [f"step {step}: non-finite loss or gradient, update skipped"])
                 if bad_steps >= cfg.train.max_bad_steps:
                     raise TrainingStopped(
                         f"{bad_steps} steps in a row had a non-finite loss or gradient; stopping. "
@@ -184,17 +217,21 @@ def train(cfg: Config, *, resume: bool = False, quiet: bool = False) -> dict[str
                     )
                 metrics["time/step"] = sum(metrics[k] for k in ("time/generate", "time/score", "time/train"))
                 metrics["throughput/tokens_per_s"] = metrics["tokens"] / max(metrics["time/step"], 1e-9)
+                metrics.update(reward_range(rollouts))
+                metrics.update(field_metrics(rollouts, cfg.tracking.group_by, cfg.eval.threshold))
                 if step % cfg.tracking.log_every == 0:
                     tracker.log(step, metrics)
                 if cfg.tracking.samples_every and step % cfg.tracking.samples_every == 0:
                     run.append_samples(step, rollouts, cfg.tracking.samples_per_step)
+                _warn(summary, progress, collapse.observe_step(step, metrics))
                 if cfg.eval.every and step % cfg.eval.every == 0 and step < cfg.train.steps:
-                    summary["best_accuracy"] = max(
-                        summary["best_accuracy"], _eval_and_log(parts, tracker, step, progress)["accuracy"]
-                    )
+                    result = _eval_and_log(parts, tracker, step, progress)
+                    summary["best_accuracy"] = max(summary["best_accuracy"], result["accuracy"])
+                    _warn(summary, progress, collapse.observe_eval(step, result))
                 progress.update(step, metrics)
                 summary["steps"] = step
-                if step % cfg.train.checkpoint_every == 0:
+                # The last step too, so a finished run can be extended with --resume train.steps=...
+                if step % cfg.train.checkpoint_every == 0 or step == cfg.train.steps:
                     checkpoint()
         if stop.requested:
             checkpoint()
@@ -203,17 +240,27 @@ def train(cfg: Config, *, resume: bool = False, quiet: bool = False) -> dict[str
         else:
             summary["eval_after"] = _eval_and_log(parts, tracker, step, progress)
             summary["best_accuracy"] = max(summary["best_accuracy"], summary["eval_after"]["accuracy"])
+            _warn(summary, progress, collapse.observe_eval(step, summary["eval_after"]))
             summary["final_model"] = str(run.save_model(parts.learner, parts.tokenizer))
             summary["status"] = "finished"
-    except BaseException:
+    except BaseException as err:
         summary["status"] = "failed"
+        summary["error"] = str(err).splitlines()[0] if str(err) else type(err).__name__
         raise
     finally:
         summary["wall_time_s"] = earlier_wall + time.time() - started
-        run.write_summary(summary)
+        with contextlib.suppress(OSError):  # a full disk must not hide the error that stopped the run
+            run.write_summary(summary)
         tracker.close()
         parts.close()
     return summary
+
+
+def _warn(summary: dict[str, Any], progress: RunProgress, warnings: list[str]) -> None:
+    """Record each warning in the summary and show it."""
+    for warning in warnings:
+        summary["warnings"].append(warning)
+        progress.message(f"warning: {warning}")
 
 
 def _eval_and_log(parts: Parts, tracker: Any, step: int, progress: RunProgress) -> dict[str, Any]:

@@ -30,6 +30,13 @@ class WarmupConfig(Section):
     stop_at_accuracy: float = Field(
         0.3, ge=0, le=1, description="Stop once held-out greedy accuracy reaches this: RL needs room to improve."
     )
+    min_gain_over_majority: float = Field(
+        0.05,
+        ge=0,
+        le=1,
+        description="Stop only once check accuracy also beats always giving each task's most frequent answer by "
+        "this much: a model that only learned the majority answer is not competent, however high it scores.",
+    )
     check_every: int = Field(25, gt=0, description="Steps between held-out accuracy checks.")
     check_items: int = Field(100, gt=0, description="Held-out items per accuracy check.")
 

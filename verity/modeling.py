@@ -4,6 +4,7 @@ facts about its attention. Kept apart so neither side imports the other."""
 from __future__ import annotations
 
 import inspect
+from dataclasses import dataclass
 from typing import Protocol
 
 import torch
@@ -108,6 +109,53 @@ def head_logprobs(
     picked = torch.cat([p for p, _ in pieces]).view(rows, width)
     entropy = torch.cat([e for _, e in pieces]).view(rows, width) if with_entropy else None
     return picked, entropy
+
+
+@dataclass
+class _Rows:
+    input_ids: torch.Tensor  # (B, T) right-padded
+    attention_mask: torch.Tensor  # (B, T)
+
+
+@torch.inference_mode()
+def completion_logprobs(
+    model: nn.Module, prompts: list[list[int]], completions: list[list[int]], temperature: float, pad_id: int
+) -> list[list[float]]:
+    """Teacher-forced log-probs of each completion's tokens after its prompt under ``logits / temperature``, in
+    one right-padded forward of ``model`` (left in eval mode while it runs)."""
+    was_training = model.training
+    model.eval()
+    try:
+        ids, mask = padded_rows(prompts, completions, pad_id)
+        device = next(model.parameters()).device
+        with autocast(device):
+            lp, _ = token_logprobs(model, _Rows(ids.to(device), mask.to(device)), temperature)
+        return completion_values(lp, prompts, completions)
+    finally:
+        model.train(was_training)
+
+
+def padded_rows(
+    prompts: list[list[int]], completions: list[list[int]], pad_id: int
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """Prompt + completion rows, right-padded: ``input_ids`` (B, T) and ``attention_mask`` (B, T)."""
+    rows = [p + c for p, c in zip(prompts, completions, strict=True)]
+    width = max(len(r) for r in rows)
+    ids = torch.full((len(rows), width), pad_id, dtype=torch.long)
+    mask = torch.zeros((len(rows), width), dtype=torch.long)
+    for i, row in enumerate(rows):
+        ids[i, : len(row)] = torch.tensor(row)
+        mask[i, : len(row)] = 1
+    return ids, mask
+
+
+def completion_values(
+    values: torch.Tensor, prompts: list[list[int]], completions: list[list[int]]
+) -> list[list[float]]:
+    """Each completion's positions of per-token ``values`` (B, T) over ``padded_rows``, as lists."""
+    values = values.float().cpu()
+    pairs = zip(prompts, completions, strict=True)
+    return [values[i, len(p) : len(p) + len(c)].tolist() for i, (p, c) in enumerate(pairs)]
 
 
 def cache_keyword(model: nn.Module) -> str:

@@ -9,11 +9,13 @@ setting that shapes it.
 from __future__ import annotations
 
 import hashlib
+import itertools
 import json
 import os
 import shutil
 import time
-from collections.abc import Callable
+from collections import Counter
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -22,6 +24,7 @@ from transformers import AutoModelForCausalLM, AutoTokenizer, LlamaConfig, Llama
 
 from verity.config import Config
 from verity.data.prompts import encode_prompt
+from verity.data.samplers import held_out_message
 from verity.data.sources import TaskSource
 from verity.eval import Scorer, evaluate
 from verity.rollout.hf import HFEngine
@@ -31,6 +34,7 @@ from verity.train.sft import demonstration_batch, sft_loss
 from verity.types import Item
 
 BUILTIN = "tiny"
+MAX_HELD_OUT_RUN = 10_000  # held-out prompts in a row after which a source cannot give training items
 FORMAT_VERSION = 1  # bump when the builder changes what it produces
 Log = Callable[[str], None]
 
@@ -98,14 +102,15 @@ def ensure_tiny_base(cfg: Config, sources: list[TaskSource], held_out: set[str],
     info["build_seconds"] = round(time.time() - start, 1)
     staging = target.with_name(f".{target.name}.{os.getpid()}")
     shutil.rmtree(staging, ignore_errors=True)
-    model.save_pretrained(staging)
-    tokenizer.save_pretrained(staging)
-    (staging / "verity_base.json").write_text(json.dumps(info, indent=2))
-    _check_round_trip(staging)
-    if target.exists():
-        shutil.rmtree(staging)
-    else:
-        os.replace(staging, target)
+    try:
+        model.save_pretrained(staging)
+        tokenizer.save_pretrained(staging)
+        (staging / "verity_base.json").write_text(json.dumps(info, indent=2))
+        _check_round_trip(staging)
+        if not target.exists():
+            os.replace(staging, target)
+    finally:  # also on Ctrl-C or a full disk: no half-built model is left behind
+        shutil.rmtree(staging, ignore_errors=True)
     log(f"built base model in {info['build_seconds']} s (warm-up accuracy {info['warmup_accuracy']:.2f})")
     return target
 
@@ -123,7 +128,9 @@ def _warm_up(
     scorer: Scorer,
     log: Log,
 ) -> dict[str, Any]:
-    """SFT on demonstrations until greedy accuracy on check items reaches the target, or max_steps."""
+    """SFT on demonstrations until greedy accuracy on check items reaches the target and beats the majority-answer
+    baseline by ``min_gain_over_majority``, or max_steps; a base that ends no better than that baseline is said to
+    be so (logged, and ``competent: false`` in its ``verity_base.json``)."""
     warm = cfg.model.warmup
     system = cfg.data.system_prompt
 
@@ -132,8 +139,9 @@ def _warm_up(
 
     # Check items and demonstrations come from far along the training streams: never held out, rarely trained on.
     check = [s.train_item(1_000_000 + i) for s in sources for i in range(warm.check_items // len(sources))]
-    stream = (s.train_item(2_000_000 + i) for i in range(10**9) for s in sources)
-    stream = (item for item in stream if item.prompt not in held_out)
+    baseline = majority_baseline(sources, check)
+    target = max(warm.stop_at_accuracy, baseline + warm.min_gain_over_majority)
+    stream = _fresh_items(sources, held_out, start=2_000_000)
     engine = HFEngine(model, tokenizer, seed=cfg.seed)
     optimizer = torch.optim.AdamW(model.parameters(), lr=warm.lr, weight_decay=0.0)
     scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, lambda s: min(1.0, (s + 1) / 20))
@@ -157,9 +165,60 @@ def _warm_up(
                 "accuracy"
             ]
             log(f"warm-up step {step}: loss {loss.item():.3f}, check accuracy {accuracy:.2f}")
-            if accuracy >= warm.stop_at_accuracy:
+            if accuracy >= target:
                 break
-    return {"warmup_steps": step, "warmup_accuracy": accuracy, "stop_at_accuracy": warm.stop_at_accuracy}
+    info = {
+        "warmup_steps": step,
+        "warmup_accuracy": accuracy,
+        "stop_at_accuracy": warm.stop_at_accuracy,
+        "majority_baseline": baseline,
+        "competent": accuracy >= baseline + warm.min_gain_over_majority,
+    }
+    for warning in base_warnings(info):
+        log(f"warning: {warning}")
+    return info
+
+
+def majority_baseline(sources: list[TaskSource], check: list[Item], sample: int = 1000) -> float:
+    """Accuracy on ``check`` of always giving each task's most frequent answer among ``sample`` training items:
+    the score a model gets without solving anything (high for tasks whose answers are mostly one value)."""
+    top = {}
+    for source in sources:
+        answers = Counter(str(source.train_item(4_000_000 + i).answer) for i in range(sample))
+        top[source.name] = answers.most_common(1)[0][0]
+    return sum(str(item.answer) == top.get(item.task) for item in check) / max(len(check), 1)
+
+
+def base_warnings(info: dict[str, Any] | Path | str) -> list[str]:
+    """What a run should be told about its base: from the warm-up's ``info``, or a model directory's
+    ``verity_base.json`` (none for a model Verity did not build)."""
+    if not isinstance(info, dict):
+        path = Path(info) / "verity_base.json"
+        info = json.loads(path.read_text()) if path.is_file() else {}
+    if info.get("competent", True):
+        return []
+    return [
+        f"the tiny base is no better than always giving the most frequent answer (check accuracy "
+        f"{info['warmup_accuracy']:.2f} against {info['majority_baseline']:.2f} for the majority answer, after "
+        f"{info['warmup_steps']} warm-up steps): RL would only sharpen that guess. Raise model.warmup.max_steps, "
+        "or give the task more varied answers"
+    ]
+
+
+def _fresh_items(sources: list[TaskSource], held_out: set[str], start: int) -> Iterator[Item]:
+    """Training items of every source in turn, from index ``start``, skipping held-out prompts; a source whose
+    items are held out ``MAX_HELD_OUT_RUN`` times in a row is an error (its prompts repeat)."""
+    misses = [0] * len(sources)
+    for i in itertools.count(start):
+        for k, source in enumerate(sources):
+            item = source.train_item(i)
+            if item.prompt in held_out:
+                misses[k] += 1
+                if misses[k] >= MAX_HELD_OUT_RUN:
+                    raise ConfigError(held_out_message(source.name, MAX_HELD_OUT_RUN))
+                continue
+            misses[k] = 0
+            yield item
 
 
 def _demonstration_tokens(tokenizer: Any, item: Item) -> tuple[list[int], list[int]]:
@@ -182,19 +241,53 @@ def _check_round_trip(path: Path) -> None:
         raise RuntimeError(f"tokenizer saved at {path} does not round-trip text: {sample!r} -> {back!r}")
 
 
-def load_policy(name_or_path: str | Path, dtype: str = "auto", device: str = "cpu") -> tuple[PreTrainedModel, Any]:
-    """A causal LM and its tokenizer (left padding, a pad token) from a directory or hub id."""
-    path = Path(name_or_path)
-    if not path.exists() and (str(name_or_path).startswith((".", "/")) or path.suffix):
-        raise ConfigError(f"model.name: no model directory at {path}")
-    torch_dtype = {"auto": "auto", "float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}
+def check_model_path(name: str | Path) -> None:
+    """Fail at once, with what to do, for a model name that looks like a local path but is not a model directory
+    (instead of sending it to the hub, which retries for a minute). A hub id is ``org/name``; anything that
+    starts like a path, has more than one ``/``, or whose first part is a local directory, is a path."""
+    text = str(name)
+    path = Path(text).expanduser()
+    if path.is_dir():
+        if not (path / "config.json").is_file():
+            raise ConfigError(
+                f"model.name: {text} is a directory but not a Hugging Face model directory (no config.json); "
+                "name the folder that holds config.json and the tokenizer files, e.g. RUN_DIR/final_model"
+            )
+        return
+    first = text.split("/", 1)[0]
+    path_like = text.startswith((".", "/", "~")) or text.count("/") > 1 or "\\" in text
+    path_like = path_like or ("/" not in text and "." in text)  # weights.bin: hub ids are org/name
+    if path.exists() or path_like or ("/" in text and Path(first).is_dir()):
+        raise ConfigError(
+            f"model.name: no model directory at {path}; check the path (relative paths start from the current "
+            f"directory, {Path.cwd()}), or use 'tiny' or a hub id such as Qwen/Qwen2.5-0.5B-Instruct"
+        )
+
+
+def load_tokenizer(name_or_path: str | Path) -> Any:
+    """The tokenizer of a model directory or hub id, padding on the left, with a pad token."""
+    check_model_path(name_or_path)
     try:
         tokenizer = AutoTokenizer.from_pretrained(name_or_path, padding_side="left")
-        model = AutoModelForCausalLM.from_pretrained(name_or_path, dtype=torch_dtype[dtype])
     except (OSError, ValueError) as err:  # ValueError: a directory without tokenizer files
-        raise ConfigError(f"model.name: cannot load {name_or_path!r}: {err}") from None
+        raise ConfigError(f"model.name: no usable tokenizer in {name_or_path!r}: {_first_line(err)}") from None
     if tokenizer.pad_token_id is None:
         tokenizer.pad_token = tokenizer.eos_token
+    return tokenizer
+
+
+def load_policy(name_or_path: str | Path, dtype: str = "auto", device: str = "cpu") -> tuple[PreTrainedModel, Any]:
+    """A causal LM and its tokenizer (left padding, a pad token) from a directory or hub id."""
+    tokenizer = load_tokenizer(name_or_path)
+    torch_dtype = {"auto": "auto", "float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}
+    try:
+        model = AutoModelForCausalLM.from_pretrained(name_or_path, dtype=torch_dtype[dtype])
+    except (OSError, ValueError) as err:
+        raise ConfigError(f"model.name: cannot load {name_or_path!r}: {_first_line(err)}") from None
     if device == "cpu" and model.dtype != torch.float32:
         model = model.float()
     return model.to(device), tokenizer
+
+
+def _first_line(err: BaseException) -> str:
+    return str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__

@@ -24,6 +24,7 @@ if TYPE_CHECKING:
     from matplotlib.figure import Figure
 
 LINESTYLES = ("-", "--", ":", "-.")
+KEEP_WHEN_ZERO = ("reward", "accuracy")
 
 
 @dataclass(frozen=True)
@@ -50,6 +51,8 @@ FIGURES = (
     FigureSpec("task_reward", "Training reward by task", (r"task/(.+)/reward",), per_task=True),
     FigureSpec("task_accuracy", "Training accuracy by task", (r"task/(.+)/accuracy",), per_task=True),
     FigureSpec("eval_task_accuracy", "Held-out accuracy by task", (r"eval/task/(.+)/accuracy",), per_task=True),
+    FigureSpec("group_reward", "Training reward by item field", (r"by/(.+)/reward",), per_task=True),
+    FigureSpec("group_accuracy", "Training accuracy by item field", (r"by/(.+)/accuracy",), per_task=True),
 )
 
 
@@ -118,7 +121,8 @@ def _draw(spec: FigureSpec, runs: list[RunData], axes: Sequence[Axes], unit: tup
             for ax, xs in ((axes[0], steps), (axes[1], [t / unit[1] for t in times])):
                 ax.plot(xs, values, style, color=color, label=name, marker="o" if sparse else None, markersize=3)
                 if spec.band and key_index == 0:
-                    _draw_band(ax, run.rows, key, spec.band, unit[1] if ax is axes[1] else None, color)
+                    divisor = unit[1] if ax is axes[1] else None
+                    _draw_band(ax, run.rows, key, spec.band, divisor, color, label=run_index == 0)
 
 
 def _series_label(run: str, label: str, several_runs: bool, several_keys: bool) -> str:
@@ -128,14 +132,29 @@ def _series_label(run: str, label: str, several_runs: bool, several_keys: bool) 
 
 
 def _draw_band(
-    ax: Axes, rows: list[dict[str, Any]], key: str, band: str, divisor: float | None, color: str
+    ax: Axes, rows: list[dict[str, Any]], key: str, band: str, divisor: float | None, color: str, label: bool
 ) -> None:
+    """mean ± std of the samples of each step, clipped to the step's lowest and highest reward when logged (a
+    0/1 reward's band never leaves [0, 1])."""
     std = {step: value for step, _, value in metric_series(rows, band)}
+    low = {step: value for step, _, value in metric_series(rows, "reward/min")}
+    high = {step: value for step, _, value in metric_series(rows, "reward/max")}
     points = [(s, t, v, std[s]) for s, t, v in metric_series(rows, key) if s in std]
     if not points:
         return
     xs = [t / divisor if divisor else s for s, t, _, _ in points]
-    ax.fill_between(xs, [v - d for *_, v, d in points], [v + d for *_, v, d in points], color=color, alpha=0.15)
+    lower = [max(v - d, low.get(s, v - d)) for s, _, v, d in points]
+    upper = [min(v + d, high.get(s, v + d)) for s, _, v, d in points]
+    name = "± 1 std over the step's samples" if label else None
+    ax.fill_between(xs, lower, upper, color=color, alpha=0.15, label=name)
+
+
+def _always_zero(spec: FigureSpec, runs: list[RunData], keys: Sequence[str]) -> bool:
+    """A figure whose every value is 0 (no KL term, nothing clipped) says nothing; rewards and accuracies at 0
+    do, and are kept."""
+    if spec.stem in KEEP_WHEN_ZERO or spec.per_task:
+        return False
+    return all(value == 0 for run in runs for key in keys for _, _, value in metric_series(run.rows, key))
 
 
 def build_figures(runs: list[RunData]) -> list[tuple[str, Figure]]:
@@ -145,7 +164,11 @@ def build_figures(runs: list[RunData]) -> list[tuple[str, Figure]]:
     figures = []
     for spec in FIGURES:
         labels = matched_keys(spec, all_keys)
-        if not labels or (spec.per_task and len(set(labels.values())) < 2):
+        if (
+            not labels
+            or (spec.per_task and len(set(labels.values())) < 2)
+            or _always_zero(spec, runs, list(labels))
+        ):
             continue
         figure = _new_figure()
         axes = figure.subplots(1, 2, sharey=True)
@@ -168,10 +191,11 @@ def figure_png(figure: Figure) -> bytes:
 
 def plot_runs(run_dirs: list[Path], out_dir: Path) -> list[Path]:
     """Write ``out_dir/<stem>.png`` for each figure the runs have data for; return the paths written."""
+    runs = load_runs(run_dirs)  # before the folder is made: a wrong path leaves nothing behind
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
     written = []
-    for stem, figure in build_figures(load_runs(run_dirs)):
+    for stem, figure in build_figures(runs):
         path = out_dir / f"{stem}.png"
         path.write_bytes(figure_png(figure))
         written.append(path)
@@ -190,7 +214,7 @@ def cli_main(argv: list[str]) -> int:
     try:
         paths = plot_runs(args.run_dirs, out)
     except (FileNotFoundError, ValueError, ImportError) as exc:
-        print(f"error: {exc}", file=sys.stderr)
+        print(f"verity plot: {exc}", file=sys.stderr)
         return 1
     for path in paths:
         print(path)

@@ -20,6 +20,7 @@ import yaml
 from verity.runs import (
     finite,
     format_wall_time,
+    is_run_dir,
     metric_keys,
     metric_series,
     read_config,
@@ -30,6 +31,7 @@ from verity.runs import (
 )
 
 PHASES = ("generate", "score", "train", "sync")
+COUNTS = ("items", "scored", "failures", "timeouts", "crashes", "unscorable", "worker_restarts", "tokens")
 SAMPLES_PER_TABLE = 6
 MAX_TEXT_CHARS = 800
 
@@ -89,8 +91,16 @@ def outcome_section(summary: dict[str, Any], rows: list[dict[str, Any]]) -> str:
         best = summary.get("best_accuracy") if name == "accuracy" else None
         best = best if finite(best) is not None else max(logged, default=None)
         cells = (before.get(name), after.get(name), best)
-        table_rows.append([name, *("-" if finite(c) is None else f"{c:.3f}" for c in cells)])
+        table_rows.append([name, *(_outcome_cell(name, c) for c in cells)])
     return _section("Held-out accuracy", _table(["metric", "before", "final", "best"], table_rows))
+
+
+def _outcome_cell(name: str, value: Any) -> str:
+    """A rate with 3 decimals; a count (items, scored, failures...) as an integer."""
+    number = finite(value)
+    if number is None:
+        return "-"
+    return f"{number:.0f}" if name.rsplit("/", 1)[-1] in COUNTS else f"{number:.3f}"
 
 
 def timing_section(rows: list[dict[str, Any]]) -> str:
@@ -166,6 +176,8 @@ def header_section(name: str, summary: dict[str, Any]) -> str:
         ["wall time", format_wall_time(finite(summary.get("wall_time_s")))],
         ["final model", str(summary.get("final_model") or "-")],
     ]
+    if summary.get("error"):
+        facts.insert(1, ["error", str(summary["error"])])
     return f"<h1>Run report: {html.escape(name)}</h1>\n" + _table(None, facts, numeric_from=2)
 
 
@@ -182,6 +194,8 @@ def render_report(run_dir: Path) -> str:
     run_dir = Path(run_dir)
     if not run_dir.is_dir():
         raise FileNotFoundError(f"no such run directory: {run_dir}")
+    if not is_run_dir(run_dir):
+        raise FileNotFoundError(f"{run_dir}: no summary.json or metrics.jsonl here; is this a run directory?")
     name, summary, rows = run_name(run_dir), read_summary(run_dir), read_metrics(run_dir)
     config_text = yaml.safe_dump(read_config(run_dir), sort_keys=False) or "(no config.yaml)"
     body = [
@@ -218,7 +232,7 @@ def cli_main(argv: list[str]) -> int:
     try:
         path = write_report(args.run_dir, args.out)
     except (FileNotFoundError, ValueError) as exc:
-        print(f"error: {exc}", file=sys.stderr)
+        print(f"verity report: {exc}", file=sys.stderr)
         return 1
     print(path)
     return 0

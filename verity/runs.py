@@ -18,6 +18,8 @@ from typing import Any
 
 import yaml
 
+from verity.runlock import lock_is_held
+
 RUN_MARKERS = ("summary.json", "metrics.jsonl")
 
 
@@ -134,8 +136,15 @@ def describe_run(run_dir: Path) -> RunRow:
         total_steps=summary.get("total_steps"),
         best_accuracy=best if best is not None else max(evals, default=None),
         wall_time_s=wall if wall is not None else max((t for t in times if t is not None), default=None),
-        status=str(summary.get("status", "unknown")),
+        status=live_status(run_dir, str(summary.get("status", "unknown"))),
     )
+
+
+def live_status(run_dir: Path, status: str) -> str:
+    """``dead`` for a run whose summary says running while no process holds its lock (killed, or lost)."""
+    if status == "running" and not lock_is_held(run_dir):
+        return "dead"
+    return status
 
 
 def is_run_dir(path: Path) -> bool:
@@ -198,7 +207,7 @@ def cli_main(argv: list[str]) -> int:
     try:
         rows = list_runs(args.root)
     except (FileNotFoundError, ValueError) as exc:
-        print(f"error: {exc}", file=sys.stderr)
+        print(f"verity runs: {exc}", file=sys.stderr)
         return 1
     print(format_runs(rows))
     return 0

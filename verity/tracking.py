@@ -40,6 +40,9 @@ class TrackingConfig(BaseModel):
     """How many completions to write each time samples are written."""
     quiet: bool = False
     """Print one plain line per step (at most every few seconds) instead of a live display."""
+    group_by: list[str] = Field(default_factory=list)
+    """Item fields (e.g. [kind]) to break training reward and accuracy down by: metrics by/<field>/<value>/reward
+    and by/<field>/<value>/accuracy (at most 20 values per field)."""
 
 
 class Tracker(Protocol):
@@ -213,22 +216,57 @@ class TrackioTracker:
         self._run.finish()
 
 
+MAX_GROUP_VALUES = 20
+
+
+def field_metrics(rollouts: Sequence[Any], fields: Sequence[str], threshold: float) -> dict[str, float]:
+    """Mean reward and accuracy (reward >= ``threshold``) of ``rollouts`` per value of each item field in
+    ``fields`` (a key of the item's row: ``task``, ``answer`` or any extra column), as ``by/<field>/<value>/...``.
+    Rollouts whose item lacks the field are left out; past ``MAX_GROUP_VALUES`` values the rest are dropped."""
+    out: dict[str, float] = {}
+    for name in fields:
+        groups: dict[str, list[float]] = {}
+        for r in rollouts:
+            value = getattr(r.item, name, None) if name in ("task", "answer") else r.item.meta.get(name)
+            if value is None:
+                continue
+            key = str(value).replace("/", "_")
+            if key in groups or len(groups) < MAX_GROUP_VALUES:
+                groups.setdefault(key, []).append(r.score.value)
+        for key, rewards in groups.items():
+            out[f"by/{name}/{key}/reward"] = sum(rewards) / len(rewards)
+            out[f"by/{name}/{key}/accuracy"] = sum(v >= threshold for v in rewards) / len(rewards)
+    return out
+
+
+def reward_range(rollouts: Sequence[Any]) -> dict[str, float]:
+    """The step's lowest and highest reward (they bound the reward band of the plots)."""
+    values = [r.score.value for r in rollouts]
+    return {"reward/min": min(values), "reward/max": max(values)} if values else {}
+
+
 TRACKER_KINDS: tuple[str, ...] = get_args(TrackerKind)
 
 
 def build_tracker(
-    kinds: Sequence[str], run_dir: Path, run_name: str, config: dict[str, Any], project: str = "verity"
+    kinds: Sequence[str],
+    run_dir: Path,
+    run_name: str,
+    config: dict[str, Any],
+    project: str = "verity",
+    time_offset: float = 0.0,
 ) -> Tracker:
     """One tracker that writes ``run_dir/metrics.jsonl`` and mirrors every row to each tracker named in ``kinds``.
 
-    ``config`` is the resolved run config, recorded by the trackers that keep one. Raises ``ValueError`` for an
-    unknown tracker name and ``ImportError`` naming the extra to install when a tracker's package is missing.
+    ``config`` is the resolved run config, recorded by the trackers that keep one; ``time_offset`` is where the
+    time column starts (a resumed run goes on from its last row). Raises ``ValueError`` for an unknown tracker
+    name and ``ImportError`` naming the extra to install when a tracker's package is missing.
     """
     unknown = [kind for kind in kinds if kind not in TRACKER_KINDS]
     if unknown:
         raise ValueError(f"unknown tracker(s) {unknown} in tracking.trackers; choose from {list(TRACKER_KINDS)}")
     run_dir = Path(run_dir)
-    trackers: list[Tracker] = [JsonlTracker(run_dir / "metrics.jsonl")]
+    trackers: list[Tracker] = [JsonlTracker(run_dir / "metrics.jsonl", time_offset)]
     factories: dict[str, Callable[[], Tracker]] = {
         "tensorboard": lambda: TensorBoardTracker(run_dir / "tensorboard"),
         "wandb": lambda: WandbTracker(run_dir, run_name, config, project),

@@ -2,7 +2,8 @@ import pytest
 from pydantic import ValidationError
 
 from verity.algo.config import AlgoConfig
-from verity.config import ConfigError, load_config
+from verity.config import load_config
+from verity.schema import ConfigError
 
 
 def test_defaults_are_plain_grpo() -> None:

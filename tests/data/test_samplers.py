@@ -11,6 +11,7 @@ from verity.data.difficulty import PassRates, group_size_for
 from verity.data.samplers import Sampler
 from verity.data.stages import StageSchedule, condition_met
 from verity.rollout.engine import SamplingParams
+from verity.types import Item
 
 
 def tasks_of(draws) -> list[str]:
@@ -180,3 +181,25 @@ def test_sampler_needs_a_source_per_task() -> None:
     sources = [CountingSource("a")]
     with pytest.raises(ValueError, match="one source per entry"):
         Sampler(sources, data_config("a", "b"), SamplingParams(4, n=2), held_out=set(), seed=0)
+
+
+def test_a_task_whose_prompts_are_all_held_out_is_an_error_not_an_endless_search() -> None:
+    """The guessing game's bug: every item had the same prompt, which was also a held-out prompt."""
+    from verity.models import _fresh_items
+    from verity.schema import ConfigError
+
+    class SamePrompt:
+        name = "guess"
+
+        def train_item(self, index: int) -> Item:
+            return Item(f"guess/train/{index}", "guess", "Guess my number.", str(index % 16))
+
+    with pytest.raises(
+        ConfigError, match=r"task 'guess': 10000 training items in a row have the prompt of a held"
+    ):
+        next(_fresh_items([SamePrompt()], {"Guess my number."}, start=0))
+    sampler = Sampler(
+        [SamePrompt()], data_config("guess"), SamplingParams(4, n=2), held_out={"Guess my number."}, seed=0
+    )
+    with pytest.raises(ConfigError, match=r"give each item a distinct prompt"):
+        sampler.sample(1)

@@ -23,6 +23,7 @@ from conftest import REPO_DIR, TESTS_DIR  # noqa: E402
 
 from verity.build import Parts, build_parts  # noqa: E402
 from verity.loop import rl_step  # noqa: E402
+from verity.rollout.engine import EngineSpec  # noqa: E402
 from verity.runtime.base import RuntimeSpec  # noqa: E402
 from verity.runtime.config import RayConfig  # noqa: E402
 from verity.runtime.ray import RayRuntime, build_ray_runtime, check_resources  # noqa: E402
@@ -168,17 +169,18 @@ class StuckWorker(RolloutWorker):
     """Takes the first weights, then never finishes taking another version."""
 
     @ray.method(concurrency_group="weights")
-    def load_weights(self, weights: dict[str, Any], version: int) -> int:
+    def load_weights(self, weights: Any, version: int, check: Any = None) -> int:
         if version > 0:
             time.sleep(30)
-        return super().load_weights(weights, version)
+        return super().load_weights(weights, version, check)
 
 
 def test_a_stuck_weight_sync_raises_the_named_error(make_config) -> None:
     """The limit is lowered after start-up, whose first weight transfer may take longer on busy cores."""
     parts = build_parts(make_config(*RAY[1:]), lambda message: None)
     executor = parts.runtime.executor
-    spec = RuntimeSpec(parts.cfg, parts.model_path, parts.engine, executor, parts.learner, None, list)
+    engine_spec = EngineSpec(parts.model_path, parts.tokenizer, settings=parts.cfg.rollout)
+    spec = RuntimeSpec(parts.cfg, parts.model_path, parts.engine, engine_spec, executor, parts.learner, None, list)
     runtime = build_ray_runtime(spec, StuckWorker)
     runtime.rc.sync_timeout_s = 1.0
     parts.learner.version = 1

@@ -18,6 +18,7 @@ from verity.algo.objective import PolicyObjective
 from verity.modeling import token_logprobs
 from verity.rollout.engine import EngineSpec
 from verity.rollout.hf import build_hf_engine
+from verity.rollout.sync_check import text_probe
 from verity.schema import ConfigError
 from verity.train.batching import Batch
 from verity.train.checkpoint import latest_checkpoint, load_checkpoint, save_checkpoint
@@ -98,6 +99,11 @@ def test_streamed_weights_bring_an_engine_copy_to_the_policy(group, char_tokeniz
     expected = group.logprobs(batch)
     for i, n in enumerate(LENGTHS):
         torch.testing.assert_close(torch.tensor(got[i]), expected[i, 4:n], rtol=0, atol=1e-5)
+    # The probe a weight sync is verified with: the group's log-probs are the engine copy's.
+    probe = text_probe(char_tokenizer)
+    (learner_side,) = group.probe_logprobs(probe)
+    (engine_side,) = engine.logprobs(probe.prompts, probe.completions, 1.0)
+    torch.testing.assert_close(torch.tensor(learner_side), torch.tensor(engine_side), rtol=0, atol=1e-5)
 
 
 def test_a_sharded_checkpoint_restores_the_learner(group, char_tokenizer, tmp_path) -> None:

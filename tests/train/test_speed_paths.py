@@ -9,6 +9,7 @@ from conftest import small_llama
 from transformers import LlamaForCausalLM
 from transformers.integrations.sdpa_attention import sdpa_attention_forward
 
+import verity.rollout.attention as attention_module
 from verity.algo.config import AlgoConfig
 from verity.algo.objective import PolicyObjective
 from verity.modeling import token_logprobs
@@ -129,12 +130,21 @@ def test_decode_attention_equals_sdpa(kv_heads: int, masked: bool) -> None:
     torch.testing.assert_close(out, ref, atol=1e-6, rtol=1e-5)
 
 
-def test_decode_attention_leaves_unknown_features_to_sdpa() -> None:
+def test_decode_attention_leaves_unknown_features_to_sdpa(monkeypatch: pytest.MonkeyPatch) -> None:
     query, key, value = torch.randn(3, 2, 2, 1, 4)
     module = torch.nn.Module()
     module.num_key_value_groups = 1
-    with torch.no_grad(), pytest.raises(ValueError, match="softcap"):  # SDPA's own refusal: the call reached it
+    seen: list[dict] = []
+
+    def recording_sdpa(*args, **kwargs):
+        seen.append(kwargs)
+        return sdpa_attention_forward(*args)
+
+    monkeypatch.setattr(attention_module, "sdpa_attention_forward", recording_sdpa)
+    with torch.no_grad():
         decode_attention(module, query, key, value, None, softcap=30.0)
+    assert seen and seen[0].get("softcap") == 30.0  # the call with a feature it does not know reached SDPA
+    monkeypatch.undo()
     with torch.no_grad():
         out, _ = decode_attention(module, query, key, value, None, sliding_window=None, position_ids=None)
         ref, _ = sdpa_attention_forward(module, query, key, value, None)

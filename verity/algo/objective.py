@@ -246,6 +246,7 @@ def policy_loss(
         "ratio/mean": masked_mean(ratio, mask).item(),
         "ratio/max": _masked_max(ratio, mask),
         "mismatch/logprob_diff": masked_mean(behaviour_gap, mask).item(),
+        "mismatch/logprob_diff_max": _masked_max(behaviour_gap.abs(), mask),
         "mismatch/k3": masked_mean(kl_estimate(old_logprobs, logprobs.detach(), "k3"), mask).item(),
     }
     if ref_logprobs is not None:

@@ -19,6 +19,7 @@ from verity.data.prompts import reference_solution
 from verity.data.sources import TaskSource
 from verity.data.stages import StageSchedule
 from verity.rollout.engine import SamplingParams
+from verity.schema import ConfigError
 from verity.types import Item, Rollout
 
 
@@ -126,7 +127,7 @@ class Sampler:
             if item.prompt not in self.held_out:
                 return item
             self.skipped += 1
-        raise RuntimeError(f"task {source.name!r}: 10000 training items in a row equal held-out items")
+        raise ConfigError(held_out_message(source.name, 10_000))
 
     def _group_size(self, item: Item) -> int:
         base = self.params().n
@@ -234,3 +235,12 @@ def group_rewards(rollouts: list[Rollout]) -> list[tuple[Item, list[float]]]:
     for r in rollouts:
         groups.setdefault(r.group, (r.item, []))[1].append(r.reward)
     return list(groups.values())
+
+
+def held_out_message(task: str, run: int) -> str:
+    """The error when a task's training items keep having held-out prompts."""
+    return (
+        f"task {task!r}: {run} training items in a row have the prompt of a held-out item, so no training item "
+        "can be drawn; give each item a distinct prompt (e.g. include its numbers or an id), or hold out fewer "
+        "items (data.eval_items)"
+    )

@@ -56,7 +56,9 @@ def make_item(seed: int, index: int, low: int = 1, high: int = 16) -> dict[str, 
         demo.append([f"<result>{feedback}</result>", False])
         lo, hi = (guess + 1, hi) if guess < target else (lo, guess - 1)
     return {
-        "prompt": f"Guess my number from {low} to {high}.",
+        # The game number keeps prompts distinct, so held-out games are never trained on (the hidden numbers
+        # themselves repeat: there are only high - low + 1 of them).
+        "prompt": f"Game {index}: guess my number from {low} to {high}.",
         "answer": str(target),
         "demonstration": demo,
         "hint": f"bisect: start at {(low + high) // 2}",

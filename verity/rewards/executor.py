@@ -33,7 +33,18 @@ class RewardExecutor:
     def __init__(self, cfg: RewardConfig) -> None:
         self.cfg = cfg
         # Resolving here (also when workers will do the scoring) reports bad names and settings at start-up.
-        self._reward = ComposedReward(cfg.components())
+        try:
+            self._reward = ComposedReward(cfg.components())
+        except (ImportError, AttributeError, KeyError, TypeError, ValueError) as err:
+            from verity.schema import ConfigError  # here: verity.config imports this package
+
+            message = err.args[0] if isinstance(err, KeyError) and err.args else str(err)
+            if isinstance(err, ImportError):
+                message += (
+                    "; the current directory and the config file's directory are on the import path, for other "
+                    "places set PYTHONPATH or pip install -e your package"
+                )
+            raise ConfigError(f"reward.verifiers: {message}") from None
         self._pool = (
             None if cfg.in_process else WorkerPool(cfg.components(), cfg.workers, cfg.timeout_s, cfg.start_method)
         )

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from pydantic import Field
+from pydantic import Field, field_validator
 
 from verity.rollout.engine import SamplingParams
 from verity.schema import Section
@@ -28,6 +28,17 @@ class VLLMConfig(Section):
     max_model_len: int | None = Field(
         None, gt=0, description="Longest prompt + completion (default: the model's)."
     )
+    kv_cache_gib: float | None = Field(
+        None,
+        gt=0,
+        description="KV-cache size in GiB; None: 1 GiB on CPU, and on a GPU what gpu_memory_utilization leaves.",
+    )
+    max_num_seqs: int | None = Field(
+        None, gt=0, description="Most sequences decoded together (vLLM's default: 256 on GPU, 128 on CPU)."
+    )
+    enable_prefix_caching: bool = Field(
+        True, description="Reuse a prompt's KV cache across its group's samples and across requests."
+    )
     sync_timeout_s: float = Field(120.0, gt=0, description="Longest wait for the engine to take new weights.")
 
 
@@ -40,15 +51,34 @@ class RolloutConfig(Section):
     top_p: float = Field(1.0, gt=0, le=1, description="Nucleus sampling mass.")
     top_k: int = Field(0, ge=0, description="Sample among the k most likely tokens only (0: no limit).")
     max_new_tokens: int = Field(32, gt=0, description="Longest completion, in tokens.")
+    sync_tolerance: float = Field(
+        0.05,
+        gt=0,
+        description="An engine with its own copy of the weights (vLLM, Ray rollout workers) is verified after "
+        "each sync: the largest log-prob difference from the learner on a fixed probe "
+        "(verity/rollout/sync_check.py); fp32 on both sides agrees to ~1e-5, a bf16 engine to ~1e-2.",
+    )
     engine: str = Field(
         "hf",
-        description="Rollout engine: 'hf' (transformers, shares the learner's module in the local runtime), or a "
-        "user's own backend by import path 'package.module:factory' (see verity/rollout/engine.py).",
+        description="Rollout engine: 'hf' (transformers, shares the learner's module in the local runtime), "
+        "'vllm' (its own copy of the policy, weights streamed on each sync; see docs/vllm.md), or a user's own "
+        "backend by import path 'package.module:factory' (see verity/rollout/engine.py).",
     )
     engine_settings: dict[str, Any] = Field(
         default_factory=dict, description="Settings a user's own engine reads (its factory gets this section)."
     )
     vllm: VLLMConfig = Field(default_factory=VLLMConfig, description="Settings of the vLLM engine.")
+
+    @field_validator("engine")
+    @classmethod
+    def _known_engine(cls, spec: str) -> str:
+        from verity.rollout.registry import ENGINES  # the registry imports the engines' contract: keep this light
+
+        try:
+            ENGINES.resolve(spec)
+        except (KeyError, ImportError, AttributeError, TypeError) as err:
+            raise ValueError(err.args[0] if err.args else str(err)) from None
+        return spec
 
     def sampling(self) -> SamplingParams:
         """The run's sampling parameters (a curriculum stage may change the length and group size)."""

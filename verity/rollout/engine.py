@@ -3,7 +3,8 @@
 A backend is one file that implements ``Engine`` and registers a factory in ``ENGINES`` (``verity/rollout/
 registry.py``): ``@ENGINES.register("name")`` over ``def build(spec: EngineSpec) -> Engine``. Configs pick it with
 ``rollout.engine`` (a registered name or a user's ``package.module:factory``). Callers use nothing but what the
-protocol names.
+protocol names. A factory may carry ``default_tis_cap``: the ``algo.tis_cap`` a run with that engine gets unless
+its config sets one (an engine whose log-probs come from other kernels than the learner's).
 """
 
 from __future__ import annotations
@@ -61,6 +62,7 @@ class Engine(Protocol):
 
     version: int
     tokenizer: Any
+    shared: bool  # runs on the learner's own module: a sync moves only the version, and there is nothing to verify
 
     def generate(self, prompts: list[list[int]], params: SamplingParams) -> list[list[Completion]]:
         """``params.n`` completions for each prompt (token ids, no padding), in prompt order."""

@@ -8,14 +8,13 @@ the same logits that sampled it.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
 from typing import Any
 
 import torch
 from transformers import PreTrainedModel
 from transformers.cache_utils import Cache, DynamicCache, DynamicLayer
 
-from verity.modeling import autocast, cache_keyword, full_attention_only, token_logprobs
+from verity.modeling import autocast, cache_keyword, completion_logprobs, full_attention_only
 from verity.rollout.attention import use_decode_attention
 from verity.rollout.engine import EngineSpec, SamplingParams, Weights
 from verity.rollout.registry import ENGINES
@@ -87,30 +86,10 @@ class HFEngine:
     def close(self) -> None:
         """Nothing to release: the model is an ordinary module."""
 
-    @torch.inference_mode()
     def logprobs(
         self, prompts: list[list[int]], completions: list[list[int]], temperature: float
     ) -> list[list[float]]:
-        was_training = self.model.training
-        self.model.eval()
-        try:
-            rows = [p + c for p, c in zip(prompts, completions, strict=True)]
-            width = max(len(r) for r in rows)
-            ids = torch.full((len(rows), width), self.pad_id, dtype=torch.long)
-            mask = torch.zeros((len(rows), width), dtype=torch.long)
-            for i, row in enumerate(rows):
-                ids[i, : len(row)] = torch.tensor(row)
-                mask[i, : len(row)] = 1
-            batch = _Rows(ids.to(self.device), mask.to(self.device))
-            with autocast(self.device):
-                lp, _ = token_logprobs(self.model, batch, temperature)
-            lp = lp.float().cpu()
-            return [
-                lp[i, len(p) : len(p) + len(c)].tolist()
-                for i, (p, c) in enumerate(zip(prompts, completions, strict=True))
-            ]
-        finally:
-            self.model.train(was_training)
+        return completion_logprobs(self.model, prompts, completions, temperature, self.pad_id)
 
     @torch.inference_mode()
     def generate(self, prompts: list[list[int]], params: SamplingParams) -> list[list[Completion]]:
@@ -224,12 +203,6 @@ class HFEngine:
             probs = _top_p_filter(probs, params.top_p)
         chosen = torch.multinomial(probs.cpu(), 1, generator=self.generator).squeeze(-1).to(logits.device)
         return chosen, logp.gather(-1, chosen[:, None]).squeeze(-1)
-
-
-@dataclass
-class _Rows:
-    input_ids: torch.Tensor  # (B, T) right-padded
-    attention_mask: torch.Tensor  # (B, T)
 
 
 def _top_k_filter(probs: torch.Tensor, top_k: int) -> torch.Tensor:

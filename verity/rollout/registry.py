@@ -10,7 +10,7 @@ from verity.rollout.engine import Engine, EngineSpec
 
 EngineFactory = Callable[[EngineSpec], Engine]
 
-ENGINES: Registry[EngineFactory] = Registry("rollout engine", ("verity.rollout.hf",))
+ENGINES: Registry[EngineFactory] = Registry("rollout engine", ("verity.rollout.hf", "verity.rollout.vllm"))
 
 
 def build_engine(name: str, spec: EngineSpec) -> Engine:

@@ -12,8 +12,9 @@ from typing import Any, Protocol
 
 import torch
 
-from verity.rollout.engine import Engine, SamplingParams
+from verity.rollout.engine import Engine, EngineSpec, SamplingParams
 from verity.rollout.episode import EpisodeRunner
+from verity.rollout.sync_check import Probe
 from verity.types import Item, Rollout, Score
 
 Supply = Callable[[int], list[tuple[Item, list[int]]]]
@@ -30,11 +31,14 @@ class Scoring(Protocol):
 
 
 class WeightSource(Protocol):
-    """What a sync reads from the learner."""
+    """What a sync reads from the learner: its weights, their version, and its log-probs of a sync probe (what an
+    engine with its own copy must reproduce)."""
 
     version: int
 
     def weights(self) -> Iterator[tuple[str, torch.Tensor]]: ...
+
+    def probe_logprobs(self, probe: Probe) -> list[list[float]]: ...
 
 
 @dataclass
@@ -45,6 +49,7 @@ class RuntimeSpec:
     cfg: Any  # the run's Config
     model_path: str
     engine: Engine
+    engine_spec: EngineSpec  # how the driver's engine was built; a runtime builds its workers' engines alike
     executor: Scoring
     learner: WeightSource
     episodes: EpisodeRunner | None

@@ -62,7 +62,11 @@ class RuntimeConfig(Section):
     )
     ray: RayConfig = Field(default_factory=RayConfig, description="Settings of the Ray runtime.")
     device: str = Field("auto", description="'auto', 'cpu', 'cuda' or 'cuda:N'.")
-    threads: int | None = Field(None, gt=0, description="torch intra-op threads (default: torch's choice).")
+    threads: int | None = Field(
+        None,
+        gt=0,
+        description="torch intra-op threads (default: 1 for the tiny base on CPU, else torch's choice).",
+    )
 
     @field_validator("kind")
     @classmethod

@@ -10,19 +10,27 @@ from typing import Any
 
 from verity.rollout.engine import Engine, SamplingParams
 from verity.rollout.episode import EpisodeRunner, single_turn_rollouts
+from verity.rollout.sync_check import SyncCheck, synced, text_probe
 from verity.runtime.base import RuntimeSpec, Scoring, WeightSource
 from verity.types import Item, Rollout
 
 
 def build_local_runtime(spec: RuntimeSpec) -> LocalRuntime:
-    return LocalRuntime(spec.engine, spec.executor, spec.episodes)
+    return LocalRuntime(spec.engine, spec.executor, spec.episodes, spec.cfg.rollout.sync_tolerance)
 
 
 class LocalRuntime:
-    def __init__(self, engine: Engine, executor: Scoring, episodes: EpisodeRunner | None = None) -> None:
+    def __init__(
+        self,
+        engine: Engine,
+        executor: Scoring,
+        episodes: EpisodeRunner | None = None,
+        sync_tolerance: float = 0.05,
+    ) -> None:
         self.engine = engine
         self.executor = executor
         self.episodes = episodes
+        self.sync_tolerance = sync_tolerance
         self.timings: dict[str, float] = {}
 
     def rollout(self, items: list[Item], prompt_ids: list[list[int]], params: SamplingParams) -> list[Rollout]:
@@ -43,9 +51,16 @@ class LocalRuntime:
         return [replace(r, score=s) for r, s in zip(rollouts, scores, strict=True)]
 
     def sync(self, learner: WeightSource) -> None:
+        """Move the learner's weights to the engine; an engine with its own copy is verified on the probe."""
         start = time.perf_counter()
-        self.engine.load_weights(learner.weights(), learner.version)
+        check = None
+        if not self.engine.shared:
+            probe = text_probe(self.engine.tokenizer)
+            check = SyncCheck(probe, learner.probe_logprobs(probe), self.sync_tolerance)
+        gap = synced(self.engine, learner.weights(), learner.version, check)
         self.timings["time/sync"] = time.perf_counter() - start
+        if gap is not None:
+            self.timings["sync/logprob_gap"] = gap
 
     def state_dict(self) -> dict[str, Any]:
         return {}  # nothing is in flight between steps

@@ -35,6 +35,7 @@ from ray.exceptions import GetTimeoutError
 
 from verity.config import Config
 from verity.rollout.engine import Engine, EngineSpec, SamplingParams
+from verity.rollout.sync_check import SyncCheck, synced, text_probe
 from verity.runtime.base import RuntimeSpec, Scoring, Supply, WeightSource
 from verity.runtime.config import RayConfig
 from verity.runtime.ray_pool import ActorWorkers, Job, RemoteTimeout, WeightSyncTimeout
@@ -89,7 +90,7 @@ def build_ray_runtime(spec: RuntimeSpec, rollout_class: type = RolloutWorker) ->
         raise ConfigError(
             "runtime.kind=ray plays single-turn episodes only; remove `env:` or use runtime.kind=local"
         )
-    runtime = RayRuntime(spec.cfg, spec.model_path, spec.engine, spec.executor, spec.learner, rollout_class)
+    runtime = RayRuntime(spec.cfg, spec.engine_spec, spec.engine, spec.executor, spec.learner, rollout_class)
     runtime.supply = spec.supply
     return runtime
 
@@ -103,13 +104,14 @@ class RayRuntime:
     def __init__(
         self,
         cfg: Config,
-        model_path: str,
+        engine_spec: EngineSpec,
         engine: Engine,
         executor: Scoring,
         learner: WeightSource,
         rollout_class: type = RolloutWorker,
     ) -> None:
         self.rc: RayConfig = cfg.runtime.ray
+        self.tolerance = cfg.rollout.sync_tolerance
         self.seed = cfg.seed
         self.engine = engine  # the driver's, on the learner's module: evaluation and the sync-mode RNG
         self.executor = RayScoring(executor)
@@ -135,16 +137,8 @@ class RayRuntime:
             num_cpus=rc.rollout_cpus, num_gpus=rc.rollout_gpus, max_restarts=0
         )
         device = "cuda" if rc.rollout_gpus > 0 else "cpu"
-        spec = EngineSpec(
-            model_path,
-            engine.tokenizer,
-            cfg.model.dtype,
-            device,
-            cfg.seed,
-            cfg.eval.batch_size,
-            cfg.model.lora,
-            cfg.rollout,
-        )
+        # Each actor loads its own copy of the policy: the driver's spec, on the actor's device, sharing nothing.
+        spec = replace(engine_spec, device=device, model=None)
         threads = rc.threads or max(1, int(rc.rollout_cpus))
         self.rollout_workers = ActorWorkers(
             "rollout",
@@ -172,14 +166,18 @@ class RayRuntime:
     # -- weights ---------------------------------------------------------------------------------------------
 
     def sync(self, learner: WeightSource) -> None:
-        """Put the learner's weights in the object store once; every rollout actor takes them by reference."""
+        """Put the learner's weights in the object store once; every rollout actor takes them by reference, with
+        the learner's log-probs of the sync probe, and verifies itself when it adopts them. The driver's engine
+        (evaluation) follows too: free when it shares the learner's module, verified when it has its own copy."""
         start = time.perf_counter()
+        probe = text_probe(self.engine.tokenizer)
+        check = SyncCheck(probe, learner.probe_logprobs(probe), self.tolerance)
         weights = [(k, v.detach().to("cpu", copy=True)) for k, v in learner.weights()]
         with self._cond:
             self._raise_pump_error()
-            self._weights = (ray.put(weights), learner.version)
+            self._weights = (ray.put(weights), learner.version, check)
             self.rollout_workers.broadcast("load_weights", *self._weights, timeout=self.rc.sync_timeout_s)
-            self.engine.version = learner.version
+            synced(self.engine, iter(weights), learner.version, check)
         self.timings["time/sync"] = time.perf_counter() - start
 
     def _give_weights(self, rank: int, actor: Any) -> None:

@@ -152,7 +152,12 @@ class ActorWorkers:
                     "(runtime.ray.task_timeout_s)"
                 )
 
-    def close(self) -> None:
+    def close(self, release_s: float = 10.0) -> None:
+        """Ask each actor to release what it holds (an engine's worker processes), for at most ``release_s``
+        seconds in all, then kill the actors."""
+        pending = [actor.close.remote() for actor in self.actors if hasattr(actor, "close")]
+        if pending:
+            ray.wait(pending, num_returns=len(pending), timeout=release_s)
         for actor in self.actors:
             try:
                 ray.kill(actor, no_restart=True)

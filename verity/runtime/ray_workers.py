@@ -15,8 +15,9 @@ from typing import Any
 import ray
 import torch
 
-from verity.rollout.engine import Engine, EngineSpec, SamplingParams
+from verity.rollout.engine import Engine, EngineSpec, SamplingParams, Weights
 from verity.rollout.episode import single_turn_rollouts
+from verity.rollout.sync_check import SyncCheck, synced
 from verity.types import Completion, Item, Rollout
 
 
@@ -53,6 +54,10 @@ class SegmentedEngine:
     @property
     def version(self) -> int:
         return self.engine.version
+
+    def close(self) -> None:
+        """Release the engine (a vLLM engine's worker processes) before the actor is killed."""
+        self.engine.close()
 
     def load_weights(self, weights: dict[str, Any], version: int) -> None:
         self.engine.load_weights(weights, version)
@@ -117,22 +122,25 @@ class RolloutWorker:
         self.engine = build_engine(engine, spec)
         # Weights are applied only while no forward runs: under this lock, and never while ``busy``.
         self._lock = threading.Lock()
-        self._pending: tuple[dict[str, Any], int] | None = None
+        self._pending: tuple[Weights, int, SyncCheck | None] | None = None
         self._busy = False
 
     @ray.method(concurrency_group="weights")
-    def load_weights(self, weights: dict[str, Any], version: int) -> int:
-        """Take ``weights`` of ``version``: at once when idle, else at the generation's next safe point."""
+    def load_weights(self, weights: Weights, version: int, check: SyncCheck | None = None) -> int:
+        """Take ``weights`` of ``version``: at once when idle, else at the generation's next safe point. With a
+        ``check`` the engine is verified against the learner's log-probs of the probe when it adopts them (a
+        ``StaleWeightsError`` then fails the call that adopted them)."""
         with self._lock:
-            self._pending = (weights, version)
+            self._pending = (weights, version, check)
             if not self._busy:
                 self._adopt()
         return version
 
     def _adopt(self) -> None:
         if self._pending is not None:
-            self.engine.load_weights(*self._pending)
+            weights, version, check = self._pending
             self._pending = None
+            synced(self.engine, weights, version, check)
 
     def _between_segments(self) -> None:
         with self._lock:
@@ -156,3 +164,7 @@ class RolloutWorker:
 
     def version(self) -> int:
         return self.engine.version
+
+    def close(self) -> None:
+        """Release the engine (a vLLM engine's worker processes) before the actor is killed."""
+        self.engine.close()

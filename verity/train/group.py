@@ -27,6 +27,7 @@ import torch.distributed as dist
 import torch.multiprocessing as mp
 
 from verity.algo.config import AlgoConfig
+from verity.rollout.sync_check import Probe
 from verity.schema import ConfigError
 from verity.train.batching import Batch
 from verity.train.checkpoint import ShardedPart
@@ -114,6 +115,10 @@ class LearnerGroup:
         for rows, values in self._call("logprobs", batch, model is not None):
             out[rows, : values.shape[1]] = values.to(out.dtype)
         return out
+
+    def probe_logprobs(self, probe: Probe) -> list[list[float]]:
+        """The policy's log-probs of a weight-sync probe, which the engine's copy must match after a sync."""
+        return self._call("probe", probe)[0]
 
     def weights(self) -> Iterator[tuple[str, torch.Tensor]]:
         """Every weight as ``(name, tensor)``: the ranks gather one parameter at a time and rank 0 sends them in
@@ -297,6 +302,8 @@ def _serve(learner: Any, conn: Connection, command: str, args: tuple) -> Any:
         return learner.sft_step(*args)
     if command == "logprobs":
         return learner.logprob_share(*args)
+    if command == "probe":
+        return learner.probe_logprobs(*args)
     if command == "weights":
         _stream_weights(learner, conn, args[0])
         return None

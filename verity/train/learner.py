@@ -16,6 +16,7 @@ from torch import nn
 
 from verity.algo.objective import PolicyObjective
 from verity.modeling import autocast, full_attention_only, token_logprobs
+from verity.rollout.sync_check import Probe, learner_logprobs
 from verity.train.batching import Batch, micro_batches, split_indices
 from verity.train.checkpoint import ShardedPart
 from verity.train.config import TrainConfig
@@ -33,6 +34,12 @@ def lr_factor(step: int, warmup: int, total: int, schedule: str, min_ratio: floa
     progress = min(1.0, (step - warmup) / (total - 1 - warmup))
     shape = 1.0 - progress if schedule == "linear" else 0.5 * (1.0 + math.cos(math.pi * progress))
     return min_ratio + (1.0 - min_ratio) * shape
+
+
+def is_max_metric(key: str) -> bool:
+    """A metric that is a maximum (``ratio/max``, ``mismatch/logprob_diff_max``): combined by taking the largest,
+    not by weighting."""
+    return key.endswith(("/max", "_max"))
 
 
 class Learner:
@@ -170,8 +177,8 @@ class Learner:
         self, batch: Batch, normalizers: dict[str, float], loss_kwargs: dict[str, float]
     ) -> tuple[bool, dict[str, float]]:
         """Forward and backward over ``batch`` in micro-batches, gradients accumulating; returns whether every loss
-        was finite, and the metrics (``loss/*`` summed, ``*/max`` the largest, the rest token means over
-        ``batch``)."""
+        was finite, and the metrics (``loss/*`` summed, maxima (``is_max_metric``) the largest, the rest token
+        means over ``batch``)."""
         tokens = max(float(batch.loss_mask.sum().item()), 1.0)
         sums: dict[str, float] = {}
         finite = True
@@ -195,7 +202,7 @@ class Learner:
             (loss * weight).backward()
             share = float(micro.loss_mask.sum().item()) / tokens * weight
             for k, v in metrics.items():
-                if k.endswith("/max"):
+                if is_max_metric(k):
                     if weight:
                         sums[k] = max(sums.get(k, v), v)
                 else:
@@ -242,6 +249,11 @@ class Learner:
         if not self.train_cfg.skip_zero_advantage or mini.ref_logprobs is not None or every_row:
             return everything
         return everything[(mini.advantages * mini.loss_mask).ne(0).any(-1)]
+
+    def probe_logprobs(self, probe: Probe) -> list[list[float]]:
+        """The policy's teacher-forced log-probs of a sync probe (temperature 1), which a verified engine must
+        match."""
+        return learner_logprobs(self.model, probe, pad_id=0)
 
     def weights(self) -> Iterator[tuple[str, torch.Tensor]]:
         """What an engine needs to follow the policy, as ``(name, tensor)`` pairs read lazily: every weight, or

@@ -28,10 +28,11 @@ from torch.distributed.tensor import DTensor
 from transformers.modeling_layers import GradientCheckpointingLayer
 
 from verity.algo.objective import PolicyObjective
-from verity.modeling import autocast, causal_lm, token_logprobs
+from verity.modeling import autocast, causal_lm, completion_values, padded_rows, token_logprobs
+from verity.rollout.sync_check import Probe
 from verity.train.batching import Batch, balanced_partition, micro_batches
 from verity.train.config import FsdpConfig, TrainConfig
-from verity.train.learner import Learner
+from verity.train.learner import Learner, is_max_metric
 
 Pass = tuple[Batch, float]
 
@@ -144,7 +145,7 @@ class ShardedLearner(Learner):
         total: dict[str, float] = {}
         for part in every:
             for key, value in part.items():
-                if key.endswith("/max"):
+                if is_max_metric(key):
                     total[key] = max(total.get(key, value), value)
                 else:
                     total[key] = total.get(key, 0.0) + value
@@ -181,6 +182,18 @@ class ShardedLearner(Learner):
                 done += len(part)
         self.model.train(was_training)
         return mine, values[: len(mine)]
+
+    @torch.no_grad()
+    def probe_logprobs(self, probe: Probe) -> list[list[float]]:
+        """The policy's log-probs of a weight-sync probe (temperature 1), which an engine's copy must match; every
+        rank computes the whole probe (one pass each)."""
+        ids, mask = padded_rows(probe.prompts, probe.completions, pad_id=0)
+        was_training = self.model.training
+        self.model.eval()
+        with autocast(self.device):
+            lp, _ = self.root(ids.to(self.device), mask.to(self.device), 1.0, False)
+        self.model.train(was_training)
+        return completion_values(lp, probe.prompts, probe.completions)
 
     def full_weights(self) -> Iterator[tuple[str, torch.Tensor]]:
         """Every tensor of the policy's state dict gathered one at a time (a collective: every rank iterates), as
