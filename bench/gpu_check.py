@@ -6,6 +6,10 @@ attention). When vllm imports, the same for ``rollout.engine: vllm`` (bf16 on CU
 transformers paths, start-up, weight-sync time per MB, and RL steps with weights streamed to vLLM after each.
 It also runs on CPU, where it is just a smaller version of the other benchmarks.
 
+On CUDA it then checks the fsdp2 learner (``bench/bench_fsdp.py``) where a CPU cannot: NCCL, bf16 mixed
+precision with fp32 gradient reduction, one GPU per rank (1 rank, and 2 when two GPUs are visible), CPU offload
+of parameters and optimizer state (the GPU peak must fall), and chunked log-probs' GPU memory.
+
     python3 -m bench.gpu_check --steps 5
 """
 
@@ -16,6 +20,7 @@ import importlib.util
 
 import torch
 
+from bench.bench_fsdp import print_logits_peaks, print_table, sharded_rows
 from bench.bench_rollout import bench_model
 from bench.bench_step import run_loop, summarize
 from bench.common import MODELS, QUICKSTART, machine_note, matmul_peak, quickstart_config, set_threads
@@ -43,6 +48,8 @@ def main() -> None:
         # Every row trains: the random 15M model scores 0 everywhere, and skipping its rows would time no update.
         overrides = [f"runtime.device={device}", "train.skip_zero_advantage=false"]
         summarize(model, run_loop(model, args.steps, args.threads, overrides))
+    if device.startswith("cuda"):
+        sharded_check(args.steps)
     if importlib.util.find_spec("vllm") is None:
         print("vllm is not installed: no vLLM figures (pip install -e '.[vllm]')")
         return
@@ -53,6 +60,15 @@ def main() -> None:
         bench_vllm_model(model, repeats=2, device=device, dtype=dtype)
         overrides = [f"runtime.device={device}", "train.skip_zero_advantage=false", "rollout.engine=vllm"]
         summarize(f"{model} (rollout.engine=vllm)", run_loop(model, args.steps, args.threads, overrides))
+
+
+def sharded_check(steps: int) -> None:
+    """The fsdp2 learner's step on GPUs: per-rank state and GPU peak with 1 (and 2) ranks, then with offload."""
+    worlds = [1, 2] if torch.cuda.device_count() >= 2 else [1]
+    rows = sharded_rows("cuda", worlds, steps, threads=1)
+    rows += sharded_rows("cuda", worlds[-1:], steps, threads=1, offload=True)
+    print_table(rows)
+    print_logits_peaks("cuda")
 
 
 if __name__ == "__main__":

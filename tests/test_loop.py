@@ -33,10 +33,13 @@ def weights(model_dir: Path) -> dict[str, torch.Tensor]:
 
 
 @pytest.mark.slow
-def test_grpo_raises_the_reward_of_an_easy_task(make_config) -> None:
+@pytest.mark.parametrize("learners", [[], ["train.strategy=fsdp2", "train.learners=2"]], ids=["single", "fsdp2"])
+def test_grpo_raises_the_reward_of_an_easy_task(make_config, learners: list[str]) -> None:
     """30 GRPO steps take a random policy from ~1% sevens to mostly sevens; a flipped advantage sign or a mask
-    that misses the completion tokens leaves the reward near its start."""
+    that misses the completion tokens leaves the reward near its start. With two fsdp2 learner ranks the engine
+    keeps its own copy of the policy, so the rise also shows that every weight sync reached it."""
     cfg = make_config(
+        *learners,
         "train.steps=30",
         "train.lr=1e-2",
         "train.checkpoint_every=100",
@@ -146,3 +149,24 @@ def test_a_single_nan_step_is_skipped_and_the_run_goes_on(make_config, monkeypat
     assert summary["status"] == "finished" and summary["steps"] == 3
     assert summary["warnings"] == ["step 1: non-finite loss or gradient, update skipped"]
     assert [row["skipped"] for row in train_rows(cfg.run_dir)] == [1.0, 0.0, 0.0]
+
+
+@pytest.mark.slow
+def test_fsdp2_runs_take_the_kl_to_their_sharded_reference(make_config) -> None:
+    """With two learner ranks the reference is a frozen sharded copy in the ranks: before the first update the
+    policy equals it (KL 0 up to rounding); once rewards differ and the policy moves, the KL is positive."""
+    cfg = make_config(
+        "train.strategy=fsdp2",
+        "train.learners=2",
+        "algo.kl_coef=0.05",
+        "train.lr=1e-2",
+        "train.steps=4",
+        "rollout.prompts_per_step=8",
+        "rollout.group_size=8",
+    )
+    summary = train(cfg, quiet=True)
+    assert summary["status"] == "finished"
+    rows = train_rows(cfg.run_dir)
+    kl = [row["kl"] for row in rows]
+    assert abs(kl[0]) < 1e-6 and kl[-1] > 1e-6, kl
+    assert rows[0]["rows_skipped"] == 0.0  # a KL term trains every row

@@ -8,7 +8,9 @@ import signal
 import subprocess
 import time
 from pathlib import Path
+from typing import Any
 
+import psutil
 import pytest
 import torch
 import yaml
@@ -24,9 +26,9 @@ pytestmark = [pytest.mark.slow, pytest.mark.usefixtures("one_thread")]
 STEPS = 20
 
 
-def write_config(tiny_model_dir: Path, out_dir: Path, steps: int) -> Path:
+def write_config(tiny_model_dir: Path, out_dir: Path, steps: int, **train: Any) -> Path:
     settings = loop_settings(tiny_model_dir, out_dir)
-    settings["train"].update(steps=steps, lr=1e-2)
+    settings["train"].update(steps=steps, lr=1e-2, **train)
     path = out_dir.parent / f"{out_dir.name}.yaml"
     path.write_text(yaml.safe_dump(settings))
     return path
@@ -56,7 +58,9 @@ def wait_for_checkpoint(proc: subprocess.Popen, checkpoints: Path, timeout: floa
 
 
 def final_weights(run_dir: Path) -> dict[str, torch.Tensor]:
-    return load_file(run_dir / "final_model" / "model.safetensors")
+    """Every tensor of the final model (one safetensors file, or the fsdp2 export's shards)."""
+    files = sorted((run_dir / "final_model").glob("*.safetensors"))
+    return {name: tensor for f in files for name, tensor in load_file(f).items()}
 
 
 def test_sigkill_then_resume_reaches_the_uninterrupted_parameters(tiny_model_dir: Path, tmp_path: Path) -> None:
@@ -115,3 +119,42 @@ def test_ctrl_c_stops_cleanly_and_resume_finishes(tiny_model_dir: Path, tmp_path
     finished = train(load_config(config, ["train.steps=" + str(summary["steps"] + 2)]), resume=True, quiet=True)
     assert finished["status"] == "finished" and finished["steps"] == summary["steps"] + 2
     assert (cfg.run_dir / "final_model" / "model.safetensors").is_file()
+
+
+def test_fsdp2_sigkill_after_a_sharded_checkpoint_then_resume_reaches_the_uninterrupted_parameters(
+    tiny_model_dir: Path, tmp_path: Path
+) -> None:
+    """Two learner ranks: the checkpoint's learner part is DCP shards in the atomic step directory. After the
+    driver is SIGKILLed its ranks exit by themselves (their pipes close), and the resumed run ends bit for bit
+    where an uninterrupted one does (gloo sums two ranks' gradients in a fixed order)."""
+    fsdp = {"strategy": "fsdp2", "learners": 2}
+    reference = load_config(write_config(tiny_model_dir, tmp_path / "straight", 4, **fsdp))
+    train(reference, quiet=True)
+
+    config = write_config(tiny_model_dir, tmp_path / "killed", 4, **fsdp)
+    cfg = load_config(config)
+    proc = start_training(config)
+    wait_for_checkpoint(proc, cfg.run_dir / "checkpoints", timeout=120)
+    ranks = psutil.Process(proc.pid).children(recursive=True)
+    assert len([r for r in ranks if "spawn" in " ".join(r.cmdline())]) == 2
+    proc.send_signal(signal.SIGKILL)
+    proc.wait(timeout=30)
+    _, alive = psutil.wait_procs(ranks, timeout=30)
+    assert not alive, "learner ranks outlived their driver"
+    checkpoint = latest_checkpoint(cfg.run_dir / "checkpoints")
+    assert 1 <= torch.load(checkpoint / "state.pt", weights_only=False)["step"] < 4
+    assert (checkpoint / "learner" / ".metadata").is_file()
+
+    resumed = subprocess.run(
+        verity_command("train", str(config), "--quiet", "--resume"),
+        env=subprocess_env(),
+        capture_output=True,
+        text=True,
+        timeout=240,
+    )
+    assert resumed.returncode == 0, resumed.stderr
+    assert json.loads((cfg.run_dir / "summary.json").read_text())["steps"] == 4
+    expected, got = final_weights(reference.run_dir), final_weights(cfg.run_dir)
+    assert expected.keys() == got.keys() and len(expected) > 0
+    for name in expected:
+        assert torch.equal(expected[name], got[name]), f"{name} differs after resume"

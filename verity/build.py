@@ -30,6 +30,7 @@ from verity.rollout.registry import build_engine
 from verity.runtime.base import Runtime, RuntimeSpec
 from verity.runtime.factory import build_runtime
 from verity.train.critic import CriticTrainer, build_critic
+from verity.train.group import LearnerGroup, group_spec
 from verity.train.learner import Learner
 from verity.train.lora import apply_lora
 from verity.types import Item
@@ -44,7 +45,7 @@ class Parts:
     cfg: Config
     model_path: str
     tokenizer: Any
-    learner: Learner
+    learner: Learner | LearnerGroup
     engine: Engine
     runtime: Runtime
     sampler: Sampler
@@ -65,6 +66,10 @@ class Parts:
             "critic": self.critic.state_dict() if self.critic is not None else None,
             "runtime": self.runtime.state_dict(),  # Ray async: items drawn but not yet trained on
         }
+
+    def close(self) -> None:
+        self.runtime.close()
+        self.learner.close()
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
         self.learner.load_state_dict(state["learner"])
@@ -104,8 +109,9 @@ def build_parts(cfg: Config, log: Log) -> Parts:
     device = resolve_device(cfg.runtime.device)
     model, tokenizer = load_policy(model_path, cfg.model.dtype, device)
     seed_everything(cfg.seed)
+    sharded = cfg.train.strategy == "fsdp2"
     ref_model = None
-    if cfg.algo.kl_coef > 0 or cfg.algo.kl_target is not None:
+    if (cfg.algo.kl_coef > 0 or cfg.algo.kl_target is not None) and not sharded:
         ref_model = copy.deepcopy(model).requires_grad_(False).eval()
     if cfg.model.lora is not None:
         # After the reference copy: the reference stays the plain base, which the fresh adapters equal.
@@ -116,7 +122,13 @@ def build_parts(cfg: Config, log: Log) -> Parts:
         critic = CriticTrainer(
             build_critic(cfg.algo.critic, model, separate).to(device), cfg.algo.critic_lr, cfg.algo.value_clip
         )
-    learner = Learner(model, cfg.train, PolicyObjective(cfg.algo), cfg.rollout.temperature, cfg.seed)
+    if sharded:
+        # The ranks load the policy (and the reference) themselves; the engine keeps its own copy, which weight
+        # syncs update. The reference is the group's handle to the copy its ranks hold sharded.
+        learner: Learner | LearnerGroup = LearnerGroup(group_spec(cfg, model_path, device))
+        ref_model = learner.reference
+    else:
+        learner = Learner(model, cfg.train, PolicyObjective(cfg.algo), cfg.rollout.temperature, cfg.seed)
     spec = EngineSpec(
         model_path,
         tokenizer,
@@ -126,7 +138,7 @@ def build_parts(cfg: Config, log: Log) -> Parts:
         cfg.eval.batch_size,
         cfg.model.lora,
         cfg.rollout,
-        model=model,
+        model=None if sharded else model,
     )
     engine = build_engine(cfg.rollout.engine, spec)
     sampler = Sampler(

@@ -253,7 +253,7 @@ def _train_locked(cfg: Config, run: RunDir, resume: bool, quiet: bool) -> dict[s
             summary["eval_after"] = _eval_and_log(parts, tracker, step, progress)
             summary["best_accuracy"] = max(summary["best_accuracy"], summary["eval_after"]["accuracy"])
             _warn(summary, progress, collapse.observe_eval(step, summary["eval_after"]))
-            summary["final_model"] = str(run.save_model(parts.learner.model, parts.tokenizer))
+            summary["final_model"] = str(run.save_model(parts.learner, parts.tokenizer))
             summary["status"] = "finished"
     except BaseException as err:
         summary["status"] = "failed"
@@ -266,7 +266,7 @@ def _train_locked(cfg: Config, run: RunDir, resume: bool, quiet: bool) -> dict[s
         with contextlib.suppress(OSError):  # a full disk must not hide the error that stopped the run
             run.write_summary(summary)
         tracker.close()
-        parts.runtime.close()
+        parts.close()
     return summary
 
 

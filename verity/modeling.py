@@ -9,6 +9,7 @@ from typing import Protocol
 
 import torch
 from torch import nn
+from torch.utils.checkpoint import checkpoint
 
 
 class TokenRows(Protocol):
@@ -31,22 +32,83 @@ def autocast(device: torch.device) -> torch.autocast:
     return torch.autocast(device.type, dtype=torch.bfloat16, enabled=device.type == "cuda")
 
 
+DEFAULT_LOGIT_CHUNK_TOKENS = 1024
+
+
 def token_logprobs(
-    model: nn.Module, batch: TokenRows, temperature: float, with_entropy: bool = False
+    model: nn.Module,
+    batch: TokenRows,
+    temperature: float,
+    with_entropy: bool = False,
+    chunk_tokens: int = DEFAULT_LOGIT_CHUNK_TOKENS,
 ) -> tuple[torch.Tensor, torch.Tensor | None]:
     """Log-prob (B, T) of each token given the tokens before it (position 0 gets 0), and optionally the entropy
-    (B, T) of the predicting distribution; both use ``logits / temperature`` as the sampler did."""
+    (B, T) of the predicting distribution; both use ``logits / temperature`` as the sampler did. The output head
+    runs on ``chunk_tokens`` positions at a time (``head_logprobs``), so the (B, T, V) logits never exist."""
     positions = (batch.attention_mask.cumsum(-1) - 1).clamp(min=0)
-    logits = model(input_ids=batch.input_ids, attention_mask=batch.attention_mask, position_ids=positions).logits
-    logits = logits[:, :-1].float() / temperature  # (B, T-1, V) predicts tokens 1..T-1
-    logp_all = torch.log_softmax(logits, dim=-1)
-    picked = logp_all.gather(-1, batch.input_ids[:, 1:, None]).squeeze(-1)  # (B, T-1)
-    logprobs = torch.nn.functional.pad(picked, (1, 0))
-    entropy = None
-    if with_entropy:
-        ent = -(logp_all.exp() * logp_all).sum(-1)
-        entropy = torch.nn.functional.pad(ent, (1, 0))
-    return logprobs, entropy
+    hidden = decoder_states(
+        model, input_ids=batch.input_ids, attention_mask=batch.attention_mask, position_ids=positions
+    )
+    picked, entropy = head_logprobs(
+        model, hidden[:, :-1], batch.input_ids[:, 1:], temperature, with_entropy, chunk_tokens
+    )  # (B, T-1) predicts tokens 1..T-1
+    pad = torch.nn.functional.pad
+    return pad(picked, (1, 0)), None if entropy is None else pad(entropy, (1, 0))
+
+
+def causal_lm(model: nn.Module) -> nn.Module:
+    """The transformers causal LM itself (a peft wrapper's adapted base model)."""
+    return model.get_base_model() if hasattr(model, "get_base_model") else model
+
+
+def decoder_states(model: nn.Module, **inputs: object) -> torch.Tensor:
+    """Final hidden states (B, T, H) of the causal LM's decoder (after its last norm), without the output head."""
+    return causal_lm(model).get_decoder()(**inputs).last_hidden_state
+
+
+def head_logprobs(
+    model: nn.Module,
+    hidden: torch.Tensor,
+    targets: torch.Tensor,
+    temperature: float,
+    with_entropy: bool,
+    chunk_tokens: int = DEFAULT_LOGIT_CHUNK_TOKENS,
+) -> tuple[torch.Tensor, torch.Tensor | None]:
+    """Log-prob (B, S) of ``targets`` (B, S) under ``head(hidden) / temperature`` for hidden states (B, S, H), and
+    optionally the entropy (B, S), computed ``chunk_tokens`` positions at a time.
+
+    Only one chunk's float32 logits (chunk x V) exist at once. With gradients on and more than one chunk, each
+    chunk is recomputed in the backward pass (activation checkpointing) instead of keeping its log-softmax for
+    it, so training holds (B, S, H) hidden states rather than (B, S, V) log-probabilities."""
+    causal = causal_lm(model)
+    head = causal.get_output_embeddings()
+    softcap = getattr(causal.config.get_text_config(decoder=True), "final_logit_softcapping", None)
+
+    def chunk_logprobs(h: torch.Tensor, ids: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor | None]:
+        logits = head(h)  # (C, V), at least float32: bf16/fp16 logits are upcast
+        logits = logits.to(torch.promote_types(logits.dtype, torch.float32))
+        if softcap:
+            logits = torch.tanh(logits / softcap) * softcap
+        logp_all = torch.log_softmax(logits / temperature, dim=-1)
+        picked = logp_all.gather(-1, ids[:, None]).squeeze(-1)  # (C,)
+        entropy = -(logp_all.exp() * logp_all).sum(-1) if with_entropy else None
+        return picked, entropy
+
+    rows, width = targets.shape
+    flat_hidden, flat_ids = hidden.reshape(rows * width, -1), targets.reshape(-1)  # (N, H), (N,)
+    recompute = torch.is_grad_enabled() and flat_ids.numel() > chunk_tokens
+    pieces = []
+    for start in range(0, flat_ids.numel(), chunk_tokens):
+        args = (flat_hidden[start : start + chunk_tokens], flat_ids[start : start + chunk_tokens])
+        pieces.append(
+            checkpoint(chunk_logprobs, *args, use_reentrant=False) if recompute else chunk_logprobs(*args)
+        )
+    if not pieces:  # no positions (one-token rows)
+        empty = hidden.new_zeros((rows, width), dtype=torch.float32)
+        return empty, empty.clone() if with_entropy else None
+    picked = torch.cat([p for p, _ in pieces]).view(rows, width)
+    entropy = torch.cat([e for _, e in pieces]).view(rows, width) if with_entropy else None
+    return picked, entropy
 
 
 @dataclass
@@ -64,21 +126,36 @@ def completion_logprobs(
     was_training = model.training
     model.eval()
     try:
-        rows = [p + c for p, c in zip(prompts, completions, strict=True)]
-        width = max(len(r) for r in rows)
-        ids = torch.full((len(rows), width), pad_id, dtype=torch.long)
-        mask = torch.zeros((len(rows), width), dtype=torch.long)
-        for i, row in enumerate(rows):
-            ids[i, : len(row)] = torch.tensor(row)
-            mask[i, : len(row)] = 1
+        ids, mask = padded_rows(prompts, completions, pad_id)
         device = next(model.parameters()).device
         with autocast(device):
             lp, _ = token_logprobs(model, _Rows(ids.to(device), mask.to(device)), temperature)
-        lp = lp.float().cpu()
-        pairs = zip(prompts, completions, strict=True)
-        return [lp[i, len(p) : len(p) + len(c)].tolist() for i, (p, c) in enumerate(pairs)]
+        return completion_values(lp, prompts, completions)
     finally:
         model.train(was_training)
+
+
+def padded_rows(
+    prompts: list[list[int]], completions: list[list[int]], pad_id: int
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """Prompt + completion rows, right-padded: ``input_ids`` (B, T) and ``attention_mask`` (B, T)."""
+    rows = [p + c for p, c in zip(prompts, completions, strict=True)]
+    width = max(len(r) for r in rows)
+    ids = torch.full((len(rows), width), pad_id, dtype=torch.long)
+    mask = torch.zeros((len(rows), width), dtype=torch.long)
+    for i, row in enumerate(rows):
+        ids[i, : len(row)] = torch.tensor(row)
+        mask[i, : len(row)] = 1
+    return ids, mask
+
+
+def completion_values(
+    values: torch.Tensor, prompts: list[list[int]], completions: list[list[int]]
+) -> list[list[float]]:
+    """Each completion's positions of per-token ``values`` (B, T) over ``padded_rows``, as lists."""
+    values = values.float().cpu()
+    pairs = zip(prompts, completions, strict=True)
+    return [values[i, len(p) : len(p) + len(c)].tolist() for i, (p, c) in enumerate(pairs)]
 
 
 def cache_keyword(model: nn.Module) -> str:

@@ -23,7 +23,6 @@ from verity.runlock import RunLock, RunLocked
 from verity.runs import read_jsonl, read_summary
 from verity.schema import ConfigError
 from verity.train.checkpoint import latest_checkpoint, load_checkpoint, save_checkpoint
-from verity.train.lora import save_policy
 from verity.types import Rollout
 
 # Settings a resumed run may change: they do not change what is learned (length, evaluation, logging, threads).
@@ -140,14 +139,14 @@ class RunDir:
                 }
                 f.write(json.dumps(row) + "\n")
 
-    def save_model(self, model: Any, tokenizer: Any) -> Path:
-        """The final model in Hugging Face format (LoRA merged or as an adapter, per ``model.lora.save``),
-        written aside and renamed into place."""
+    def save_model(self, learner: Any, tokenizer: Any) -> Path:
+        """The learner's final model in Hugging Face format (LoRA merged or as an adapter, per
+        ``model.lora.save``), written aside and renamed into place."""
         staging = self.path / ".final_model.tmp"
         shutil.rmtree(staging, ignore_errors=True)
         lora = self.cfg.model.lora
         try:
-            save_policy(model, tokenizer, staging, lora.save if lora is not None else "merged")
+            learner.save_model(staging, tokenizer, lora.save if lora is not None else "merged")
         except OSError as err:
             shutil.rmtree(staging, ignore_errors=True)
             raise RunDirError(

@@ -49,28 +49,37 @@ def test_no_gradient_reaches_environment_token_logits(multi_turn):
     model, _, batch = multi_turn
     # Advantages everywhere, environment tokens included: only the loss mask may keep them out of the update.
     batch.advantages = torch.randn(batch.input_ids.shape, generator=torch.Generator().manual_seed(0))
-    captured: list[tuple[torch.Tensor, torch.Tensor]] = []
+    inputs: list[torch.Tensor] = []
+    outputs: list[torch.Tensor] = []
 
-    def keep_logits(module, args, kwargs, output):
-        output.logits.retain_grad()
-        captured.append((kwargs["input_ids"], output.logits))
+    def keep_input_ids(module, args, kwargs):
+        inputs.append(kwargs["input_ids"])
 
-    handle = model.register_forward_hook(keep_logits, with_kwargs=True)
-    train = TrainConfig(share_prompts=False, micro_batch_size=64, lr=1e-3)
+    def keep_logits(module, args, output):
+        output.retain_grad()
+        outputs.append(output)  # (B * (T - 1), V): the head runs on every position but the last, in one chunk
+
+    handles = [
+        model.get_decoder().register_forward_pre_hook(keep_input_ids, with_kwargs=True),
+        model.get_output_embeddings().register_forward_hook(keep_logits),
+    ]
+    train = TrainConfig(share_prompts=False, micro_batch_size=64, lr=1e-3, logit_chunk_tokens=100_000)
     Learner(model, train, PolicyObjective(AlgoConfig()), temperature=1.0, seed=0).step(batch)
-    handle.remove()
-    ((input_ids, logits),) = captured
+    for handle in handles:
+        handle.remove()
+    ((input_ids,), (flat_logits,)) = inputs, outputs
+    logits_grad = flat_logits.grad.view(input_ids.shape[0], input_ids.shape[1] - 1, -1)  # (B, T-1, V)
     checked_env = checked_model = 0
     for row in range(input_ids.shape[0]):
         source = next(
             i for i in range(len(batch)) if torch.equal(batch.input_ids[i, : input_ids.shape[1]], input_ids[row])
         )
         mask = batch.loss_mask[source, : input_ids.shape[1]]
-        grad_norm = logits.grad[row].abs().sum(-1)  # (T,) logits at t predict token t + 1
+        grad_norm = logits_grad[row].abs().sum(-1)  # (T-1,) logits at t predict token t + 1
         real = batch.attention_mask[source, 1 : input_ids.shape[1]].bool()
         env_positions = (mask[1:] == 0) & real
-        assert torch.all(grad_norm[:-1][env_positions] == 0)
-        assert torch.all(grad_norm[:-1][mask[1:] == 1] > 0)
+        assert torch.all(grad_norm[env_positions] == 0)
+        assert torch.all(grad_norm[mask[1:] == 1] > 0)
         checked_env += int(env_positions.sum())
         checked_model += int((mask[1:] == 1).sum())
     assert checked_env > 0 and checked_model > 0

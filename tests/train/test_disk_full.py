@@ -94,7 +94,7 @@ def test_a_final_model_that_does_not_fit_fails_the_run_and_resume_writes_it(
         (path / "model.safetensors").write_bytes(b"\0" * 64)
         no_space()
 
-    monkeypatch.setattr("verity.rundir.save_policy", half_written)
+    monkeypatch.setattr("verity.train.learner.save_policy", half_written)
     assert main(["train", str(config), "train.steps=2", "--quiet"]) == 1
     error = capsys.readouterr().err
     assert f"verity: writing the final model to {cfg.run_dir / '.final_model.tmp'} failed" in error
@@ -117,7 +117,7 @@ def test_a_final_model_that_does_not_fit_fails_the_run_and_resume_writes_it(
 def test_a_summary_that_does_not_fit_hides_no_error(make_config, monkeypatch, one_thread) -> None:
     """The final model fails, and so does the closing summary: the error raised is still the final model's."""
     cfg = make_config("train.steps=1")
-    monkeypatch.setattr("verity.rundir.save_policy", no_space)
+    monkeypatch.setattr("verity.train.learner.save_policy", no_space)
     write_summary = RunDir.write_summary
 
     def summary_unless_failed(run: RunDir, summary: dict[str, Any]) -> None:

@@ -99,3 +99,17 @@ def padding_share(parts: list[Batch]) -> float:
     computed = sum(p.attention_mask.numel() for p in parts)
     real = sum(int(p.attention_mask.sum()) for p in parts)
     return 1.0 - real / max(computed, 1)
+
+
+def balanced_partition(lengths: torch.Tensor, parts: int) -> list[torch.Tensor]:
+    """Row indices (ascending) of ``parts`` shares of rows with ``lengths`` (B,) tokens, balanced by tokens: rows
+    go longest first to the share with the fewest tokens so far (ties: fewer rows, then the lower share), which
+    keeps every share within one row's length of the others. Reasoning RL mixes completions of tens and
+    thousands of tokens, so equal row counts would leave one rank computing most of a step."""
+    tokens = [0] * parts
+    shares: list[list[int]] = [[] for _ in range(parts)]
+    for row in lengths.argsort(descending=True, stable=True).tolist():
+        target = min(range(parts), key=lambda p: (tokens[p], len(shares[p]), p))
+        shares[target].append(row)
+        tokens[target] += int(lengths[row])
+    return [torch.tensor(sorted(share), dtype=torch.long) for share in shares]

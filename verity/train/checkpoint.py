@@ -1,11 +1,16 @@
 """Atomic checkpoints: a step's state is written aside, fsynced, then renamed into place, and only then does the
 ``latest`` pointer move. A process killed at any moment leaves ``latest`` naming a complete checkpoint, and a
-write that fails (a full disk) removes what it wrote and raises its ``OSError``, leaving the previous one."""
+write that fails (a full disk) removes what it wrote and raises its ``OSError``, leaving the previous one.
+
+A top-level part of the state that writes itself (``save_into(directory)``, e.g. the fsdp2 learner group, whose
+ranks write their shards with ``torch.distributed.checkpoint``) is written into a subdirectory of the same staging
+directory, so it is renamed into place with the rest; ``state.pt`` then holds a ``ShardedPart`` naming it."""
 
 from __future__ import annotations
 
 import os
 import shutil
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, BinaryIO
 
@@ -13,6 +18,16 @@ import torch
 
 STATE_FILE = "state.pt"
 LATEST = "latest"
+
+
+@dataclass
+class ShardedPart:
+    """A part of a checkpoint written as files into its subdirectory ``subdir``; ``meta`` is what its writer
+    returned, ``directory`` is set when the checkpoint is loaded."""
+
+    subdir: str
+    meta: Any
+    directory: Path | None = None
 
 
 def save_checkpoint(root: Path, step: int, state: dict[str, Any], keep: int) -> Path:
@@ -23,6 +38,10 @@ def save_checkpoint(root: Path, step: int, state: dict[str, Any], keep: int) -> 
     shutil.rmtree(staging, ignore_errors=True)
     try:
         staging.mkdir()
+        state = {
+            key: ShardedPart(key, value.save_into(staging / key)) if hasattr(value, "save_into") else value
+            for key, value in state.items()
+        }
         _write_state(staging / STATE_FILE, state)
         if final.exists():
             shutil.rmtree(final)  # left by a process killed before it moved ``latest`` here
@@ -48,7 +67,11 @@ def latest_checkpoint(root: Path) -> Path | None:
 
 
 def load_checkpoint(path: Path) -> dict[str, Any]:
-    return torch.load(path / STATE_FILE, map_location="cpu", weights_only=False)
+    state = torch.load(path / STATE_FILE, map_location="cpu", weights_only=False)
+    for value in state.values():
+        if isinstance(value, ShardedPart):
+            value.directory = path / value.subdir
+    return state
 
 
 def _write_state(path: Path, state: dict[str, Any]) -> None:

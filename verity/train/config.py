@@ -4,9 +4,32 @@ from __future__ import annotations
 
 from typing import Literal
 
-from pydantic import Field
+from pydantic import Field, model_validator
 
 from verity.schema import Section
+
+
+class FsdpConfig(Section):
+    """The sharded learner group (``train.strategy: fsdp2``, docs/distributed.md)."""
+
+    cpu_offload: bool = Field(
+        False, description="Keep sharded parameters, gradients and optimizer state in CPU memory (GPU runs)."
+    )
+    mixed_precision: bool = Field(
+        True,
+        description="On GPU: bf16 parameters in forward and backward, fp32 gradient reduction and master weights.",
+    )
+    bucket_mb: float = Field(
+        64.0, gt=0, description="Weights gathered and streamed to the engines this many MB at a time."
+    )
+    start_timeout_s: float = Field(
+        300.0, gt=0, description="Longest wait for the learner processes to start and load the model."
+    )
+    timeout_s: float = Field(
+        1800.0,
+        gt=0,
+        description="Longest wait for one learner command (a step, log-probs, a weight sync, a save).",
+    )
 
 
 class TrainConfig(Section):
@@ -41,9 +64,30 @@ class TrainConfig(Section):
         description="Leave rows whose advantages are all 0 out of the forward and backward when the loss has no "
         "KL or entropy term (their gradient is exactly 0); loss metrics then cover the trained rows.",
     )
+    logit_chunk_tokens: int = Field(
+        1024,
+        gt=0,
+        description="Positions whose logits are computed at once for log-probs and entropy (chunk x vocabulary "
+        "floats; the full batch x length x vocabulary logits never exist).",
+    )
+    strategy: Literal["single", "fsdp2"] = Field(
+        "single",
+        description="'single': one learner in the driver process; 'fsdp2': train.learners processes that shard "
+        "parameters, gradients and optimizer state (torch FSDP2; gloo on CPU, NCCL on GPU).",
+    )
+    learners: int = Field(1, gt=0, description="Learner processes with strategy fsdp2 (one GPU each on GPU).")
+    fsdp: FsdpConfig = Field(default_factory=FsdpConfig, description="Settings of the fsdp2 learner group.")
     checkpoint_every: int = Field(50, gt=0, description="Steps between checkpoints.")
     keep_checkpoints: int = Field(2, gt=0, description="How many recent checkpoints to keep.")
     max_bad_steps: int = Field(5, gt=0, description="Stop after this many non-finite losses in a row.")
+
+    @model_validator(mode="after")
+    def _learners_need_fsdp(self) -> TrainConfig:
+        if self.learners > 1 and self.strategy == "single":
+            raise ValueError(
+                f"train.learners={self.learners} needs train.strategy=fsdp2 (the single learner is one process)"
+            )
+        return self
 
 
 class LoraConfig(Section):

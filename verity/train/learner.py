@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import math
 from collections.abc import Iterator
+from pathlib import Path
 from typing import Any
 
 import torch
@@ -17,10 +18,10 @@ from verity.algo.objective import PolicyObjective
 from verity.modeling import autocast, full_attention_only, token_logprobs
 from verity.rollout.sync_check import Probe, learner_logprobs
 from verity.train.batching import Batch, micro_batches, split_indices
+from verity.train.checkpoint import ShardedPart
 from verity.train.config import TrainConfig
-from verity.train.lora import load_trainable_state, trainable_state_dict
+from verity.train.lora import load_trainable_state, save_policy, trainable_state_dict
 from verity.train.prefix import prompt_groups, shared_prefix_logprobs
-from verity.train.sft import sft_loss
 
 
 def lr_factor(step: int, warmup: int, total: int, schedule: str, min_ratio: float = 0.0) -> float:
@@ -33,6 +34,12 @@ def lr_factor(step: int, warmup: int, total: int, schedule: str, min_ratio: floa
     progress = min(1.0, (step - warmup) / (total - 1 - warmup))
     shape = 1.0 - progress if schedule == "linear" else 0.5 * (1.0 + math.cos(math.pi * progress))
     return min_ratio + (1.0 - min_ratio) * shape
+
+
+def is_max_metric(key: str) -> bool:
+    """A metric that is a maximum (``ratio/max``, ``mismatch/logprob_diff_max``): combined by taking the largest,
+    not by weighting."""
+    return key.endswith(("/max", "_max"))
 
 
 class Learner:
@@ -68,7 +75,7 @@ class Learner:
 
     @torch.no_grad()
     def logprobs(self, batch: Batch, model: nn.Module | None = None) -> torch.Tensor:
-        """Teacher-forced log-probs (B, T) of ``batch`` under ``model`` (default: the policy)."""
+        """Teacher-forced log-probs (B, T) of ``batch`` under ``model`` (default: the policy); 0 on padding."""
         model = model or self.model
         was_training = model.training
         model.eval()
@@ -78,8 +85,10 @@ class Learner:
             rows = order[i : i + self.train_cfg.micro_batch_size]
             micro = batch.select(rows).to(self.device)
             with autocast(self.device):
-                lp, _ = token_logprobs(model, micro, self.temperature)
-            out[rows, : lp.shape[1]] = lp.cpu()
+                lp, _ = token_logprobs(
+                    model, micro, self.temperature, chunk_tokens=self.train_cfg.logit_chunk_tokens
+                )
+            out[rows, : lp.shape[1]] = (lp * micro.attention_mask).cpu()  # 0 on padding, however batched
         model.train(was_training)
         return out
 
@@ -113,11 +122,20 @@ class Learner:
         does not advance). Returns the loss; a non-finite one changes nothing and is returned as NaN."""
         self.model.train()
         self.optimizer.zero_grad(set_to_none=True)
-        loss = sft_loss(self.model, batch.to(self.device))
-        if not torch.isfinite(loss):
+        tokens = max(float(batch.loss_mask.sum().item()), 1.0)
+        total = 0.0
+        for micro, weight in self._passes(batch, whole=True):
+            micro = micro.to(self.device)
+            with autocast(self.device):
+                logprobs, _ = self._forward(micro, 1.0, with_entropy=False)
+            loss = -(logprobs * micro.loss_mask).sum() / tokens * weight
+            loss.backward()
+            total += loss.item()
+        finite, sums = self._agree(math.isfinite(total), {"loss": total})
+        if not finite:
+            self.optimizer.zero_grad(set_to_none=True)
             return float("nan")
-        loss.backward()
-        torch.nn.utils.clip_grad_norm_(self.model.parameters(), self.train_cfg.max_grad_norm)
+        self._clip_grad_norm()
         saved = [group["lr"] for group in self.optimizer.param_groups]
         for group in self.optimizer.param_groups:
             group["lr"] *= lr_scale
@@ -125,7 +143,7 @@ class Learner:
         for group, lr in zip(self.optimizer.param_groups, saved, strict=True):
             group["lr"] = lr
         self.optimizer.zero_grad(set_to_none=True)
-        return loss.item()
+        return sums["loss"]
 
     def _update(self, mini: Batch, loss_kwargs: dict[str, float]) -> dict[str, float]:
         token_count = float(mini.loss_mask.sum().item())
@@ -144,7 +162,7 @@ class Learner:
                 if p.requires_grad:
                     p.grad = torch.zeros_like(p)
             finite, sums = True, {"loss/policy": 0.0, "loss/total": 0.0}
-        grad_norm = float(torch.nn.utils.clip_grad_norm_(self.model.parameters(), self.train_cfg.max_grad_norm))
+        grad_norm = self._clip_grad_norm()
         if not finite or not math.isfinite(grad_norm):
             self.optimizer.zero_grad(set_to_none=True)
             return {"skipped": 1.0}
@@ -159,17 +177,15 @@ class Learner:
         self, batch: Batch, normalizers: dict[str, float], loss_kwargs: dict[str, float]
     ) -> tuple[bool, dict[str, float]]:
         """Forward and backward over ``batch`` in micro-batches, gradients accumulating; returns whether every loss
-        was finite, and the metrics (``loss/*`` summed, the rest token means over ``batch``)."""
+        was finite, and the metrics (``loss/*`` summed, maxima (``is_max_metric``) the largest, the rest token
+        means over ``batch``)."""
         tokens = max(float(batch.loss_mask.sum().item()), 1.0)
         sums: dict[str, float] = {}
-        for micro in micro_batches(batch, self.train_cfg.micro_batch_size, self.train_cfg.micro_batch_tokens):
+        finite = True
+        for micro, weight in self._passes(batch):
             micro = micro.to(self.device)
-            groups = prompt_groups(micro) if self.share_prompts else None
             with autocast(self.device):
-                if groups is None:
-                    logprobs, entropy = token_logprobs(self.model, micro, self.temperature, with_entropy=True)
-                else:
-                    logprobs, entropy = shared_prefix_logprobs(self.model, micro, groups, self.temperature, True)
+                logprobs, entropy = self._forward(micro, self.temperature, with_entropy=True)
             loss, metrics = self.objective(
                 logprobs,
                 micro.old_logprobs,
@@ -181,13 +197,46 @@ class Learner:
                 **normalizers,
                 **loss_kwargs,
             )
-            if not torch.isfinite(loss):
-                return False, sums
-            loss.backward()
-            share = float(micro.loss_mask.sum().item()) / tokens
+            # A non-finite loss still runs its backward: a sharded group's passes must stay in step.
+            finite = finite and bool(torch.isfinite(loss))
+            (loss * weight).backward()
+            share = float(micro.loss_mask.sum().item()) / tokens * weight
             for k, v in metrics.items():
-                sums[k] = sums.get(k, 0.0) + (v if k.startswith("loss/") else v * share)
-        return True, sums
+                if is_max_metric(k):
+                    if weight:
+                        sums[k] = max(sums.get(k, v), v)
+                else:
+                    sums[k] = sums.get(k, 0.0) + (v * weight if k.startswith("loss/") else v * share)
+        return self._agree(finite, sums)
+
+    def _passes(self, batch: Batch, whole: bool = False) -> list[tuple[Batch, float]]:
+        """The forward/backward passes this learner runs over ``batch``, each with the weight of its loss: the
+        micro-batches (or ``whole``: the batch in one pass). A sharded learner takes its share of the rows and
+        adds passes of weight 0 so that every rank runs as many as the busiest."""
+        if whole:
+            return [(batch, 1.0)]
+        return [
+            (m, 1.0)
+            for m in micro_batches(batch, self.train_cfg.micro_batch_size, self.train_cfg.micro_batch_tokens)
+        ]
+
+    def _forward(
+        self, micro: Batch, temperature: float, with_entropy: bool
+    ) -> tuple[torch.Tensor, torch.Tensor | None]:
+        """Log-probs and entropies (B, T) of a micro-batch under the policy, with gradients."""
+        chunk = self.train_cfg.logit_chunk_tokens
+        groups = prompt_groups(micro) if self.share_prompts else None
+        if groups is None:
+            return token_logprobs(self.model, micro, temperature, with_entropy, chunk)
+        return shared_prefix_logprobs(self.model, micro, groups, temperature, with_entropy, chunk_tokens=chunk)
+
+    def _agree(self, finite: bool, sums: dict[str, float]) -> tuple[bool, dict[str, float]]:
+        """Whether every loss was finite, and the metric sums, over the whole group (here: this learner)."""
+        return finite, sums
+
+    def _clip_grad_norm(self) -> float:
+        """Clip the gradients to ``train.max_grad_norm`` by their global norm; returns the norm before."""
+        return float(torch.nn.utils.clip_grad_norm_(self.model.parameters(), self.train_cfg.max_grad_norm))
 
     def _rows_with_gradient(self, mini: Batch, loss_kwargs: dict[str, float]) -> torch.Tensor:
         """Indices of the rows that can contribute to the gradient. Every policy loss here is a function of the
@@ -211,6 +260,13 @@ class Learner:
         only the adapters of a LoRA model. The tensors are the live ones: copy them before the next step."""
         return iter(trainable_state_dict(self.model).items())
 
+    def save_model(self, path: Path, tokenizer: Any, lora_save: str = "merged") -> None:
+        """The policy in Hugging Face format (a LoRA model merged or as its adapter, per ``lora_save``)."""
+        save_policy(self.model, tokenizer, path, lora_save)
+
+    def close(self) -> None:
+        """Nothing to release: the model is an ordinary module."""
+
     def state_dict(self) -> dict[str, Any]:
         return {
             "model": trainable_state_dict(self.model),
@@ -221,6 +277,10 @@ class Learner:
         }
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
+        if isinstance(state, ShardedPart):
+            raise ValueError(
+                "this checkpoint holds a sharded learner group's state: resume with train.strategy=fsdp2"
+            )
         load_trainable_state(self.model, state["model"])
         self.optimizer.load_state_dict(state["optimizer"])
         self.scheduler.load_state_dict(state["scheduler"])

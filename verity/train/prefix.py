@@ -14,7 +14,7 @@ import torch
 from torch import nn
 from transformers.cache_utils import DynamicCache
 
-from verity.modeling import cache_keyword
+from verity.modeling import DEFAULT_LOGIT_CHUNK_TOKENS, cache_keyword, decoder_states, head_logprobs
 from verity.train.batching import Batch
 
 
@@ -66,6 +66,7 @@ def shared_prefix_logprobs(
     temperature: float,
     with_entropy: bool,
     overhead: int = CALL_OVERHEAD_TOKENS,
+    chunk_tokens: int = DEFAULT_LOGIT_CHUNK_TOKENS,
 ) -> tuple[torch.Tensor, torch.Tensor | None]:
     """Log-probs (B, T) and optional entropies (B, T) at every position after each row's prefix, as
     ``token_logprobs`` computes them; 0 on prefix positions and padding. Continuations run in length buckets
@@ -81,14 +82,14 @@ def shared_prefix_logprobs(
         prefix_ids[u, width - len(p) :] = torch.tensor(p, device=device)
         prefix_mask[u, width - len(p) :] = 1
     cache = DynamicCache()
-    first = model(
+    first = decoder_states(
+        model,
         input_ids=prefix_ids,
         attention_mask=prefix_mask,
         position_ids=(prefix_mask.cumsum(-1) - 1).clamp(min=0),
         use_cache=True,
-        logits_to_keep=1,
         **{cache_keyword(model): cache},
-    ).logits[:, -1]  # (U, V) predicts each row's first continuation token
+    )[:, -1]  # (U, H) predicts each row's first continuation token
     prefix_kv = [(layer.keys, layer.values) for layer in cache.layers]
     span = batch.attention_mask.sum(-1) - starts  # (B,) continuation lengths
     logprobs = torch.zeros(batch.input_ids.shape, device=device)
@@ -106,14 +107,14 @@ def shared_prefix_logprobs(
         ids = batch.input_ids[rows].gather(1, columns).masked_fill(~valid, 0)
         mask = torch.cat([prefix_mask[index], valid.long()], dim=-1)
         kwargs = {cache_keyword(model): kv}
-        rest = model(input_ids=ids, attention_mask=mask, position_ids=columns, use_cache=True, **kwargs).logits
-        logits = torch.cat([first[index, None], rest[:, :-1]], dim=1).float() / temperature  # (R, S, V)
-        logp_all = torch.log_softmax(logits, dim=-1)
-        picked = logp_all.gather(-1, ids[..., None]).squeeze(-1) * valid  # (R, S)
-        logprobs = logprobs.index_add(0, rows, _place(picked, columns, logprobs.shape[1]))
+        rest = decoder_states(
+            model, input_ids=ids, attention_mask=mask, position_ids=columns, use_cache=True, **kwargs
+        )
+        hidden = torch.cat([first[index, None], rest[:, :-1]], dim=1)  # (R, S, H)
+        picked, ent = head_logprobs(model, hidden, ids, temperature, with_entropy, chunk_tokens)  # (R, S)
+        logprobs = logprobs.index_add(0, rows, _place(picked * valid, columns, logprobs.shape[1]))
         if entropy is not None:
-            ent = -(logp_all.exp() * logp_all).sum(-1) * valid  # (R, S)
-            entropy = entropy.index_add(0, rows, _place(ent, columns, entropy.shape[1]))
+            entropy = entropy.index_add(0, rows, _place(ent * valid, columns, entropy.shape[1]))
     return logprobs, entropy
 
 
