@@ -1,11 +1,14 @@
 """End to end against Hugging Face TRL: optimizer steps per second of TRL's GRPOTrainer and of Verity's loop on
 the same model, prompts, group size, lengths and verifier (use_vllm=False, one optimizer step per batch of
-8 prompts x 8 completions, 12 new tokens, no KL term, temperature 1).
+8 prompts x 8 completions, 12 new tokens, no KL term, temperature 1), at the same precision (float32: Verity's
+only precision on CPU; TRL's default ``bf16=True`` would run emulated bf16 on a CPU without bf16 units, or 2x faster
+matmuls on one with them) and the same recomputation (``--recompute`` turns activation checkpointing on for both;
+TRL's default is on, Verity's off). The settings of each side are printed beside the ratio.
 
 TRL lives in its own virtual environment so it cannot change Verity's packages:
 
     python3 -m venv --system-site-packages /tmp/trlenv
-    /tmp/trlenv/bin/pip install trl torch==2.13.0 transformers==5.24.0   # pins keep the system torch
+    /tmp/trlenv/bin/pip install trl torch==2.13.0 transformers==5.19.0   # pins keep the system torch
     /tmp/trlenv/bin/python -m bench.bench_trl --model quickstart --steps 10 --threads 1
 
 Run under that interpreter, it times TRL and then Verity (same process, same threads).
@@ -30,7 +33,7 @@ from verity.rewards.executor import RewardExecutor
 SETUP = __doc__.split("TRL lives", 1)[1]
 
 
-def trl_steps_per_second(model: str, steps: int) -> float:
+def trl_steps_per_second(model: str, steps: int, recompute: bool) -> float:
     """Wall time per optimizer step of GRPOTrainer, between the end of its first and its last step."""
     from datasets import Dataset
     from transformers import TrainerCallback
@@ -65,6 +68,9 @@ def trl_steps_per_second(model: str, steps: int) -> float:
             learning_rate=3e-4,
             use_vllm=False,
             use_cpu=True,
+            bf16=False,
+            fp16=False,
+            gradient_checkpointing=recompute,
             logging_steps=steps,
             save_strategy="no",
             report_to="none",
@@ -85,6 +91,9 @@ def main() -> None:
     parser.add_argument("--threads", type=int, help="torch threads (default: torch's choice)")
     parser.add_argument("--rounds", type=int, default=2, help="alternating TRL/Verity rounds; best of each")
     parser.add_argument(
+        "--recompute", action="store_true", help="activation checkpointing on both sides (default: off on both)"
+    )
+    parser.add_argument(
         "overrides",
         nargs="*",
         help="dotted config overrides for Verity's run, e.g. train.skip_zero_advantage=false",
@@ -94,17 +103,23 @@ def main() -> None:
         print(f"trl is not importable from {sys.executable}; set it up in its own environment:{SETUP}")
         raise SystemExit(1)
     set_threads(args.threads)
+    overrides = [*args.overrides, f"train.gradient_checkpointing={str(args.recompute).lower()}"]
+    settings = (
+        f"TRL: bf16=False, fp16=False, gradient_checkpointing={args.recompute}; "
+        f"Verity: float32, train.gradient_checkpointing={str(args.recompute).lower()}"
+    )
     print(f"{machine_note()}; torch {torch.__version__}")
+    print(f"settings: {settings}")
     # Load on a shared machine drifts: alternate the two and keep each one's best round.
     trl_rate = verity_rate = 0.0
     for _ in range(args.rounds):
-        trl_rate = max(trl_rate, trl_steps_per_second(args.model, args.steps))
+        trl_rate = max(trl_rate, trl_steps_per_second(args.model, args.steps, args.recompute))
         print(f"TRL GRPOTrainer: {trl_rate:.3f} optimizer steps/s ({1 / trl_rate:.3f} s/step), best so far")
         verity_rate = max(
-            verity_rate, summarize(args.model, run_loop(args.model, args.steps, args.threads, args.overrides))
+            verity_rate, summarize(args.model, run_loop(args.model, args.steps, args.threads, overrides))
         )
     print(f"best of {args.rounds}: Verity {verity_rate:.3f}, TRL {trl_rate:.3f} optimizer steps/s")
-    print(f"Verity / TRL: {verity_rate / trl_rate:.2f}x optimizer steps/s")
+    print(f"Verity / TRL: {verity_rate / trl_rate:.2f}x optimizer steps/s ({settings})")
 
 
 if __name__ == "__main__":
