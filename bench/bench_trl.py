@@ -2,8 +2,8 @@
 the same model, prompts, group size, lengths and verifier (use_vllm=False, one optimizer step per batch of
 8 prompts x 8 completions, 12 new tokens, no KL term, temperature 1), at the same precision (float32: Verity's
 only precision on CPU; TRL's default ``bf16=True`` would run emulated bf16 on a CPU without bf16 units, or 2x
-faster matmuls on one with them) and the same recomputation (``--recompute`` turns activation checkpointing on for both;
-TRL's default is on, Verity's off). The settings of each side are printed beside the ratio.
+faster matmuls on one with them) and the same recomputation (``--recompute`` turns activation checkpointing on for
+both; TRL's default is on, Verity's off). The settings of each side are printed beside the ratio.
 
 TRL lives in its own virtual environment so it cannot change Verity's packages:
 
