@@ -30,7 +30,7 @@ from verity.rollout.registry import build_engine
 from verity.runtime.base import Runtime, RuntimeSpec
 from verity.runtime.factory import build_runtime
 from verity.train.critic import CriticTrainer, build_critic
-from verity.train.group import LearnerGroup, group_spec
+from verity.train.group import GroupSpec, LearnerGroup, group_spec
 from verity.train.learner import Learner
 from verity.train.lora import apply_lora
 from verity.types import Item
@@ -96,6 +96,15 @@ def build_tasks(cfg: Config) -> tuple[list[TaskSource], list[Item]]:
     return sources, [item for source in sources for item in source.eval_items(n_eval)]
 
 
+def build_group(cfg: Config, spec: GroupSpec) -> LearnerGroup:
+    """The fsdp2 learner group: spawned ranks, or with ``runtime.kind: ray`` Ray actors placed as requested."""
+    if cfg.runtime.kind == "ray":
+        from verity.runtime.ray_learners import RayLearnerGroup  # Ray is an optional dependency
+
+        return RayLearnerGroup(spec, cfg.runtime.ray)
+    return LearnerGroup(spec)
+
+
 def build_parts(cfg: Config, log: Log) -> Parts:
     if cfg.runtime.threads:
         torch.set_num_threads(cfg.runtime.threads)
@@ -125,7 +134,7 @@ def build_parts(cfg: Config, log: Log) -> Parts:
     if sharded:
         # The ranks load the policy (and the reference) themselves; the engine keeps its own copy, which weight
         # syncs update. The reference is the group's handle to the copy its ranks hold sharded.
-        learner: Learner | LearnerGroup = LearnerGroup(group_spec(cfg, model_path, device))
+        learner: Learner | LearnerGroup = build_group(cfg, group_spec(cfg, model_path, device))
         ref_model = learner.reference
     else:
         learner = Learner(model, cfg.train, PolicyObjective(cfg.algo), cfg.rollout.temperature, cfg.seed)

@@ -134,14 +134,15 @@ def test_a_sharded_checkpoint_restores_the_learner(group, char_tokenizer, tmp_pa
 
 def test_a_silent_rank_is_a_timeout(group, char_tokenizer) -> None:
     group.timeout = 1e-3  # no step answers within a millisecond
+    procs = list(group.transport.procs)
     with pytest.raises(LearnerTimeout, match=r"train\.fsdp\.timeout_s"):
         group.step(rows(len(char_tokenizer), 0))
-    assert not any(p.is_alive() for p in group._procs)  # the group is stopped, not left waiting
+    assert not any(p.is_alive() for p in procs)  # the group is stopped, not left waiting
 
 
 def test_a_dead_rank_is_a_named_error_not_a_hang(tiny_model_dir, char_tokenizer) -> None:
     group = start_group(tiny_model_dir)
-    procs = list(group._procs)
+    procs = list(group.transport.procs)
     try:
         os.kill(procs[1].pid, signal.SIGKILL)
         start = time.monotonic()
@@ -156,7 +157,7 @@ def test_a_dead_rank_is_a_named_error_not_a_hang(tiny_model_dir, char_tokenizer)
 @pytest.mark.parametrize(
     ("override", "named"),
     [
-        ("runtime.kind=ray", "runtime.kind=ray"),
+        ("runtime.kind=mine.runtime:build", "runtime.kind=mine.runtime:build"),
         ("algo.advantage=gae", "a critic"),
         ("model.lora.r=4", "model.lora"),
         ("train.fsdp.cpu_offload=true", "cpu_offload without a GPU"),
@@ -173,6 +174,16 @@ def test_learners_need_the_fsdp2_strategy(make_config) -> None:
         make_config("train.learners=2")
     spec = group_spec(make_config("train.strategy=fsdp2", "train.learners=2"), "m", "cpu")
     assert (spec.device, spec.threads, spec.train.learners) == ("cpu", 1, 2)
+
+
+def test_on_ray_the_ranks_take_the_device_and_threads_they_request(make_config) -> None:
+    """With runtime.kind=ray the ranks are actors: cuda when they request GPUs (not the driver's device, and no
+    check of this machine's GPU count), their CPU request as torch threads."""
+    ray = ("train.strategy=fsdp2", "train.learners=2", "runtime.kind=ray", "runtime.threads=null")
+    spec = group_spec(make_config(*ray, "runtime.ray.learner_gpus=1", "runtime.ray.learner_cpus=3"), "m", "cpu")
+    assert (spec.device, spec.threads) == ("cuda", 3)
+    spec = group_spec(make_config(*ray, "runtime.ray.learner_cpus=0.25"), "m", "cuda:0")
+    assert (spec.device, spec.threads) == ("cpu", 1)
 
 
 pytestmark = pytest.mark.usefixtures("one_thread")

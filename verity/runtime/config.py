@@ -10,7 +10,8 @@ from verity.schema import Section
 
 
 class RayConfig(Section):
-    """The Ray runtime (docs/distributed.md): rollout and reward workers are Ray actors, the learner the driver."""
+    """The Ray runtime (docs/distributed.md): rollout and reward workers are Ray actors, the learner the driver
+    (or, with train.strategy=fsdp2, one actor per learner rank)."""
 
     address: str | None = Field(
         None, description="Cluster to join ('auto', 'ray://host:10001', host:port); None starts a local one."
@@ -37,6 +38,12 @@ class RayConfig(Section):
         0.0, ge=0, description="GPUs requested by each rollout actor (>0: it runs on cuda)."
     )
     reward_cpus: float = Field(1.0, ge=0, description="CPUs requested by each reward actor.")
+    learner_cpus: float = Field(
+        1.0, ge=0, description="train.strategy=fsdp2: CPUs requested by each learner rank's actor."
+    )
+    learner_gpus: float = Field(
+        0.0, ge=0, description="train.strategy=fsdp2: GPUs requested per learner rank actor (>0: cuda, nccl)."
+    )
     items_per_task: int | None = Field(
         None,
         gt=0,

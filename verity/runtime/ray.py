@@ -16,7 +16,8 @@ Multi-turn runs (``env:``) play their episodes in the rollout actors with the lo
 the environment scores them, so they skip the reward actors.
 
 The learner stays in the driver so the loop, evaluation, sampler and checkpoints are the local runtime's
-unchanged; on a GPU node the driver takes the training GPU and rollout actors request their own.
+unchanged; on a GPU node the driver takes the training GPU and rollout actors request their own. A sharded
+learner group (``train.strategy: fsdp2``) has its ranks in actors of its own (``ray_learners.py``).
 """
 
 from __future__ import annotations
@@ -121,7 +122,7 @@ class RayRuntime:
         self.supply: Supply | None = None
         self._started_ray = init_ray(self.rc)
         try:
-            check_resources(self.rc)
+            check_resources(self.rc, cfg.train.learners if cfg.train.strategy == "fsdp2" else 0)
         except ConfigError:
             if self._started_ray:
                 ray.shutdown()

@@ -14,24 +14,24 @@ from verity.runtime.config import RayConfig
 from verity.schema import ConfigError
 
 
-def check_resources(rc: RayConfig) -> None:
-    """Fail at once, naming the settings, when the actors ask for more than the cluster has (Ray would otherwise
-    leave them pending until the start-up limit)."""
+def check_resources(rc: RayConfig, learners: int = 0) -> None:
+    """Fail at once, naming the settings, when the actors (with ``learners`` learner ranks) ask for more than the
+    cluster has (Ray would otherwise leave them pending until the start-up limit)."""
     have = ray.cluster_resources()
     for resource, need, keys in (
         (
             "CPU",
-            rc.rollout_workers * rc.rollout_cpus + rc.reward_workers * rc.reward_cpus,
-            "rollout_cpus/reward_cpus",
+            rc.rollout_workers * rc.rollout_cpus + rc.reward_workers * rc.reward_cpus + learners * rc.learner_cpus,
+            "rollout_cpus/reward_cpus/learner_cpus",
         ),
-        ("GPU", rc.rollout_workers * rc.rollout_gpus, "rollout_gpus"),
+        ("GPU", rc.rollout_workers * rc.rollout_gpus + learners * rc.learner_gpus, "rollout_gpus/learner_gpus"),
     ):
         total = have.get(resource, 0.0)
         if need > total + 1e-9:
             raise ConfigError(
-                f"runtime.ray: the actors request {need:g} {resource}s ({rc.rollout_workers} rollout x "
-                f"runtime.ray.{keys}, {rc.reward_workers} reward) but the cluster has {total:g}; "
-                "request less per actor, use fewer workers, or add nodes"
+                f"runtime.ray: the actors request {need:g} {resource}s ({rc.rollout_workers} rollout, "
+                f"{rc.reward_workers} reward, {learners} learner x runtime.ray.{keys}) but the cluster has "
+                f"{total:g}; request less per actor, use fewer workers, or add nodes"
             )
 
 

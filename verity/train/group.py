@@ -1,5 +1,7 @@
 """The fsdp2 learner group: ``train.learners`` processes, each a ``ShardedLearner`` rank, driven from the run's
-process through one pipe per rank, behind the ``Learner`` contract (the loop does not know it is sharded).
+process behind the ``Learner`` contract (the loop does not know it is sharded). A ``Transport`` carries the
+commands: one pipe per spawned rank here (``PipeTransport``), or Ray actor calls
+(``verity/runtime/ray_learners.py``); the ranks serve them with ``verity.train.rank.serve_rank``.
 
 Each call goes to every rank (they run the same collectives) and every wait has a limit: the group's start
 (``train.fsdp.start_timeout_s``) and each command (``train.fsdp.timeout_s``). A rank that dies, fails or does not
@@ -11,19 +13,15 @@ from __future__ import annotations
 
 import contextlib
 import os
-import signal
 import socket
 import time
-import traceback
 from collections.abc import Iterator
 from dataclasses import dataclass
-from datetime import timedelta
 from multiprocessing.connection import Connection
 from pathlib import Path
-from typing import Any, NoReturn
+from typing import Any, NoReturn, Protocol
 
 import torch
-import torch.distributed as dist
 import torch.multiprocessing as mp
 
 from verity.algo.config import AlgoConfig
@@ -33,6 +31,7 @@ from verity.train.batching import Batch
 from verity.train.checkpoint import ShardedPart
 from verity.train.config import TrainConfig
 from verity.train.export import save_streamed
+from verity.train.rank import serve_rank
 
 
 class LearnerGroupError(RuntimeError):
@@ -71,28 +70,93 @@ class ReferenceHandle(torch.nn.Module):
     log-probs, as ``logprobs(batch, ref_model)`` does of the single learner."""
 
 
+class Transport(Protocol):
+    """How the group reaches its ranks: ``send`` one command to every rank (``OSError`` when one is gone,
+    ``TimeoutError`` when one does not take it in time), ``poll``/``recv`` one rank's next message (``recv``
+    raises ``EOFError`` when the rank is gone), ``alive``/``exit`` watch and describe a rank, ``close`` ends
+    them all. The rank side serves the same commands over a connection with ``send``/``recv``
+    (``serve_rank``)."""
+
+    def send(self, message: tuple[str, tuple], timeout: float) -> None: ...
+
+    def poll(self, rank: int, timeout: float) -> bool: ...
+
+    def recv(self, rank: int) -> tuple[str, Any]: ...
+
+    def alive(self, rank: int) -> bool: ...
+
+    def exit(self, rank: int) -> str: ...
+
+    def close(self) -> None: ...
+
+
+class PipeTransport:
+    """The ranks as spawned processes on this machine, one pipe each; rendezvous on a free local port."""
+
+    def __init__(self, spec: GroupSpec) -> None:
+        context = mp.get_context("spawn")
+        address = f"127.0.0.1:{free_port()}"
+        world = spec.train.learners
+        self.conns: list[Connection] = []
+        self.procs: list[Any] = []
+        for rank in range(world):
+            mine, theirs = context.Pipe()
+            proc = context.Process(
+                target=serve_rank,
+                args=(rank, world, address, theirs, spec, rank),
+                daemon=True,
+                name=f"learner-{rank}",
+            )
+            proc.start()
+            theirs.close()
+            self.conns.append(mine)
+            self.procs.append(proc)
+
+    def send(self, message: tuple[str, tuple], timeout: float) -> None:
+        for rank, conn in enumerate(self.conns):
+            try:
+                conn.send(message)
+            except OSError as error:
+                raise OSError(f"learner rank {rank} is gone ({self.exit(rank)})") from error
+
+    def poll(self, rank: int, timeout: float) -> bool:
+        return self.conns[rank].poll(timeout)
+
+    def recv(self, rank: int) -> tuple[str, Any]:
+        return self.conns[rank].recv()
+
+    def alive(self, rank: int) -> bool:
+        return self.procs[rank].is_alive()
+
+    def exit(self, rank: int) -> str:
+        code = self.procs[rank].exitcode
+        if code is None:
+            return "still running"
+        return f"killed by signal {-code}" if code < 0 else f"exit code {code}"
+
+    def close(self) -> None:
+        for conn in self.conns:
+            with contextlib.suppress(OSError):  # a rank that is gone already
+                conn.send(("close", ()))
+        deadline = time.monotonic() + 10.0
+        for proc in self.procs:
+            proc.join(max(deadline - time.monotonic(), 0.1))
+            if proc.is_alive():
+                proc.kill()
+                proc.join(5.0)
+        for conn in self.conns:
+            conn.close()
+
+
 class LearnerGroup:
     """``Learner`` over ``spec.train.learners`` FSDP2 ranks; ``weights()`` streams gathered buckets from rank 0."""
 
-    def __init__(self, spec: GroupSpec) -> None:
+    def __init__(self, spec: GroupSpec, transport: Transport | None = None) -> None:
         self.spec = spec
         self.version = 0
         self.reference = ReferenceHandle() if spec.reference else None
         self.timeout = spec.train.fsdp.timeout_s
-        context = mp.get_context("spawn")
-        port = free_port()
-        world = spec.train.learners
-        self._conns: list[Connection] = []
-        self._procs: list[Any] = []
-        for rank in range(world):
-            mine, theirs = context.Pipe()
-            proc = context.Process(
-                target=_rank_main, args=(rank, world, port, theirs, spec), daemon=True, name=f"learner-{rank}"
-            )
-            proc.start()
-            theirs.close()
-            self._conns.append(mine)
-            self._procs.append(proc)
+        self.transport: Transport | None = transport or PipeTransport(spec)
         self._gather(spec.train.fsdp.start_timeout_s, "train.fsdp.start_timeout_s")
 
     def step(self, batch: Batch, **loss_kwargs: float) -> dict[str, float]:
@@ -133,9 +197,9 @@ class LearnerGroup:
                     yield from value
         finally:
             # A reader that stopped early: drain rank 0 so the pipe stays in step (unless the group has failed).
-            while self._conns and not finished:
+            while self.transport is not None and not finished:
                 finished = self._receive(0, self.timeout, "train.fsdp.timeout_s")[0] == "ok"
-            for rank in range(1, len(self._conns)):
+            for rank in range(1, self.spec.train.learners):
                 self._receive(rank, self.timeout, "train.fsdp.timeout_s")
 
     def state_dict(self) -> Any:
@@ -157,41 +221,36 @@ class LearnerGroup:
         save_streamed(self.weights(), path, self.spec.model_path, tokenizer, self.spec.train.fsdp.bucket_mb)
 
     def close(self) -> None:
-        """Stop every rank: ask politely, then terminate what is left."""
-        for conn in self._conns:
-            with contextlib.suppress(OSError):  # a rank that is gone already
-                conn.send(("close", ()))
-        deadline = time.monotonic() + 10.0
-        for proc in self._procs:
-            proc.join(max(deadline - time.monotonic(), 0.1))
-            if proc.is_alive():
-                proc.kill()
-                proc.join(5.0)
-        for conn in self._conns:
-            conn.close()
-        self._conns, self._procs = [], []
+        """Stop every rank (the transport asks politely, then ends what is left)."""
+        if self.transport is not None:
+            transport, self.transport = self.transport, None
+            transport.close()
 
     def _call(self, command: str, *args: Any) -> list[Any]:
         self._send(command, *args)
         return self._gather(self.timeout, "train.fsdp.timeout_s")
 
     def _send(self, command: str, *args: Any) -> None:
-        if not self._conns:
+        if self.transport is None:
             raise LearnerGroupError("the learner group is closed")
-        for rank, conn in enumerate(self._conns):
-            try:
-                conn.send((command, args))
-            except (BrokenPipeError, OSError):
-                self._fail(LearnerDied(f"learner rank {rank} is gone ({self._exit(rank)}) before {command!r}"))
+        try:
+            self.transport.send((command, args), self.timeout)
+        except TimeoutError as error:
+            self._fail(
+                LearnerTimeout(f"{error} before {command!r}; raise train.fsdp.timeout_s if the machine is busy")
+            )
+        except (BrokenPipeError, OSError) as error:
+            self._fail(LearnerDied(f"{error} before {command!r}"))
 
     def _gather(self, timeout: float, setting: str) -> list[Any]:
-        return [self._receive(rank, timeout, setting)[1] for rank in range(len(self._conns))]
+        return [self._receive(rank, timeout, setting)[1] for rank in range(self.spec.train.learners)]
 
     def _receive(self, rank: int, timeout: float, setting: str) -> tuple[str, Any]:
-        """The next message of ``rank``; while waiting, every rank's process is watched."""
+        """The next message of ``rank``; while waiting, every rank is watched."""
+        if self.transport is None:
+            raise LearnerGroupError("the learner group is closed")
         deadline = time.monotonic() + timeout
-        conn = self._conns[rank]
-        while not conn.poll(min(1.0, max(deadline - time.monotonic(), 0.0))):
+        while not self.transport.poll(rank, min(1.0, max(deadline - time.monotonic(), 0.0))):
             self._check_alive()
             if time.monotonic() >= deadline:
                 self._fail(
@@ -201,9 +260,9 @@ class LearnerGroup:
                     )
                 )
         try:
-            kind, value = conn.recv()
+            kind, value = self.transport.recv(rank)
         except EOFError:
-            self._fail(LearnerDied(f"learner rank {rank} closed its pipe ({self._exit(rank)})"))
+            self._fail(LearnerDied(f"learner rank {rank} closed its connection ({self._exit(rank)})"))
         if kind == "error":
             # A rank that lost its peer in a collective fails too: name the dead one when there is one.
             self._check_alive(grace=2.0)
@@ -211,21 +270,18 @@ class LearnerGroup:
         return kind, value
 
     def _check_alive(self, grace: float = 0.0) -> None:
-        """Fail with ``LearnerDied`` if a rank's process has exited (waiting up to ``grace`` s for one to)."""
+        """Fail with ``LearnerDied`` if a rank has exited (waiting up to ``grace`` s for one to)."""
         deadline = time.monotonic() + grace
-        while True:
-            for rank, proc in enumerate(self._procs):
-                if not proc.is_alive():
+        while self.transport is not None:
+            for rank in range(self.spec.train.learners):
+                if not self.transport.alive(rank):
                     self._fail(LearnerDied(f"learner rank {rank} died ({self._exit(rank)}); see its output"))
             if time.monotonic() >= deadline:
                 return
             time.sleep(0.05)
 
     def _exit(self, rank: int) -> str:
-        code = self._procs[rank].exitcode
-        if code is None:
-            return "still running"
-        return f"killed by signal {-code}" if code < 0 else f"exit code {code}"
+        return self.transport.exit(rank) if self.transport is not None else "closed"
 
     def _fail(self, error: LearnerGroupError) -> NoReturn:
         self.close()
@@ -248,94 +304,15 @@ def free_port() -> int:
         return s.getsockname()[1]
 
 
-def _rank_main(rank: int, world: int, port: int, conn: Connection, spec: GroupSpec) -> None:
-    """One rank: join the group, build the sharded learner, then serve the driver's commands until ``close``.
-    Ctrl-C reaches the driver, which stops the run between steps and then the ranks; a rank whose driver is gone
-    (its pipe closed) exits."""
-    signal.signal(signal.SIGINT, signal.SIG_IGN)
-    try:
-        learner = _start_rank(rank, world, port, spec)
-        conn.send(("ok", None))
-        while True:
-            command, args = conn.recv()
-            if command == "close":
-                break
-            conn.send(("ok", _serve(learner, conn, command, args)))
-    except (EOFError, BrokenPipeError, ConnectionResetError):
-        pass  # the driver is gone
-    except BaseException:
-        conn.send(("error", traceback.format_exc()))
-    finally:
-        if dist.is_initialized():
-            dist.destroy_process_group()
-
-
-def _start_rank(rank: int, world: int, port: int, spec: GroupSpec) -> Any:
-    from transformers.utils import logging as hf_logging
-
-    from verity.algo.objective import PolicyObjective
-    from verity.models import load_policy
-    from verity.train.sharded import ShardedLearner, process_group_backend
-
-    hf_logging.disable_progress_bar()  # one loading bar per rank says nothing
-    torch.set_num_threads(spec.threads)
-    device = torch.device(f"cuda:{rank}" if spec.device == "cuda" else "cpu")
-    if device.type == "cuda":
-        torch.cuda.set_device(device)
-    timeout = timedelta(seconds=spec.train.fsdp.timeout_s)
-    address = f"tcp://127.0.0.1:{port}"
-    backend = process_group_backend(device.type)
-    dist.init_process_group(backend, init_method=address, rank=rank, world_size=world, timeout=timeout)
-    torch.manual_seed(spec.seed)
-    place = "cpu" if spec.train.fsdp.cpu_offload else str(device)
-    model, _ = load_policy(spec.model_path, spec.dtype, place)
-    reference = load_policy(spec.model_path, spec.dtype, place)[0] if spec.reference else None
-    objective = PolicyObjective(spec.algo)
-    return ShardedLearner(model, spec.train, objective, spec.temperature, spec.seed, device, reference)
-
-
-def _serve(learner: Any, conn: Connection, command: str, args: tuple) -> Any:
-    if command == "step":
-        batch, loss_kwargs = args
-        return learner.step(batch, **loss_kwargs)
-    if command == "sft_step":
-        return learner.sft_step(*args)
-    if command == "logprobs":
-        return learner.logprob_share(*args)
-    if command == "probe":
-        return learner.probe_logprobs(*args)
-    if command == "weights":
-        _stream_weights(learner, conn, args[0])
-        return None
-    if command == "save":
-        return learner.save_sharded(*args)
-    if command == "load":
-        return learner.load_sharded(*args)
-    raise ValueError(f"unknown learner command {command!r}")
-
-
-def _stream_weights(learner: Any, conn: Connection, bucket_bytes: int) -> None:
-    """Every rank gathers each tensor (a collective); rank 0 sends them on in buckets of ``bucket_bytes``."""
-    bucket: list[tuple[str, torch.Tensor]] = []
-    size = 0
-    for name, tensor in learner.full_weights():
-        if learner.rank != 0:
-            continue
-        bucket.append((name, tensor))
-        size += tensor.numel() * tensor.element_size()
-        if size >= bucket_bytes:
-            conn.send(("bucket", bucket))
-            bucket, size = [], 0
-    if bucket:
-        conn.send(("bucket", bucket))
-
-
 def group_spec(cfg: Any, model_path: str, device: str) -> GroupSpec:
     """The group's spec from a run's ``Config``; a setting the group does not support is a ``ConfigError``."""
     from verity.algo.objective import advantage_inputs
 
+    on_ray = cfg.runtime.kind == "ray"
+    if on_ray:  # the ranks are Ray actors on the devices they request, not the driver's
+        device = "cuda" if cfg.runtime.ray.learner_gpus > 0 else "cpu"
     unsupported = {
-        "runtime.kind=ray (its learner stays in the driver; use runtime.kind=local)": cfg.runtime.kind != "local",
+        f"runtime.kind={cfg.runtime.kind} (use local or ray)": cfg.runtime.kind not in ("local", "ray"),
         "a critic (algo.advantage declares values, e.g. gae; choose another estimator)": "values"
         in advantage_inputs(cfg.algo),
         "LoRA (model.lora; adapters already make the trained state small: remove model.lora)": cfg.model.lora
@@ -347,7 +324,7 @@ def group_spec(cfg: Any, model_path: str, device: str) -> GroupSpec:
         if present:
             raise ConfigError(f"train.strategy=fsdp2 does not support {what}; or use train.strategy=single")
     learners = cfg.train.learners
-    if device.startswith("cuda") and learners > torch.cuda.device_count():
+    if device.startswith("cuda") and not on_ray and learners > torch.cuda.device_count():
         raise ConfigError(
             f"train.learners={learners} but {torch.cuda.device_count()} GPUs are visible: one learner per GPU"
         )
@@ -359,6 +336,14 @@ def group_spec(cfg: Any, model_path: str, device: str) -> GroupSpec:
         cfg.algo,
         cfg.rollout.temperature,
         cfg.seed,
-        cfg.runtime.threads or max(1, (os.cpu_count() or 1) // learners),
+        _threads(cfg),
         reference=cfg.algo.kl_coef > 0 or cfg.algo.kl_target is not None,
     )
+
+
+def _threads(cfg: Any) -> int:
+    """torch threads per rank: ``runtime.threads``; on Ray ``runtime.ray.threads`` or the CPU request; else the
+    machine's cores shared out."""
+    if cfg.runtime.kind == "ray":
+        return cfg.runtime.threads or cfg.runtime.ray.threads or max(1, int(cfg.runtime.ray.learner_cpus))
+    return cfg.runtime.threads or max(1, (os.cpu_count() or 1) // cfg.train.learners)
