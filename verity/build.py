@@ -30,9 +30,10 @@ from verity.rollout.registry import build_engine
 from verity.runtime.base import Runtime, RuntimeSpec
 from verity.runtime.factory import build_runtime
 from verity.train.critic import CriticTrainer, build_critic
-from verity.train.group import GroupSpec, LearnerGroup, group_spec
+from verity.train.group import LearnerGroup, group_spec
 from verity.train.learner import Learner
 from verity.train.lora import apply_lora
+from verity.train.rank import GroupSpec
 from verity.types import Item
 
 Log = Callable[[str], None]

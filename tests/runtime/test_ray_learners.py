@@ -24,7 +24,8 @@ from verity.runtime.ray_setup import check_resources  # noqa: E402
 from verity.schema import ConfigError  # noqa: E402
 from verity.train.batching import Batch  # noqa: E402
 from verity.train.config import TrainConfig  # noqa: E402
-from verity.train.group import GroupSpec, LearnerDied, LearnerGroup  # noqa: E402
+from verity.train.group import LearnerDied, LearnerGroup  # noqa: E402
+from verity.train.rank import GroupSpec  # noqa: E402
 
 pytestmark = [pytest.mark.ray, pytest.mark.usefixtures("one_thread", "cluster")]
 

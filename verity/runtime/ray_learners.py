@@ -19,8 +19,8 @@ from ray.exceptions import GetTimeoutError, RayActorError
 
 from verity.runtime.config import RayConfig
 from verity.runtime.ray_setup import check_resources, init_ray
-from verity.train.group import GroupSpec, LearnerDied, LearnerGroup, LearnerGroupError, LearnerTimeout
-from verity.train.rank import serve_rank
+from verity.train.group import LearnerDied, LearnerGroup, LearnerGroupError, LearnerTimeout
+from verity.train.rank import GroupSpec, serve_rank
 
 
 class LearnerActor:

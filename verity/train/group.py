@@ -16,7 +16,6 @@ import os
 import socket
 import time
 from collections.abc import Iterator
-from dataclasses import dataclass
 from multiprocessing.connection import Connection
 from pathlib import Path
 from typing import Any, NoReturn, Protocol
@@ -24,14 +23,12 @@ from typing import Any, NoReturn, Protocol
 import torch
 import torch.multiprocessing as mp
 
-from verity.algo.config import AlgoConfig
 from verity.rollout.sync_check import Probe
 from verity.schema import ConfigError
 from verity.train.batching import Batch
 from verity.train.checkpoint import ShardedPart
-from verity.train.config import TrainConfig
 from verity.train.export import save_streamed
-from verity.train.rank import serve_rank
+from verity.train.rank import GroupSpec, serve_rank
 
 
 class LearnerGroupError(RuntimeError):
@@ -48,21 +45,6 @@ class LearnerFailed(LearnerGroupError):
 
 class LearnerTimeout(LearnerGroupError):
     """A learner process did not answer within its time limit."""
-
-
-@dataclass(frozen=True)
-class GroupSpec:
-    """What every rank builds its learner from (picklable: it crosses to spawned processes)."""
-
-    model_path: str
-    dtype: str
-    device: str  # "cpu" or "cuda"
-    train: TrainConfig
-    algo: AlgoConfig
-    temperature: float
-    seed: int
-    threads: int
-    reference: bool = False  # each rank also holds a frozen sharded copy of the initial policy (KL)
 
 
 class ReferenceHandle(torch.nn.Module):

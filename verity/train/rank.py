@@ -6,14 +6,30 @@ from __future__ import annotations
 import signal
 import threading
 import traceback
+from dataclasses import dataclass
 from datetime import timedelta
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 import torch
 import torch.distributed as dist
 
-if TYPE_CHECKING:
-    from verity.train.group import GroupSpec
+from verity.algo.config import AlgoConfig
+from verity.train.config import TrainConfig
+
+
+@dataclass(frozen=True)
+class GroupSpec:
+    """What every rank builds its learner from (picklable: it crosses to spawned processes)."""
+
+    model_path: str
+    dtype: str
+    device: str  # "cpu" or "cuda"
+    train: TrainConfig
+    algo: AlgoConfig
+    temperature: float
+    seed: int
+    threads: int
+    reference: bool = False  # each rank also holds a frozen sharded copy of the initial policy (KL)
 
 
 def serve_rank(rank: int, world: int, address: str, conn: Any, spec: GroupSpec, device_index: int) -> None:
