@@ -31,6 +31,7 @@ from verity.runtime.base import Runtime, RuntimeSpec
 from verity.runtime.factory import build_runtime
 from verity.train.critic import CriticTrainer, build_critic
 from verity.train.group import LearnerGroup, group_spec
+from verity.train.group_critic import GroupCritic
 from verity.train.learner import Learner
 from verity.train.lora import apply_lora
 from verity.train.rank import GroupSpec
@@ -54,7 +55,7 @@ class Parts:
     encode: Encode  # an item's prompt token ids
     algo_state: AlgoState
     ref_model: nn.Module | None
-    critic: CriticTrainer | None = None
+    critic: CriticTrainer | GroupCritic | None = None
     add_references: AddReferences | None = None  # ViSurf
 
     def state_dict(self) -> dict[str, Any]:
@@ -126,8 +127,8 @@ def build_parts(cfg: Config, log: Log) -> Parts:
     if cfg.model.lora is not None:
         # After the reference copy: the reference stays the plain base, which the fresh adapters equal.
         model = apply_lora(model, cfg.model.lora)
-    critic = None
-    if "values" in advantage_inputs(cfg.algo):
+    critic: CriticTrainer | GroupCritic | None = None
+    if "values" in advantage_inputs(cfg.algo) and not sharded:
         separate = copy.deepcopy(model) if cfg.algo.critic == "separate" else None
         critic = CriticTrainer(
             build_critic(cfg.algo.critic, model, separate).to(device), cfg.algo.critic_lr, cfg.algo.value_clip
@@ -137,6 +138,8 @@ def build_parts(cfg: Config, log: Log) -> Parts:
         # syncs update. The reference is the group's handle to the copy its ranks hold sharded.
         learner: Learner | LearnerGroup = build_group(cfg, group_spec(cfg, model_path, device))
         ref_model = learner.reference
+        if learner.spec.critic:
+            critic = GroupCritic(learner)
     else:
         learner = Learner(model, cfg.train, PolicyObjective(cfg.algo), cfg.rollout.temperature, cfg.seed)
     spec = EngineSpec(

@@ -158,7 +158,6 @@ def test_a_dead_rank_is_a_named_error_not_a_hang(tiny_model_dir, char_tokenizer)
     ("override", "named"),
     [
         ("runtime.kind=mine.runtime:build", "runtime.kind=mine.runtime:build"),
-        ("algo.advantage=gae", "a critic"),
         ("model.lora.r=4", "model.lora"),
         ("train.fsdp.cpu_offload=true", "cpu_offload without a GPU"),
     ],

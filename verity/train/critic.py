@@ -38,14 +38,24 @@ class Critic(nn.Module):
         """(B, T) values aligned with the policy's token log-probs."""
         with torch.set_grad_enabled(self.train_backbone and torch.is_grad_enabled()):
             out = self.backbone(input_ids=input_ids, attention_mask=attention_mask, output_hidden_states=True)
-        hidden = out.hidden_states[-1]  # (B, T, H)
+        return self.head_values(out.hidden_states[-1])
+
+    def head_values(self, hidden: Tensor) -> Tensor:
+        """(B, T) values from the backbone's last hidden states (B, T, H)."""
         head_dtype = self.head.weight.dtype
         state_values = self.head(hidden.to(head_dtype)).squeeze(-1)  # (B, T): V after reading token t
         return torch.cat([torch.zeros_like(state_values[:, :1]), state_values[:, :-1]], dim=1)
 
     def trainable_parameters(self) -> list[nn.Parameter]:
+        """The head, and with ``train_backbone`` the backbone's parameters that reach the values: its output head
+        (logits) does not, unless tied to the input embeddings, so it has no gradient and no optimizer state."""
         params = list(self.head.parameters())
-        return params + list(self.backbone.parameters()) if self.train_backbone else params
+        if not self.train_backbone:
+            return params
+        output = self.backbone.get_output_embeddings()
+        unused = set() if output is None else {id(p) for p in output.parameters()}
+        unused -= {id(p) for p in self.backbone.get_input_embeddings().parameters()}
+        return params + [p for p in self.backbone.parameters() if id(p) not in unused]
 
 
 def build_critic(kind: str, policy: PreTrainedModel, separate: PreTrainedModel | None = None) -> Critic:

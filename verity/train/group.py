@@ -295,8 +295,6 @@ def group_spec(cfg: Any, model_path: str, device: str) -> GroupSpec:
         device = "cuda" if cfg.runtime.ray.learner_gpus > 0 else "cpu"
     unsupported = {
         f"runtime.kind={cfg.runtime.kind} (use local or ray)": cfg.runtime.kind not in ("local", "ray"),
-        "a critic (algo.advantage declares values, e.g. gae; choose another estimator)": "values"
-        in advantage_inputs(cfg.algo),
         "LoRA (model.lora; adapters already make the trained state small: remove model.lora)": cfg.model.lora
         is not None,
         "train.fsdp.cpu_offload without a GPU (set it false on CPU)": cfg.train.fsdp.cpu_offload
@@ -320,6 +318,7 @@ def group_spec(cfg: Any, model_path: str, device: str) -> GroupSpec:
         cfg.seed,
         _threads(cfg),
         reference=cfg.algo.kl_coef > 0 or cfg.algo.kl_target is not None,
+        critic="values" in advantage_inputs(cfg.algo),
     )
 
 

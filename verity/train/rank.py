@@ -30,6 +30,7 @@ class GroupSpec:
     seed: int
     threads: int
     reference: bool = False  # each rank also holds a frozen sharded copy of the initial policy (KL)
+    critic: bool = False  # each rank also holds its share of the critic (algo.critic, GAE)
 
 
 def serve_rank(rank: int, world: int, address: str, conn: Any, spec: GroupSpec, device_index: int) -> None:
@@ -76,7 +77,21 @@ def _start_rank(rank: int, world: int, address: str, spec: GroupSpec, device_ind
     model, _ = load_policy(spec.model_path, spec.dtype, place)
     reference = load_policy(spec.model_path, spec.dtype, place)[0] if spec.reference else None
     objective = PolicyObjective(spec.algo)
-    return ShardedLearner(model, spec.train, objective, spec.temperature, spec.seed, device, reference)
+    learner = ShardedLearner(model, spec.train, objective, spec.temperature, spec.seed, device, reference)
+    learner.critic = _build_critic(learner, spec, place) if spec.critic else None
+    return learner
+
+
+def _build_critic(learner: Any, spec: GroupSpec, place: str) -> Any:
+    """This rank's share of the critic: a head on the sharded policy, or a separate copy of the initial policy."""
+    from verity.models import load_policy
+    from verity.train.critic import build_critic
+    from verity.train.sharded_critic import ShardedCritic
+
+    separate = load_policy(spec.model_path, spec.dtype, place)[0] if spec.algo.critic == "separate" else None
+    critic = build_critic(spec.algo.critic, learner.model, separate)
+    critic.head.to(place)
+    return ShardedCritic(critic, learner, spec.algo.critic_lr, spec.algo.value_clip)
 
 
 def _serve(learner: Any, conn: Any, command: str, args: tuple) -> Any:
@@ -96,6 +111,16 @@ def _serve(learner: Any, conn: Any, command: str, args: tuple) -> Any:
         return learner.save_sharded(*args)
     if command == "load":
         return learner.load_sharded(*args)
+    if command.startswith("critic_") and learner.critic is None:
+        raise ValueError("this learner group holds no critic (algo.advantage declares no values)")
+    if command == "critic_values":
+        return learner.critic.value_share(*args)
+    if command == "critic_fit":
+        return learner.critic.fit(*args)
+    if command == "critic_save":
+        return learner.critic.save_sharded(*args)
+    if command == "critic_load":
+        return learner.critic.load_sharded(*args)
     raise ValueError(f"unknown learner command {command!r}")
 
 

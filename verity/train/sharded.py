@@ -54,8 +54,18 @@ class LogprobRoot(nn.Module):
         self.chunk_tokens = chunk_tokens
 
     def forward(
-        self, input_ids: torch.Tensor, attention_mask: torch.Tensor, temperature: float, with_entropy: bool
+        self,
+        input_ids: torch.Tensor,
+        attention_mask: torch.Tensor,
+        temperature: float,
+        with_entropy: bool,
+        hidden: bool = False,
     ) -> tuple[torch.Tensor, torch.Tensor | None]:
+        """Token log-probs and entropies; with ``hidden`` the last hidden states (B, T, H) instead (the critic's
+        input when it reads the policy's backbone)."""
+        if hidden:
+            out = self.policy(input_ids=input_ids, attention_mask=attention_mask, output_hidden_states=True)
+            return out.hidden_states[-1], None
         rows = SimpleNamespace(input_ids=input_ids, attention_mask=attention_mask)
         return token_logprobs(self.policy, rows, temperature, with_entropy, self.chunk_tokens)
 
@@ -64,7 +74,20 @@ def shard_policy(model: nn.Module, train: TrainConfig, device: torch.device) -> 
     """``model`` sharded over the default process group: each decoder layer one FSDP2 unit, the rest (embeddings,
     final norm, output head) the root's. On GPU with ``train.fsdp.mixed_precision``: bf16 parameters in compute,
     fp32 gradient reduction (the sharded master weights stay in their own dtype)."""
-    fsdp: FsdpConfig = train.fsdp
+    root = LogprobRoot(model, train.logit_chunk_tokens)
+    shard_units([*decoder_layers(model), root], train.fsdp, device)
+    return root
+
+
+def decoder_layers(model: nn.Module) -> list[nn.Module]:
+    layers = [m for m in causal_lm(model).modules() if isinstance(m, GradientCheckpointingLayer)]
+    if not layers:
+        raise ValueError(f"strategy fsdp2 found no decoder layers in {type(model).__name__} to shard")
+    return layers
+
+
+def shard_units(units: list[nn.Module], fsdp: FsdpConfig, device: torch.device) -> None:
+    """Each of ``units`` one FSDP2 unit over the default process group, in order (the root last)."""
     mesh = init_device_mesh(device.type, (dist.get_world_size(),))
     mixed = device.type == "cuda" and fsdp.mixed_precision
     settings = {
@@ -72,17 +95,12 @@ def shard_policy(model: nn.Module, train: TrainConfig, device: torch.device) -> 
         "mp_policy": MixedPrecisionPolicy(torch.bfloat16, torch.float32) if mixed else MixedPrecisionPolicy(),
         "offload_policy": CPUOffloadPolicy() if fsdp.cpu_offload else OffloadPolicy(),
     }
-    layers = [m for m in causal_lm(model).modules() if isinstance(m, GradientCheckpointingLayer)]
-    if not layers:
-        raise ValueError(f"strategy fsdp2 found no decoder layers in {type(model).__name__} to shard")
-    root = LogprobRoot(model, train.logit_chunk_tokens)
-    for module in [*layers, root]:
+    for module in units:
         fully_shard(module, **settings)
         # Sum, not average, the ranks' gradients: each rank's loss is already normalized by the whole batch. A
         # plain SUM reduction (gloo has no pre-multiplied sum).
         module.set_gradient_divide_factor(1.0)
         module.set_force_sum_reduction_for_comms(True)
-    return root
 
 
 class ShardedLearner(Learner):
@@ -107,6 +125,7 @@ class ShardedLearner(Learner):
             self.reference = shard_policy(reference.requires_grad_(False).eval(), train, device)
         super().__init__(model, train, objective, temperature, seed)
         self.share_prompts = False  # the shared-prompt forward runs outside the root's gathered forward
+        self.critic: Any = None  # the rank's ``ShardedCritic`` when the group holds one
 
     @property
     def device(self) -> torch.device:
