@@ -104,15 +104,7 @@ class CriticTrainer:
         self, cfg: AlgoConfig, batch: Batch, rewards: Tensor, values: Tensor, kl_coef: float
     ) -> dict[str, float]:
         """One critic update towards the GAE returns of ``batch`` (same rewards and KL as the advantages)."""
-        returns = critic_targets(
-            cfg,
-            rewards,
-            batch.loss_mask,
-            values,
-            old_logprobs=batch.old_logprobs,
-            ref_logprobs=batch.ref_logprobs,
-            kl_coef=kl_coef,
-        )
+        returns = batch_returns(cfg, batch, rewards, values, kl_coef)
         device = self.critic.head.weight.device
         return self.step(
             batch.input_ids.to(device),
@@ -128,3 +120,16 @@ class CriticTrainer:
     def load_state_dict(self, state: dict[str, object]) -> None:
         self.critic.load_state_dict(state["critic"])
         self.optimizer.load_state_dict(state["optimizer"])
+
+
+def batch_returns(cfg: AlgoConfig, batch: Batch, rewards: Tensor, values: Tensor, kl_coef: float) -> Tensor:
+    """The GAE returns (B, T) a critic fits on ``batch``: the same rewards and KL as the advantages."""
+    return critic_targets(
+        cfg,
+        rewards,
+        batch.loss_mask,
+        values,
+        old_logprobs=batch.old_logprobs,
+        ref_logprobs=batch.ref_logprobs,
+        kl_coef=kl_coef,
+    )

@@ -24,10 +24,9 @@ from torch.distributed.tensor import DTensor
 
 from verity.algo.config import AlgoConfig
 from verity.algo.losses import clipped_value_loss
-from verity.algo.objective import critic_targets
 from verity.algo.reduce import aggregate, masked_sum
 from verity.train.batching import Batch
-from verity.train.critic import Critic
+from verity.train.critic import Critic, batch_returns
 from verity.train.sharded import ShardedLearner, decoder_layers, shard_units
 
 
@@ -91,15 +90,7 @@ class ShardedCritic:
     ) -> dict[str, float]:
         """``CriticTrainer.fit`` over the group: one step on the clipped value loss, normalized by the whole
         batch's completion tokens; the metrics are the whole batch's."""
-        returns = critic_targets(
-            cfg,
-            rewards,
-            batch.loss_mask,
-            values,
-            old_logprobs=batch.old_logprobs,
-            ref_logprobs=batch.ref_logprobs,
-            kl_coef=kl_coef,
-        )
+        returns = batch_returns(cfg, batch, rewards, values, kl_coef)
         total = max(batch.loss_mask.float().sum().item(), 1.0)
         mine, part, weight = self._share(batch)
         rows = mine if weight else torch.tensor([0])
