@@ -58,6 +58,15 @@ class Config(Section):
             self.algo.tis_cap = cap
         return self
 
+    @model_validator(mode="after")
+    def _extrapolation_needs_lora(self) -> Config:
+        if self.train.extrapolate.enabled and self.model.lora is None:
+            raise ValueError(
+                "train.extrapolate.enabled needs model.lora: the trajectory it extrapolates is the adapters' "
+                "(set model.lora, e.g. model.lora.r=8, or train.extrapolate.enabled=false)"
+            )
+        return self
+
     @property
     def run_dir(self) -> Path:
         return Path(self.output_dir) / self.name
