@@ -4,16 +4,20 @@ makes on schedule, their checkpointing, and the configurations that cannot work.
 from __future__ import annotations
 
 import copy
+import json
 import math
+from collections.abc import Callable
 
 import pytest
 import torch
 from test_lora import rewarded_batch, tiny_llama
+from test_resume import final_weights
 from torch import nn
 
 from verity.algo.config import AlgoConfig
 from verity.algo.objective import PolicyObjective
-from verity.config import load_config
+from verity.config import Config, load_config
+from verity.loop import train
 from verity.schema import ConfigError
 from verity.train.config import ExtrapolateConfig, LoraConfig, TrainConfig
 from verity.train.extrapolate import Trajectory, extrapolation_step, fit_polynomial, rank1_trajectory
@@ -178,3 +182,29 @@ def test_a_checkpoint_without_a_trajectory_restarts_the_window_at_the_resumed_st
 def test_configurations_that_cannot_extrapolate_are_errors(overrides: list[str], message: str) -> None:
     with pytest.raises(ConfigError, match=message):
         load_config({}, overrides)
+
+
+@pytest.mark.usefixtures("one_thread")
+def test_a_resumed_run_jumps_where_an_uninterrupted_one_does(make_config: Callable[..., Config]) -> None:
+    # Jumps after steps 3 and 6; the resumed run restarts after step 2, inside the first window, so its jumps
+    # land on the uninterrupted run's only if the recorded points came back with the checkpoint.
+    settings = [
+        "model.lora.r=2",
+        "model.lora.target_modules=[q_proj,v_proj]",
+        "train.lr=5e-2",
+        "train.extrapolate.enabled=true",
+        "train.extrapolate.every=3",
+        "train.extrapolate.history=3",
+        "train.extrapolate.degree=1",
+    ]
+    straight = make_config(*settings, "train.steps=6", "name=straight")
+    train(straight, quiet=True)
+    train(make_config(*settings, "train.steps=2", "name=resumed"), quiet=True)
+    resumed = make_config(*settings, "train.steps=6", "name=resumed")
+    train(resumed, resume=True, quiet=True)
+    rows = [r for r in map(json.loads, (straight.run_dir / "metrics.jsonl").open()) if "loss/policy" in r]
+    assert [r["step"] for r in rows if r["extrapolate/applied"]] == [3, 6]
+    expected, got = final_weights(straight.run_dir), final_weights(resumed.run_dir)
+    assert expected.keys() == got.keys()
+    for name in expected:
+        assert torch.equal(expected[name], got[name]), f"{name} differs after resume"

@@ -7,6 +7,7 @@ It is algorithm-blind: advantages arrive in the batch and the loss is the ``Poli
 from __future__ import annotations
 
 import math
+import time
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -126,12 +127,12 @@ class Learner:
         rate schedule does not advance, and AdamW's moments are kept or reset per
         ``train.extrapolate.optimizer``."""
         assert self.trajectory is not None
+        start = time.perf_counter()
         jumped = self.trajectory.observe(self.version)
-        if jumped is None:
-            return {"extrapolate/applied": 0.0}
-        if self.train_cfg.extrapolate.optimizer == "reset":
+        if jumped is not None and self.train_cfg.extrapolate.optimizer == "reset":
             self.optimizer.state.clear()
-        return {"extrapolate/applied": 1.0, **jumped}
+        seconds = time.perf_counter() - start  # recording the point, and the jump when one is due
+        return {"extrapolate/applied": float(jumped is not None), "extrapolate/seconds": seconds, **(jumped or {})}
 
     def sft_step(self, batch: Batch, lr_scale: float = 1.0) -> float:
         """One supervised step on demonstrations (ReLIFT's interleaved SFT): token-mean NLL of ``batch``'s
