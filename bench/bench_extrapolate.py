@@ -21,6 +21,7 @@ from common import quickstart_base, quickstart_config
 
 from verity.build import build_parts
 from verity.loop import rl_step, run_eval
+from verity.train.extrapolate import extrapolation_step, flat, module_key
 
 LORA = [
     "model.lora.r=8",
@@ -31,16 +32,34 @@ LORA = [
     "tracking.quiet=true",
     "eval.k=1",
 ]
+NEXT = {"every": 5, "history": 5, "horizon": 5, "degree": 2}
 ARMS: dict[str, list[str]] = {
     "plain": [],
-    "next": [
-        "train.extrapolate.enabled=true",
-        "train.extrapolate.every=5",
-        "train.extrapolate.history=5",
-        "train.extrapolate.horizon=5",
-        "train.extrapolate.degree=2",
-    ],
+    "next": ["train.extrapolate.enabled=true", *(f"train.extrapolate.{k}={v}" for k, v in NEXT.items())],
 }
+
+
+def prediction_quality(points: list[dict[str, torch.Tensor]]) -> tuple[float, float]:
+    """How well NEXT's settings would have predicted the plain run's own adapters: the mean over windows (one every
+    ``every`` steps) of ``|predicted - actual| / |latest - actual|`` at ``horizon`` steps past the window (below 1:
+    the jump lands closer to where training went than staying put), and the mean rank-1 share of the windows."""
+    history, horizon, degree = NEXT["history"], NEXT["horizon"], NEXT["degree"]
+    groups: dict[str, list[str]] = {}
+    for name in points[0]:
+        groups.setdefault(module_key(name), []).append(name)
+    ratios, shares = [], []
+    for end in range(history - 1, len(points) - horizon, NEXT["every"]):
+        t = torch.arange(end - history + 1, end + 1, dtype=torch.float64)
+        missed, stayed = 0.0, 0.0
+        for names in groups.values():
+            window = [flat(points[i], names) for i in range(end - history + 1, end + 1)]
+            move, share = extrapolation_step(t, torch.stack([w - window[0] for w in window]), horizon, degree)
+            actual = flat(points[end + horizon], names)
+            missed += float(((window[-1] + move - actual) ** 2).sum())
+            stayed += float(((window[-1] - actual) ** 2).sum())
+            shares.append(share)
+        ratios.append((missed / stayed) ** 0.5)
+    return sum(ratios) / len(ratios), sum(shares) / len(shares)
 
 
 def run_arm(name: str, overrides: list[str], args: argparse.Namespace) -> dict[str, Any]:
@@ -51,6 +70,8 @@ def run_arm(name: str, overrides: list[str], args: argparse.Namespace) -> dict[s
     parts = build_parts(cfg, lambda msg: print(f"  [{name}] {msg}", flush=True))
     curve = [(0, 0.0, run_eval(parts)["accuracy"])]
     trained, steps, jumps, overhead = 0.0, 0, 0, 0.0
+    adapters = {n: p for n, p in parts.learner.model.named_parameters() if p.requires_grad}
+    points = [{n: p.detach().clone() for n, p in adapters.items()}]
     reached: tuple[int, float] | None = None
     while trained < args.seconds:
         start = time.perf_counter()
@@ -59,6 +80,7 @@ def run_arm(name: str, overrides: list[str], args: argparse.Namespace) -> dict[s
         steps += 1
         jumps += int(metrics.get("extrapolate/applied", 0.0))
         overhead += metrics.get("extrapolate/seconds", 0.0)
+        points.append({n: p.detach().clone() for n, p in adapters.items()})
         if steps % args.eval_every == 0:
             curve.append((steps, trained, run_eval(parts)["accuracy"]))
             print(f"  [{name}] step {steps} at {trained:.0f} s: held-out accuracy {curve[-1][2]:.3f}", flush=True)
@@ -73,6 +95,7 @@ def run_arm(name: str, overrides: list[str], args: argparse.Namespace) -> dict[s
         "reached": reached,
         "before": curve[0][2],
         "final": final,
+        "prediction": prediction_quality(points) if jumps == 0 else None,  # windows must not span a jump
     }
 
 
@@ -102,6 +125,11 @@ def main() -> None:
         to = f"{r['reached'][1]:.0f} s / {r['reached'][0]} st" if r["reached"] else "not reached"
         row = f"{name:<7}{seed:>5}{r['steps']:>7}{r['jumps']:>7}{r['overhead']:>8.2f}{r['before']:>8.3f}"
         print(f"{row}{to:>16}{r['final']:>8.3f}")
+    print(f"\nHow well {NEXT} predicts the plain runs' adapters (miss ratio below 1: better than staying put)")
+    print(f"{'seed':>5}{'miss ratio':>12}{'rank-1 share':>14}")
+    for _, seed, r in rows:
+        if r["prediction"] is not None:
+            print(f"{seed:>5}{r['prediction'][0]:>12.3f}{r['prediction'][1]:>14.3f}")
 
 
 if __name__ == "__main__":
