@@ -83,6 +83,7 @@ def extrapolation_step(
     ``t`` (H,) are the recorded steps, ``deltas`` (H, P) the parameters at those steps minus those at ``t[0]``
     (so ``deltas[0]`` is 0)."""
     u, c, share = rank1_trajectory(deltas)
+    t = t.to(c.device)  # the recorded steps live on the CPU, the adapters (on GPU runs) on the device
     a = fit_polynomial(t, c, degree)
     now = float(scaled_time(t[-1:], t))
     ahead = float(scaled_time(t[-1:] + horizon, t))
