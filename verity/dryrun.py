@@ -32,10 +32,10 @@ def dry_run(cfg: Config) -> str:
 def _prompt_tokenizer(cfg: Config) -> tuple[Any, str]:
     """The tokenizer whose chat template renders prompts: the model's own, or for a tiny base not built yet the
     same template on a character tokenizer."""
-    from verity.models import BUILTIN, base_cache_dir, load_tokenizer
+    from verity.models import BUILTINS, base_cache_dir, load_tokenizer
     from verity.tokenizer import build_char_tokenizer
 
-    if cfg.model.name != BUILTIN:
+    if cfg.model.name not in BUILTINS:
         return load_tokenizer(cfg.model.name), f"chat template of {cfg.model.name}"
     cached = base_cache_dir(cfg)
     if (cached / "config.json").is_file():

@@ -34,7 +34,7 @@ from verity.data.guidance import relift_update
 from verity.data.metrics import task_metrics
 from verity.envs.turns import episode_metrics, evaluate_episodes, turn_tensors
 from verity.eval import evaluate
-from verity.models import BUILTIN, base_warnings
+from verity.models import BUILTINS, base_warnings
 from verity.progress import RunProgress
 from verity.rundir import RunDir, RunDirError
 from verity.runs import read_summary
@@ -148,7 +148,7 @@ def run_eval(parts: Parts) -> dict[str, Any]:
 def train(cfg: Config, *, resume: bool = False, quiet: bool = False) -> dict[str, Any]:
     """Run (or resume) the RL loop described by ``cfg``; returns the run summary (also in summary.json)."""
     check_device(cfg.runtime.device)
-    apply_default_threads(cfg, small_model=cfg.model.name == BUILTIN)
+    apply_default_threads(cfg, small_model=cfg.model.name in BUILTINS)
     run = RunDir(cfg)
     run.prepare(resume)
     try:

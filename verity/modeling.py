@@ -5,11 +5,13 @@ from __future__ import annotations
 
 import inspect
 from dataclasses import dataclass
-from typing import Protocol
+from typing import Any, Protocol
 
 import torch
 from torch import nn
 from torch.utils.checkpoint import checkpoint
+
+from verity.vision import media_of, stack_media
 
 
 class TokenRows(Protocol):
@@ -44,10 +46,12 @@ def token_logprobs(
 ) -> tuple[torch.Tensor, torch.Tensor | None]:
     """Log-prob (B, T) of each token given the tokens before it (position 0 gets 0), and optionally the entropy
     (B, T) of the predicting distribution; both use ``logits / temperature`` as the sampler did. The output head
-    runs on ``chunk_tokens`` positions at a time (``head_logprobs``), so the (B, T, V) logits never exist."""
+    runs on ``chunk_tokens`` positions at a time (``head_logprobs``), so the (B, T, V) logits never exist. Rows
+    with images (``batch.media``, one entry per row) feed their pixel inputs to the model."""
     positions = (batch.attention_mask.cumsum(-1) - 1).clamp(min=0)
+    media = stack_media(getattr(batch, "media", None) or [], batch.input_ids.device)
     hidden = decoder_states(
-        model, input_ids=batch.input_ids, attention_mask=batch.attention_mask, position_ids=positions
+        model, media, input_ids=batch.input_ids, attention_mask=batch.attention_mask, position_ids=positions
     )
     picked, entropy = head_logprobs(
         model, hidden[:, :-1], batch.input_ids[:, 1:], temperature, with_entropy, chunk_tokens
@@ -61,9 +65,14 @@ def causal_lm(model: nn.Module) -> nn.Module:
     return model.get_base_model() if hasattr(model, "get_base_model") else model
 
 
-def decoder_states(model: nn.Module, **inputs: object) -> torch.Tensor:
-    """Final hidden states (B, T, H) of the causal LM's decoder (after its last norm), without the output head."""
-    return causal_lm(model).get_decoder()(**inputs).last_hidden_state
+def decoder_states(model: nn.Module, media: dict[str, object] | None = None, **inputs: object) -> torch.Tensor:
+    """Final hidden states (B, T, H) of the causal LM's decoder (after its last norm), without the output head.
+    With ``media`` (a batch's image inputs, ``verity.vision.stack_media``) the model's base (vision tower and
+    decoder) runs, so image features take the place of the image tokens."""
+    causal = causal_lm(model)
+    if media:
+        return causal.base_model(**inputs, **media).last_hidden_state
+    return causal.get_decoder()(**inputs).last_hidden_state
 
 
 def head_logprobs(
@@ -115,6 +124,7 @@ def head_logprobs(
 class _Rows:
     input_ids: torch.Tensor  # (B, T) right-padded
     attention_mask: torch.Tensor  # (B, T)
+    media: list[dict[str, Any] | None]  # each row's image inputs
 
 
 @torch.inference_mode()
@@ -129,7 +139,8 @@ def completion_logprobs(
         ids, mask = padded_rows(prompts, completions, pad_id)
         device = next(model.parameters()).device
         with autocast(device):
-            lp, _ = token_logprobs(model, _Rows(ids.to(device), mask.to(device)), temperature)
+            rows = _Rows(ids.to(device), mask.to(device), [media_of(p) for p in prompts])
+            lp, _ = token_logprobs(model, rows, temperature)
         return completion_values(lp, prompts, completions)
     finally:
         model.train(was_training)

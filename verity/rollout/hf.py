@@ -19,6 +19,7 @@ from verity.rollout.attention import use_decode_attention
 from verity.rollout.engine import EngineSpec, SamplingParams, Weights
 from verity.rollout.registry import ENGINES
 from verity.types import Completion
+from verity.vision import media_of, stack_media
 
 
 @ENGINES.register("hf")
@@ -122,7 +123,9 @@ class HFEngine:
         padded = len({len(p) for p in prompts}) > 1
         positions = (mask[:, :width].cumsum(-1) - 1).clamp(min=0)
         cache = self._new_cache(width + params.max_new_tokens)
-        logits = self._forward(ids, mask[:, :width] if padded else None, positions, cache)  # (B, V)
+        # Image inputs enter the prefill only: decode steps read the image tokens' keys and values from the cache.
+        media = stack_media([media_of(p) for p in prompts], device)
+        logits = self._forward(ids, mask[:, :width] if padded else None, positions, cache, media)  # (B, V)
         # Share each prompt's prefill across its n samples.
         if params.n > 1:
             cache.batch_repeat_interleave(params.n)
@@ -181,10 +184,15 @@ class HFEngine:
         return Cache(layers=[PreallocatedLayer(capacity) for _ in range(config.num_hidden_layers)])
 
     def _forward(
-        self, ids: torch.Tensor, mask: torch.Tensor | None, positions: torch.Tensor, cache: Cache
+        self,
+        ids: torch.Tensor,
+        mask: torch.Tensor | None,
+        positions: torch.Tensor,
+        cache: Cache,
+        media: dict[str, Any] | None = None,
     ) -> torch.Tensor:
         """Last-position logits (N, V) of one prefill or decode step, extending ``cache``."""
-        kwargs = {self._cache_kw: cache, "logits_to_keep": 1}
+        kwargs = {self._cache_kw: cache, "logits_to_keep": 1, **(media or {})}
         with autocast(ids.device):
             out = self.model(input_ids=ids, attention_mask=mask, position_ids=positions, use_cache=True, **kwargs)
         return out.logits[:, -1, :].float()

@@ -1,0 +1,209 @@
+"""Image prompts: items carry their images through the data layer, the model's processor and a checkpoint; the
+engine, the learner and the shared-prompt path read the same image inputs, so behaviour log-probs, teacher-forced
+log-probs and shared-prompt log-probs agree on image prompts as they do on text."""
+
+from __future__ import annotations
+
+import io
+import json
+from collections.abc import Iterator
+from pathlib import Path
+
+import numpy as np
+import pyarrow as pa
+import pyarrow.parquet as pq
+import pytest
+import torch
+from conftest import single_thread
+from PIL import Image
+
+from verity.data.config import TaskConfig
+from verity.data.images import item_key, load_image
+from verity.data.prompts import encode_prompt
+from verity.data.sources import build_source
+from verity.data.visual import KINDS, shapes
+from verity.model_config import ModelConfig
+from verity.modeling import token_logprobs
+from verity.models import load_policy
+from verity.rollout.engine import SamplingParams
+from verity.rollout.hf import HFEngine
+from verity.schema import ConfigError
+from verity.tokenizer import build_char_tokenizer
+from verity.train.batching import collate
+from verity.train.lora import save_policy
+from verity.train.prefix import prompt_groups, shared_prefix_logprobs
+from verity.types import Item, PromptIds, Rollout
+from verity.vision import freeze_vision, load_processor, media_of
+from verity.vision_base import build_tiny_vl
+
+pytestmark = pytest.mark.usefixtures("one_thread")
+
+
+def picture(colour: str, size: int = 16) -> Image.Image:
+    image = Image.new("RGB", (size, size), "white")
+    image.paste(colour, (2, 2, 12, 12))
+    return image
+
+
+@pytest.fixture(scope="module")
+def vl() -> Iterator:
+    """A randomly initialised tiny vision-language model (LLaVA-style) and its processor."""
+    with single_thread():
+        torch.manual_seed(0)
+        settings = {"hidden_size": 32, "num_layers": 2, "num_heads": 2, "intermediate_size": 64}
+        cfg = ModelConfig(tiny=settings, tiny_vision={"image_size": 16, "patch_size": 8, "hidden_size": 16})
+        model, processor = build_tiny_vl(cfg, build_char_tokenizer())
+        yield model.eval(), processor
+
+
+def encode(processor, text: str, *images: Image.Image) -> list[int]:
+    item = Item(id="x", task="t", prompt=text, images=images)
+    return encode_prompt(processor.tokenizer, item, None, processor=processor)
+
+
+def test_rows_with_images_become_items(tmp_path: Path) -> None:
+    red, blue = picture("red"), picture("blue")
+    red.save(tmp_path / "red.png")
+    blob = io.BytesIO()
+    blue.save(blob, format="PNG")
+    path = tmp_path / "rows.jsonl"  # a path relative to the file; the last row (held out) is text only
+    rows = [{"prompt": "Colour?", "answer": "red", "images": "red.png"}, {"prompt": "Text only", "answer": "x"}]
+    path.write_text("\n".join(json.dumps(r) for r in rows) + "\n")
+    source = build_source(TaskConfig(source="jsonl", name="c", path=str(path)), 0, 1)
+    first = source.train_item(0)
+    assert load_image(first.images[0]).tobytes() == red.tobytes()
+    assert source.eval_items(1)[0].images == ()
+    # A datasets-style image cell ({"bytes", "path"}) in a parquet column named by image_field.
+    table = pa.table({"q": ["Colour?", "Colour?"], "answer": ["blue", "red"]})
+    cells = [{"bytes": blob.getvalue(), "path": None}, {"bytes": None, "path": str(tmp_path / "red.png")}]
+    pq.write_table(table.append_column("picture", pa.array(cells)), tmp_path / "rows.parquet")
+    task = TaskConfig(source="parquet", name="p", path=str(tmp_path / "rows.parquet"), prompt_field="q")
+    second = build_source(task.model_copy(update={"image_field": "picture"}), 0, 1).train_item(0)
+    assert load_image(second.images[0]).tobytes() == blue.tobytes()
+    assert "images" not in first.meta
+    assert load_image(np.asarray(red)).tobytes() == red.tobytes()
+    # The same question about different images is a different item (held-out checks).
+    assert item_key(first) != item_key(second) and first.prompt == second.prompt
+    assert item_key(source.eval_items(1)[0]) == "Text only"
+    bad = tmp_path / "bad.jsonl"
+    bad.write_text(json.dumps({"prompt": "p", "answer": "a", "images": "missing.png"}) + "\n" * 2)
+    with pytest.raises(ConfigError, match="image file not found"):
+        build_source(TaskConfig(source="jsonl", name="b", path=str(bad)), 0, 1)
+
+
+def test_visual_tasks_are_deterministic_and_answer_from_their_labels() -> None:
+    for kind in KINDS:
+        a, b = shapes(7, 3, kind=kind), shapes(7, 3, kind=kind)
+        assert a["answer"] in a["labels"] and a["prompt"] == b["prompt"]
+        assert a["images"][0].tobytes() == b["images"][0].tobytes()
+    counts = {shapes(0, i, kind="count")["answer"] for i in range(50)}
+    assert counts == {"1", "2", "3", "4"}
+
+
+def test_processor_and_checkpoint_round_trip(vl, tmp_path: Path) -> None:
+    model, processor = vl
+    ids = encode(processor, "Colour?", picture("red"))
+    assert isinstance(ids, PromptIds)
+    image_token = processor.tokenizer.convert_tokens_to_ids("<image>")
+    assert ids.count(image_token) == 4  # a 16-pixel image in 8-pixel patches
+    assert media_of(ids)["pixel_values"].shape == (1, 3, 16, 16)
+    save_policy(model, processor, tmp_path / "m")
+    loaded, tokenizer = load_policy(tmp_path / "m")
+    again = encode(load_processor(tmp_path / "m"), "Colour?", picture("red"))
+    assert list(again) == list(ids) and tokenizer.padding_side == "left"
+    torch.testing.assert_close(media_of(again)["pixel_values"], media_of(ids)["pixel_values"])
+    batch = collate([_rollout(ids, [5, 6, 7])], 0)
+    with torch.no_grad():
+        torch.testing.assert_close(token_logprobs(loaded, batch, 1.0)[0], token_logprobs(model, batch, 1.0)[0])
+
+
+def _rollout(prompt: list[int], completion: list[int], group: int = 0) -> Rollout:
+    from verity.types import Completion
+
+    done = Completion(completion, [0.0] * len(completion), "", "stop")
+    return Rollout(item=Item(id="x", task="t", prompt=""), group=group, prompt_ids=prompt, completion=done)
+
+
+def test_learner_logprobs_equal_a_teacher_forced_forward(vl) -> None:
+    model, processor = vl
+    prompts = [encode(processor, "Colour?", picture("red")), encode(processor, "Which one?", picture("blue"))]
+    batch = collate([_rollout(prompts[0], [5, 6, 7, 8]), _rollout(prompts[1], [9, 10])], 0)
+    with torch.no_grad():
+        ours, _ = token_logprobs(model, batch, 0.7)
+        for row, prompt in enumerate(prompts):
+            length = int(batch.attention_mask[row].sum())
+            ids = batch.input_ids[row : row + 1, :length]
+            logits = model(input_ids=ids, pixel_values=media_of(prompt)["pixel_values"]).logits / 0.7
+            expected = torch.log_softmax(logits[0, :-1], -1).gather(-1, ids[0, 1:, None]).squeeze(-1)
+            torch.testing.assert_close(ours[row, 1:length], expected, atol=1e-5, rtol=0)
+    # The image is read: the same words about another picture give other log-probs.
+    other = collate([_rollout(encode(processor, "Colour?", picture("green")), [5, 6, 7, 8])], 0)
+    with torch.no_grad():
+        assert not torch.allclose(token_logprobs(model, other, 0.7)[0][0], ours[0, : other.input_ids.shape[1]])
+
+
+def test_engine_logprobs_match_the_learner_on_image_prompts(vl) -> None:
+    model, processor = vl
+    colours = ["red", "blue", "green"]
+    prompts = [encode(processor, "Colour?", picture(c)) for c in colours]
+    prompts.append(encode(processor, "A longer question here?", picture("yellow")))  # left padding
+    engine = HFEngine(model, processor.tokenizer, seed=1)
+    outputs = engine.generate(prompts, SamplingParams(max_new_tokens=6, temperature=0.8, n=3))
+    rollouts = [_rollout(p, c.token_ids, g) for g, (p, outs) in enumerate(zip(prompts, outputs)) for c in outs]
+    batch = collate(rollouts, processor.tokenizer.pad_token_id)
+    with torch.no_grad():
+        teacher, _ = token_logprobs(model, batch, 0.8)
+    behaviour = torch.tensor([lp for outs in outputs for c in outs for lp in c.logprobs])
+    torch.testing.assert_close(behaviour, teacher[batch.loss_mask.bool()], atol=1e-4, rtol=0)
+    assert engine.logprobs(prompts[:1], [outputs[0][0].token_ids], 0.8)[0] == pytest.approx(
+        outputs[0][0].logprobs, abs=1e-4
+    )
+
+
+def test_shared_prompt_path_equals_the_plain_path_with_images(vl) -> None:
+    model, processor = vl
+    red, blue = encode(processor, "Colour?", picture("red")), encode(processor, "Colour?", picture("blue"))
+    rows = [_rollout(red, [5, 6, 7], 0), _rollout(red, [8, 9], 0), _rollout(blue, [5, 6, 7], 1)]
+    rows.append(_rollout(blue, [10, 11, 12, 13], 1))
+    batch = collate(rows, 0)
+    groups = prompt_groups(batch)
+    assert groups is not None
+    assert groups[1].tolist() == [0, 0, 1, 1]  # same words, other image: another prefix
+    model.train()
+    plain, _ = token_logprobs(model, batch, 1.0)
+    (plain * batch.loss_mask).sum().backward()
+    plain_grads = grads(model)
+    model.zero_grad()
+    shared, _ = shared_prefix_logprobs(model, batch, groups, 1.0, False)
+    (shared * batch.loss_mask).sum().backward()
+    shared_grads = grads(model)
+    model.zero_grad()
+    model.eval()
+    mask = batch.loss_mask.bool()
+    torch.testing.assert_close(shared[mask], plain[mask].detach(), atol=1e-5, rtol=0)
+    names = [n for n, _ in model.named_parameters()]
+    assert any(g.abs().sum() > 0 for n, g in zip(names, plain_grads) if "vision_tower" in n)  # it trains too
+    for shared_grad, plain_grad in zip(shared_grads, plain_grads, strict=True):
+        torch.testing.assert_close(shared_grad, plain_grad, atol=1e-5, rtol=1e-4)
+
+
+def grads(model: torch.nn.Module) -> list[torch.Tensor]:
+    return [p.grad.clone() if p.grad is not None else torch.zeros_like(p) for p in model.parameters()]
+
+
+def test_freeze_vision_leaves_the_language_model_trainable(vl) -> None:
+    import copy
+
+    model = copy.deepcopy(vl[0])
+    frozen = freeze_vision(model)
+    trainable = {n for n, p in model.named_parameters() if p.requires_grad}
+    assert frozen > 0 and trainable
+    assert all("language_model" in n or n.startswith("lm_head") for n in trainable)
+    assert not any("vision_tower" in n or "projector" in n for n in trainable)
+
+
+def test_text_model_refuses_image_items() -> None:
+    tokenizer = build_char_tokenizer()
+    item = Item(id="1", task="t", prompt="Colour?", images=(picture("red"),))
+    with pytest.raises(ConfigError, match="no image processor"):
+        encode_prompt(tokenizer, item, None)
