@@ -149,7 +149,9 @@ def test_engine_logprobs_match_the_learner_on_image_prompts(vl) -> None:
     prompts.append(encode(processor, "A longer question here?", picture("yellow")))  # left padding
     engine = HFEngine(model, processor.tokenizer, seed=1)
     outputs = engine.generate(prompts, SamplingParams(max_new_tokens=6, temperature=0.8, n=3))
-    rollouts = [_rollout(p, c.token_ids, g) for g, (p, outs) in enumerate(zip(prompts, outputs)) for c in outs]
+    rollouts = [
+        _rollout(p, c.token_ids, g) for g, (p, outs) in enumerate(zip(prompts, outputs, strict=True)) for c in outs
+    ]
     batch = collate(rollouts, processor.tokenizer.pad_token_id)
     with torch.no_grad():
         teacher, _ = token_logprobs(model, batch, 0.8)
@@ -182,7 +184,9 @@ def test_shared_prompt_path_equals_the_plain_path_with_images(vl) -> None:
     mask = batch.loss_mask.bool()
     torch.testing.assert_close(shared[mask], plain[mask].detach(), atol=1e-5, rtol=0)
     names = [n for n, _ in model.named_parameters()]
-    assert any(g.abs().sum() > 0 for n, g in zip(names, plain_grads) if "vision_tower" in n)  # it trains too
+    assert any(
+        g.abs().sum() > 0 for n, g in zip(names, plain_grads, strict=True) if "vision_tower" in n
+    )  # it trains too
     for shared_grad, plain_grad in zip(shared_grads, plain_grads, strict=True):
         torch.testing.assert_close(shared_grad, plain_grad, atol=1e-5, rtol=1e-4)
 
