@@ -16,6 +16,8 @@ import pytest
 import torch
 from conftest import single_thread
 from PIL import Image
+from transformers import Qwen2VLConfig, Qwen2VLForConditionalGeneration
+from transformers.models.qwen2_vl.image_processing_pil_qwen2_vl import Qwen2VLImageProcessorPil
 
 from verity.data.config import TaskConfig
 from verity.data.images import item_key, load_image
@@ -28,7 +30,7 @@ from verity.models import load_policy
 from verity.rollout.engine import SamplingParams
 from verity.rollout.hf import HFEngine
 from verity.schema import ConfigError
-from verity.tokenizer import build_char_tokenizer
+from verity.tokenizer import VL_CHAT_TEMPLATE, build_char_tokenizer
 from verity.train.batching import collate
 from verity.train.lora import save_policy
 from verity.train.prefix import prompt_groups, shared_prefix_logprobs
@@ -39,21 +41,62 @@ from verity.vision_base import build_tiny_vl
 pytestmark = pytest.mark.usefixtures("one_thread")
 
 
-def picture(colour: str, size: int = 16) -> Image.Image:
+def picture(colour: str, size: int = 32) -> Image.Image:
     image = Image.new("RGB", (size, size), "white")
-    image.paste(colour, (2, 2, 12, 12))
+    image.paste(colour, (2, 2, 20, 12))
     return image
 
 
-@pytest.fixture(scope="module")
-def vl() -> Iterator:
-    """A randomly initialised tiny vision-language model (LLaVA-style) and its processor."""
+QWEN_TEMPLATE = VL_CHAT_TEMPLATE.replace("<image>", "<|vision_start|><|image_pad|><|vision_end|>")
+
+
+def tiny_qwen2_vl(path: Path) -> tuple[Qwen2VLForConditionalGeneration, object]:
+    """A tiny Qwen2-VL (multimodal RoPE) whose processor files are saved as a hub checkpoint's are, and its
+    processor loaded back from them."""
+    tokenizer = build_char_tokenizer()
+    tokenizer.add_tokens(["<|vision_start|>", "<|vision_end|>", "<|image_pad|>", "<|video_pad|>"], True)
+    tokenizer.chat_template = QWEN_TEMPLATE
+    tokenizer.save_pretrained(path)
+    side = {"shortest_edge": 32 * 32, "longest_edge": 32 * 32}
+    Qwen2VLImageProcessorPil(patch_size=8, merge_size=2, temporal_patch_size=1, size=side).save_pretrained(path)
+    (path / "processor_config.json").write_text(json.dumps({"processor_class": "Qwen2VLProcessor"}))
+    ids = {n: tokenizer.convert_tokens_to_ids(f"<|{n}|>") for n in ("vision_start", "vision_end", "image_pad")}
+    text = {"hidden_size": 32, "intermediate_size": 64, "num_hidden_layers": 2, "num_attention_heads": 2}
+    text |= {"num_key_value_heads": 2, "vocab_size": len(tokenizer), "max_position_embeddings": 256}
+    text |= {"bos_token_id": tokenizer.bos_token_id, "eos_token_id": tokenizer.eos_token_id}
+    text["rope_scaling"] = {"type": "mrope", "mrope_section": [2, 3, 3]}
+    vision = {"depth": 1, "embed_dim": 16, "hidden_size": 32, "num_heads": 2, "patch_size": 8}
+    vision |= {"spatial_merge_size": 2, "temporal_patch_size": 1, "mlp_ratio": 2}
+    config = Qwen2VLConfig(
+        text_config=text,
+        vision_config=vision,
+        image_token_id=ids["image_pad"],
+        video_token_id=tokenizer.convert_tokens_to_ids("<|video_pad|>"),
+        vision_start_token_id=ids["vision_start"],
+        vision_end_token_id=ids["vision_end"],
+        eos_token_id=tokenizer.eos_token_id,
+        pad_token_id=tokenizer.pad_token_id,
+    )
+    return Qwen2VLForConditionalGeneration(config), load_processor(path)
+
+
+@pytest.fixture(scope="module", params=["llava", "qwen2_vl"])
+def vl(request, tmp_path_factory) -> Iterator:
+    """A randomly initialised tiny vision-language model and its processor: LLaVA-style (the tiny-vl base) or
+    Qwen2-VL (multimodal RoPE: image tokens get 2-D positions, and the text after them a shifted start)."""
     with single_thread():
         torch.manual_seed(0)
-        settings = {"hidden_size": 32, "num_layers": 2, "num_heads": 2, "intermediate_size": 64}
-        cfg = ModelConfig(tiny=settings, tiny_vision={"image_size": 16, "patch_size": 8, "hidden_size": 16})
-        model, processor = build_tiny_vl(cfg, build_char_tokenizer())
+        if request.param == "qwen2_vl":
+            model, processor = tiny_qwen2_vl(tmp_path_factory.mktemp("qwen"))
+        else:
+            settings = {"hidden_size": 32, "num_layers": 2, "num_heads": 2, "intermediate_size": 64}
+            cfg = ModelConfig(tiny=settings, tiny_vision={"image_size": 16, "patch_size": 8, "hidden_size": 16})
+            model, processor = build_tiny_vl(cfg, build_char_tokenizer())
         yield model.eval(), processor
+
+
+def image_token(model) -> int:
+    return model.config.image_token_id
 
 
 def encode(processor, text: str, *images: Image.Image) -> list[int]:
@@ -104,9 +147,9 @@ def test_processor_and_checkpoint_round_trip(vl, tmp_path: Path) -> None:
     model, processor = vl
     ids = encode(processor, "Colour?", picture("red"))
     assert isinstance(ids, PromptIds)
-    image_token = processor.tokenizer.convert_tokens_to_ids("<image>")
-    assert ids.count(image_token) == 4  # a 16-pixel image in 8-pixel patches
-    assert media_of(ids)["pixel_values"].shape == (1, 3, 16, 16)
+    # LLaVA: a 16-pixel image in 8-pixel patches; Qwen2-VL: 32 pixels, 8-pixel patches merged 2 x 2.
+    assert ids.count(image_token(model)) == 4
+    assert "pixel_values" in media_of(ids)
     save_policy(model, processor, tmp_path / "m")
     loaded, tokenizer = load_policy(tmp_path / "m")
     again = encode(load_processor(tmp_path / "m"), "Colour?", picture("red"))
@@ -133,9 +176,16 @@ def test_learner_logprobs_equal_a_teacher_forced_forward(vl) -> None:
         for row, prompt in enumerate(prompts):
             length = int(batch.attention_mask[row].sum())
             ids = batch.input_ids[row : row + 1, :length]
-            logits = model(input_ids=ids, pixel_values=media_of(prompt)["pixel_values"]).logits / 0.7
+            # The model's own forward, which computes its own (multimodal) positions.
+            media = media_of(prompt)
+            extra = {"mm_token_type_ids": (ids == image_token(model)).int()} if "image_grid_thw" in media else {}
+            logits = model(input_ids=ids, **media, **extra).logits / 0.7
+            for placeholder in (image_token(model), getattr(model.config, "video_token_id", None)):
+                if placeholder is not None:  # the policy never writes a placeholder
+                    logits[..., placeholder] = -torch.inf
             expected = torch.log_softmax(logits[0, :-1], -1).gather(-1, ids[0, 1:, None]).squeeze(-1)
-            torch.testing.assert_close(ours[row, 1:length], expected, atol=1e-5, rtol=0)
+            start = len(prompt)  # completion positions (a prompt's own placeholders are never scored)
+            torch.testing.assert_close(ours[row, start:length], expected[start - 1 :], atol=1e-5, rtol=0)
     # The image is read: the same words about another picture give other log-probs.
     other = collate([_rollout(encode(processor, "Colour?", picture("green")), [5, 6, 7, 8])], 0)
     with torch.no_grad():
@@ -184,9 +234,8 @@ def test_shared_prompt_path_equals_the_plain_path_with_images(vl) -> None:
     mask = batch.loss_mask.bool()
     torch.testing.assert_close(shared[mask], plain[mask].detach(), atol=1e-5, rtol=0)
     names = [n for n, _ in model.named_parameters()]
-    assert any(
-        g.abs().sum() > 0 for n, g in zip(names, plain_grads, strict=True) if "vision_tower" in n
-    )  # it trains too
+    tower = [g for n, g in zip(names, plain_grads, strict=True) if "vision_tower" in n or ".visual." in n]
+    assert tower and any(g.abs().sum() > 0 for g in tower)  # the vision tower trains too
     for shared_grad, plain_grad in zip(shared_grads, plain_grads, strict=True):
         torch.testing.assert_close(shared_grad, plain_grad, atol=1e-5, rtol=1e-4)
 

@@ -11,7 +11,7 @@ import torch
 from torch import nn
 from torch.utils.checkpoint import checkpoint
 
-from verity.vision import media_of, stack_media
+from verity.vision import exclude_placeholders, media_of, media_positions, placeholder_ids, stack_media
 
 
 class TokenRows(Protocol):
@@ -48,8 +48,8 @@ def token_logprobs(
     (B, T) of the predicting distribution; both use ``logits / temperature`` as the sampler did. The output head
     runs on ``chunk_tokens`` positions at a time (``head_logprobs``), so the (B, T, V) logits never exist. Rows
     with images (``batch.media``, one entry per row) feed their pixel inputs to the model."""
-    positions = (batch.attention_mask.cumsum(-1) - 1).clamp(min=0)
     media = stack_media(getattr(batch, "media", None) or [], batch.input_ids.device)
+    positions, _ = media_positions(model, batch.input_ids, batch.attention_mask, media)
     hidden = decoder_states(
         model, media, input_ids=batch.input_ids, attention_mask=batch.attention_mask, position_ids=positions
     )
@@ -92,12 +92,14 @@ def head_logprobs(
     causal = causal_lm(model)
     head = causal.get_output_embeddings()
     softcap = getattr(causal.config.get_text_config(decoder=True), "final_logit_softcapping", None)
+    excluded = placeholder_ids(causal)  # image placeholders: never written by the policy
 
     def chunk_logprobs(h: torch.Tensor, ids: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor | None]:
         logits = head(h)  # (C, V), at least float32: bf16/fp16 logits are upcast
         logits = logits.to(torch.promote_types(logits.dtype, torch.float32))
         if softcap:
             logits = torch.tanh(logits / softcap) * softcap
+        logits = exclude_placeholders(logits, excluded)
         logp_all = torch.log_softmax(logits / temperature, dim=-1)
         picked = logp_all.gather(-1, ids[:, None]).squeeze(-1)  # (C,)
         entropy = -(logp_all.exp() * logp_all).sum(-1) if with_entropy else None

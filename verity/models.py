@@ -41,7 +41,7 @@ from verity.schema import ConfigError
 from verity.tokenizer import build_bpe_tokenizer
 from verity.train.sft import demonstration_batch, sft_loss
 from verity.types import Item
-from verity.vision import check_supported, is_vision_config
+from verity.vision import is_vision_config
 from verity.vision_base import build_tiny_vl
 
 BUILTIN = "tiny"
@@ -314,8 +314,6 @@ def load_policy(name_or_path: str | Path, dtype: str = "auto", device: str = "cp
         model = (auto or AutoModelForCausalLM).from_pretrained(name_or_path, dtype=torch_dtype[dtype])
     except (OSError, ValueError) as err:
         raise ConfigError(f"model.name: cannot load {name_or_path!r}: {_first_line(err)}") from None
-    if auto is not None:
-        check_supported(model)
     if device == "cpu" and model.dtype != torch.float32:
         model = model.float()
     return model.to(device), tokenizer

@@ -10,6 +10,7 @@ placeholder tokens of the flattened batch.
 
 from __future__ import annotations
 
+import json
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
@@ -47,8 +48,15 @@ def encode_images(processor: Any, text: str, images: Sequence[Any]) -> PromptIds
     model inputs of ``images``."""
     loaded = [load_image(ref) for ref in images]
     out = processor(text=[text], images=[loaded], return_tensors="pt")
+    ids = out["input_ids"][0].tolist()
+    image_token = getattr(processor, "image_token_id", None)
+    if image_token is not None and image_token not in ids:
+        raise ConfigError(
+            "model.name: the prompt has no image placeholder after the chat template (does the processor have a "
+            f"chat template that renders image parts?): {text!r}"
+        )
     media = {k: v for k, v in out.items() if k not in TOKEN_KEYS and isinstance(v, torch.Tensor)}
-    return PromptIds(out["input_ids"][0].tolist(), media)
+    return PromptIds(ids, media)
 
 
 def is_vision_config(config: Any) -> bool:
@@ -56,16 +64,52 @@ def is_vision_config(config: Any) -> bool:
     return getattr(config, "vision_config", None) is not None
 
 
-def check_supported(model: Any) -> None:
-    """Refuse, with what to do, a vision-language model whose positions Verity does not compute: multimodal
-    RoPE (Qwen2-VL and Qwen2.5-VL) gives image tokens 3-D positions that the engine's decode steps and the
-    learner's forwards would have to carry."""
-    base = getattr(model, "base_model", None)
-    if base is not None and hasattr(base, "get_rope_index"):
-        raise ConfigError(
-            f"model.name: {type(model).__name__} uses multimodal RoPE (3-D positions for image tokens), which "
-            "Verity's engine and learner do not compute yet; use a LLaVA-style or Idefics3/SmolVLM model"
-        )
+EXCLUDED_LOGIT = -1e9  # finite: its probability is exactly 0 and 0 * logit stays 0 in entropies
+
+
+def placeholder_ids(model: torch.nn.Module) -> list[int]:
+    """A vision-language model's image (and video) placeholder tokens; none for a text model.
+
+    The policy never writes them: the engine samples, and the learner scores, every completion token under
+    logits where they are excluded (``exclude_placeholders``), so the two agree exactly. A placeholder in a
+    completion would claim image features that do not exist and break every later forward over it."""
+    causal = model.get_base_model() if hasattr(model, "get_base_model") else model
+    config = causal.config
+    if not is_vision_config(config):
+        return []
+    ids = (getattr(config, "image_token_id", None), getattr(config, "video_token_id", None))
+    return sorted({t for t in ids if isinstance(t, int) and t >= 0})
+
+
+def exclude_placeholders(logits: torch.Tensor, ids: list[int]) -> torch.Tensor:
+    """``logits`` (..., V) with the ``ids`` columns set to a logit whose probability is 0."""
+    if not ids:
+        return logits
+    return logits.index_fill(-1, torch.tensor(ids, device=logits.device), EXCLUDED_LOGIT)
+
+
+def media_positions(
+    model: torch.nn.Module, input_ids: torch.Tensor, attention_mask: torch.Tensor, media: dict[str, Any]
+) -> tuple[torch.Tensor, torch.Tensor | None]:
+    """Position ids of a forward over rows ``input_ids`` (B, T) (left- or right-padded), and each row's offset.
+
+    Most models number the real tokens 0, 1, ... (B, T); the offset is None. A model with multimodal RoPE
+    (Qwen2-VL, Qwen2.5-VL: ``get_rope_index``) gives a row with images (3, B, T) positions, where an image's
+    tokens take its grid's height and width positions, so the text after it continues from a shifted number:
+    token t of a row (counting real tokens) sits at ``t + offset`` (B,). The engine's decode steps and the
+    shared-prompt continuations place their tokens by that offset."""
+    positions = (attention_mask.cumsum(-1) - 1).clamp(min=0)
+    causal = model.get_base_model() if hasattr(model, "get_base_model") else model
+    rope_index = getattr(getattr(causal, "base_model", None), "get_rope_index", None)
+    if rope_index is None or not media:
+        return positions, None
+    config = causal.config
+    types = (input_ids == config.image_token_id).int()
+    if getattr(config, "video_token_id", None) is not None:
+        types = types + 2 * (input_ids == config.video_token_id).int()
+    grids = {k: v for k, v in media.items() if k.endswith("_grid_thw")}
+    positions, offset = rope_index(input_ids, mm_token_type_ids=types, attention_mask=attention_mask, **grids)
+    return positions, offset.view(-1)
 
 
 def freeze_vision(model: torch.nn.Module) -> int:
@@ -83,14 +127,41 @@ def freeze_vision(model: torch.nn.Module) -> int:
 
 
 def load_processor(path: str | Path) -> Any:
-    """The model's own processor (``AutoProcessor``), tokenizer padding on the left."""
+    """The model's own processor (``AutoProcessor``), tokenizer padding on the left; for a processor that also
+    loads video processing, which needs torchvision, the same processor without it where that cannot load."""
     from transformers import AutoProcessor
 
     try:
-        processor = AutoProcessor.from_pretrained(path, padding_side="left")
+        try:
+            processor = AutoProcessor.from_pretrained(path, padding_side="left")
+        except (ImportError, OSError) as err:  # no torchvision, or a saved image-only processor
+            if not any(word in str(err).lower() for word in ("torchvision", "video processor")):
+                raise
+            processor = _image_only_processor(path)
     except (OSError, ValueError, ImportError) as err:
         first = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
         raise ConfigError(f"model.name: no usable image processor in {str(path)!r}: {first}") from None
     if getattr(processor, "image_processor", None) is None:
         raise ConfigError(f"model.name: the processor of {str(path)!r} has no image processor")
     return processor
+
+
+def _image_only_processor(path: str | Path) -> Any:
+    """The model's processor without its video processor, for a processor class that loads one (Qwen2-VL) where
+    video processing cannot load (it needs torchvision, which CPU-only installs may lack). Images are processed
+    exactly as the full processor does; the class keeps its name, so a saved copy loads as the original."""
+    import transformers
+
+    config = Path(path) / "processor_config.json"
+    name = json.loads(config.read_text()).get("processor_class") if config.is_file() else None
+    base = getattr(transformers, name, None) if name else None
+    if base is None or "video_processor" not in base.get_attributes():
+        raise ImportError(f"the processor of {path} needs torchvision, which is not installed")
+
+    def __init__(
+        self: Any, image_processor: Any = None, tokenizer: Any = None, chat_template: Any = None, **kwargs: Any
+    ) -> None:
+        base.__init__(self, image_processor, tokenizer, None, chat_template=chat_template, **kwargs)
+
+    image_only = type(base.__name__, (base,), {"__init__": __init__})
+    return image_only.from_pretrained(path, padding_side="left")

@@ -16,7 +16,7 @@ from transformers.cache_utils import DynamicCache
 
 from verity.modeling import DEFAULT_LOGIT_CHUNK_TOKENS, cache_keyword, decoder_states, head_logprobs
 from verity.train.batching import Batch
-from verity.vision import stack_media
+from verity.vision import media_positions, stack_media
 
 
 def prompt_groups(batch: Batch) -> tuple[torch.Tensor, torch.Tensor, list[tuple[int, ...]]] | None:
@@ -88,12 +88,13 @@ def shared_prefix_logprobs(
     media = None
     if batch.media:  # each distinct prefix's image inputs, from the first row that continues it
         media = stack_media([batch.media[owner.tolist().index(u)] for u in range(len(prefixes))], device)
+    prefix_positions, offset = media_positions(model, prefix_ids, prefix_mask, media or {})
     first = decoder_states(
         model,
         media,
         input_ids=prefix_ids,
         attention_mask=prefix_mask,
-        position_ids=(prefix_mask.cumsum(-1) - 1).clamp(min=0),
+        position_ids=prefix_positions,
         use_cache=True,
         **{cache_keyword(model): cache},
     )[:, -1]  # (U, H) predicts each row's first continuation token
@@ -114,8 +115,10 @@ def shared_prefix_logprobs(
         ids = batch.input_ids[rows].gather(1, columns).masked_fill(~valid, 0)
         mask = torch.cat([prefix_mask[index], valid.long()], dim=-1)
         kwargs = {cache_keyword(model): kv}
+        # Under multimodal RoPE, text after a prompt's images is numbered from its shifted start.
+        positions = columns if offset is None else columns + offset[index, None]
         rest = decoder_states(
-            model, input_ids=ids, attention_mask=mask, position_ids=columns, use_cache=True, **kwargs
+            model, input_ids=ids, attention_mask=mask, position_ids=positions, use_cache=True, **kwargs
         )
         hidden = torch.cat([first[index, None], rest[:, :-1]], dim=1)  # (R, S, H)
         picked, ent = head_logprobs(model, hidden, ids, temperature, with_entropy, chunk_tokens)  # (R, S)
