@@ -37,7 +37,7 @@ from verity.train.learner import Learner
 from verity.train.lora import apply_lora
 from verity.train.rank import GroupSpec
 from verity.types import Item
-from verity.vision import freeze_vision, is_vision_config, load_processor
+from verity.vision import freeze_vision, is_vision_config, model_processor
 
 Log = Callable[[str], None]
 
@@ -59,6 +59,7 @@ class Parts:
     ref_model: nn.Module | None
     critic: CriticTrainer | GroupCritic | None = None
     add_references: AddReferences | None = None  # ViSurf
+    processor: Any = None  # a vision-language model's processor (saved with the final model)
 
     def state_dict(self) -> dict[str, Any]:
         """Everything that changes during training, for checkpoints."""
@@ -161,7 +162,7 @@ def build_parts(cfg: Config, log: Log) -> Parts:
     sampler = Sampler(
         sources, cfg.data, cfg.rollout.sampling(), held_out=held_out, seed=cfg.seed, threshold=cfg.eval.threshold
     )
-    processor = load_processor(model_path) if is_vision_config(model.config) else None
+    processor = model_processor(model, model_path)
     encode = partial(TaskPrompts(cfg.data, processor).encode, tokenizer)
 
     def supply(count: int) -> list[tuple[Item, list[int]]]:
@@ -194,4 +195,5 @@ def build_parts(cfg: Config, log: Log) -> Parts:
         ref_model,
         critic,
         references,
+        processor,
     )

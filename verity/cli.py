@@ -202,13 +202,14 @@ def _eval(cfg: Config, model: str, out: str | None, ks: tuple[int, ...]) -> int:
     from verity.models import load_policy
     from verity.rewards.executor import RewardExecutor
     from verity.rollout.hf import HFEngine
+    from verity.vision import model_processor
 
     check_device(cfg.runtime.device)
     _, items = build_tasks(cfg)
     policy, tokenizer = load_policy(model, cfg.model.dtype, resolve_device(cfg.runtime.device))
     apply_default_threads(cfg, small_model=policy.num_parameters() < SMALL_MODEL_PARAMETERS)
     engine = HFEngine(policy, tokenizer, batch_size=cfg.eval.batch_size, seed=cfg.seed)
-    prompts = TaskPrompts(cfg.data)
+    prompts = TaskPrompts(cfg.data, model_processor(policy, model))
     with RewardExecutor(cfg.reward) as executor, Progress(transient=True) as bar:
         task = bar.add_task("evaluating", total=len(items))
         result = evaluate(

@@ -253,7 +253,7 @@ def _train_locked(cfg: Config, run: RunDir, resume: bool, quiet: bool) -> dict[s
             summary["eval_after"] = _eval_and_log(parts, tracker, step, progress)
             summary["best_accuracy"] = max(summary["best_accuracy"], summary["eval_after"]["accuracy"])
             _warn(summary, progress, collapse.observe_eval(step, summary["eval_after"]))
-            summary["final_model"] = str(run.save_model(parts.learner, parts.tokenizer))
+            summary["final_model"] = str(run.save_model(parts.learner, parts.processor or parts.tokenizer))
             summary["status"] = "finished"
     except BaseException as err:
         summary["status"] = "failed"

@@ -126,6 +126,11 @@ def freeze_vision(model: torch.nn.Module) -> int:
     return frozen
 
 
+def model_processor(model: torch.nn.Module, path: str | Path) -> Any:
+    """The processor of the model at ``path`` when it is a vision-language model, else None."""
+    return load_processor(path) if is_vision_config(model.config) else None
+
+
 def load_processor(path: str | Path) -> Any:
     """The model's own processor (``AutoProcessor``), tokenizer padding on the left; for a processor that also
     loads video processing, which needs torchvision, the same processor without it where that cannot load."""

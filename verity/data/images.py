@@ -8,6 +8,7 @@ fingerprints one without decoding it where it can, so held-out checks stay cheap
 
 from __future__ import annotations
 
+import base64
 import hashlib
 import io
 from pathlib import Path
@@ -62,6 +63,15 @@ def item_key(item: Item) -> str:
     if not item.images:
         return item.prompt
     return "\x00".join([item.prompt, *(image_digest(ref) for ref in item.images)])
+
+
+def image_data_uri(ref: Any, max_side: int = 128) -> str:
+    """A PNG data URI of the image (shrunk to at most ``max_side`` pixels a side), for reports and eval files."""
+    image = load_image(ref)
+    image.thumbnail((max_side, max_side))
+    buffer = io.BytesIO()
+    image.save(buffer, format="PNG")
+    return "data:image/png;base64," + base64.b64encode(buffer.getvalue()).decode()
 
 
 def row_images(value: Any, base: Path | None, where: str) -> tuple[Any, ...]:
