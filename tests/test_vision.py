@@ -32,7 +32,8 @@ from verity.rollout.hf import HFEngine
 from verity.schema import ConfigError
 from verity.tokenizer import VL_CHAT_TEMPLATE, build_char_tokenizer
 from verity.train.batching import collate
-from verity.train.lora import save_policy
+from verity.train.config import LoraConfig
+from verity.train.lora import apply_lora, save_policy
 from verity.train.prefix import prompt_groups, shared_prefix_logprobs
 from verity.types import Item, PromptIds, Rollout
 from verity.vision import freeze_vision, load_processor, media_of
@@ -260,3 +261,33 @@ def test_text_model_refuses_image_items() -> None:
     item = Item(id="1", task="t", prompt="Colour?", images=(picture("red"),))
     with pytest.raises(ConfigError, match="no image processor"):
         encode_prompt(tokenizer, item, None)
+
+
+def test_vllm_engine_refuses_image_prompts() -> None:
+    from verity.rollout.vllm import VLLMEngine
+
+    prompt = PromptIds([1, 2], {"pixel_values": torch.zeros(1, 3, 4, 4)})
+    with pytest.raises(ConfigError, match="the vllm engine does not take image prompts"):
+        VLLMEngine.generate(None, [prompt], SamplingParams(max_new_tokens=2))
+
+
+@pytest.mark.parametrize("vision", ["frozen", "lora", "full"])
+def test_lora_on_the_language_model_with_the_vision_tower_frozen_or_trained(vl, vision: str) -> None:
+    import copy
+
+    model, processor = vl
+    tower = "visual" if "image_grid_thw" in media_of(encode(processor, "?", picture("red"))) else "vision_tower"
+    policy = apply_lora(copy.deepcopy(model), LoraConfig(r=2, target_modules="all-linear", vision=vision))
+    trainable = [n for n, p in policy.named_parameters() if p.requires_grad]
+    in_tower = [n for n in trainable if f".{tower}." in n]
+    assert any("language_model" in n and "lora_" in n for n in trainable)
+    if vision == "frozen":
+        assert not in_tower
+    elif vision == "lora":
+        assert in_tower and all("lora_" in n for n in in_tower)
+    else:
+        assert in_tower and not any("lora_" in n for n in in_tower)
+    # The adapted model reads images: its log-probs equal the base model's (adapters start at zero).
+    batch = collate([_rollout(encode(processor, "Colour?", picture("red")), [5, 6, 7])], 0)
+    with torch.no_grad():
+        torch.testing.assert_close(token_logprobs(policy, batch, 1.0)[0], token_logprobs(model, batch, 1.0)[0])

@@ -112,15 +112,27 @@ def media_positions(
     return positions, offset.view(-1)
 
 
+def vision_modules(model: torch.nn.Module) -> list[str]:
+    """Names of a vision-language model's top-level modules outside its language model and output head (the
+    vision tower and the projector); empty for a text model."""
+    if getattr(model.config, "vision_config", None) is None:
+        return []
+    language = {id(m) for m in model.get_decoder().modules()} | {id(model.get_output_embeddings())}
+    outside: list[str] = []
+    for name, module in model.named_modules():
+        if not name or any(name.startswith(f"{o}.") for o in outside):
+            continue
+        if all(id(m) not in language for m in module.modules()):
+            outside.append(name)
+    return outside
+
+
 def freeze_vision(model: torch.nn.Module) -> int:
-    """Fix every weight outside the language model and its output head (the vision tower and the projector);
-    returns how many parameters were frozen."""
-    causal = model.get_base_model() if hasattr(model, "get_base_model") else model
-    language = {id(p) for p in causal.get_decoder().parameters()}
-    language |= {id(p) for p in causal.get_output_embeddings().parameters()}
+    """Fix the weights of the vision tower and the projector (``vision_modules``); returns how many parameters
+    were frozen."""
     frozen = 0
-    for p in causal.parameters():
-        if id(p) not in language:
+    for name in vision_modules(model):
+        for p in model.get_submodule(name).parameters():
             p.requires_grad_(False)
             frozen += p.numel()
     return frozen
