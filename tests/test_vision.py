@@ -16,7 +16,14 @@ import pytest
 import torch
 from conftest import single_thread
 from PIL import Image
-from transformers import Qwen2VLConfig, Qwen2VLForConditionalGeneration
+from transformers import (
+    Idefics3Config,
+    Idefics3ForConditionalGeneration,
+    Idefics3ImageProcessorPil,
+    Qwen2VLConfig,
+    Qwen2VLForConditionalGeneration,
+)
+from transformers.models.idefics3.processing_idefics3 import Idefics3Processor
 from transformers.models.qwen2_vl.image_processing_pil_qwen2_vl import Qwen2VLImageProcessorPil
 
 from verity.data.config import TaskConfig
@@ -81,19 +88,49 @@ def tiny_qwen2_vl(path: Path) -> tuple[Qwen2VLForConditionalGeneration, object]:
     return Qwen2VLForConditionalGeneration(config), load_processor(path)
 
 
-@pytest.fixture(scope="module", params=["llava", "qwen2_vl"])
+def tiny_idefics3() -> tuple[Idefics3ForConditionalGeneration, object]:
+    """A tiny Idefics3 (the SmolVLM architecture): a SigLIP-style tower, pixel shuffle, a Llama decoder."""
+    tokenizer = build_char_tokenizer()
+    tokenizer.add_tokens(["<fake_token_around_image>", "<image>", "<end_of_utterance>", "<global-img>"], True)
+    tokenizer.chat_template = VL_CHAT_TEMPLATE
+    side = {"longest_edge": 32}
+    images = Idefics3ImageProcessorPil(do_image_splitting=False, size=side, max_image_size=side)
+    processor = Idefics3Processor(images, tokenizer, image_seq_len=4, chat_template=VL_CHAT_TEMPLATE)
+    text = {"model_type": "llama", "vocab_size": len(tokenizer), "hidden_size": 32, "intermediate_size": 64}
+    text |= {"num_hidden_layers": 2, "num_attention_heads": 2, "num_key_value_heads": 2}
+    text |= {"pad_token_id": tokenizer.pad_token_id, "eos_token_id": tokenizer.eos_token_id}
+    vision = {"hidden_size": 32, "intermediate_size": 64, "num_hidden_layers": 1, "num_attention_heads": 2}
+    config = Idefics3Config(
+        vision_config={**vision, "image_size": 32, "patch_size": 8},
+        text_config=text,
+        scale_factor=2,  # 16 patches shuffled into 4 image tokens
+        image_token_id=tokenizer.convert_tokens_to_ids("<image>"),
+        pad_token_id=tokenizer.pad_token_id,
+    )
+    return Idefics3ForConditionalGeneration(config), processor
+
+
+@pytest.fixture(scope="module", params=["llava", "qwen2_vl", "idefics3"])
 def vl(request, tmp_path_factory) -> Iterator:
-    """A randomly initialised tiny vision-language model and its processor: LLaVA-style (the tiny-vl base) or
-    Qwen2-VL (multimodal RoPE: image tokens get 2-D positions, and the text after them a shifted start)."""
+    """A randomly initialised tiny vision-language model and its processor: LLaVA-style (the tiny-vl base),
+    Qwen2-VL (multimodal RoPE: image tokens get 2-D positions, and the text after them a shifted start) or
+    Idefics3 (SmolVLM's architecture: images as a batch-first (B, images, C, H, W) input)."""
     with single_thread():
         torch.manual_seed(0)
         if request.param == "qwen2_vl":
             model, processor = tiny_qwen2_vl(tmp_path_factory.mktemp("qwen"))
+        elif request.param == "idefics3":
+            model, processor = tiny_idefics3()
         else:
             settings = {"hidden_size": 32, "num_layers": 2, "num_heads": 2, "intermediate_size": 64}
             cfg = ModelConfig(tiny=settings, tiny_vision={"image_size": 16, "patch_size": 8, "hidden_size": 16})
             model, processor = build_tiny_vl(cfg, build_char_tokenizer())
         yield model.eval(), processor
+
+
+def tower_name(model) -> str:
+    """The vision tower's attribute name in each family's base model."""
+    return next(n for n in ("vision_tower", "visual", "vision_model") if hasattr(model.model, n))
 
 
 def image_token(model) -> int:
@@ -235,7 +272,7 @@ def test_shared_prompt_path_equals_the_plain_path_with_images(vl) -> None:
     mask = batch.loss_mask.bool()
     torch.testing.assert_close(shared[mask], plain[mask].detach(), atol=1e-5, rtol=0)
     names = [n for n, _ in model.named_parameters()]
-    tower = [g for n, g in zip(names, plain_grads, strict=True) if "vision_tower" in n or ".visual." in n]
+    tower = [g for n, g in zip(names, plain_grads, strict=True) if f".{tower_name(model)}." in n]
     assert tower and any(g.abs().sum() > 0 for g in tower)  # the vision tower trains too
     for shared_grad, plain_grad in zip(shared_grads, plain_grads, strict=True):
         torch.testing.assert_close(shared_grad, plain_grad, atol=1e-5, rtol=1e-4)
@@ -252,8 +289,8 @@ def test_freeze_vision_leaves_the_language_model_trainable(vl) -> None:
     frozen = freeze_vision(model)
     trainable = {n for n, p in model.named_parameters() if p.requires_grad}
     assert frozen > 0 and trainable
-    assert all("language_model" in n or n.startswith("lm_head") for n in trainable)
-    assert not any("vision_tower" in n or "projector" in n for n in trainable)
+    assert not any(f".{tower_name(model)}." in n or "projector" in n or "connector" in n for n in trainable)
+    assert all(p.requires_grad for p in model.get_decoder().parameters())
 
 
 def test_text_model_refuses_image_items() -> None:
@@ -276,11 +313,12 @@ def test_lora_on_the_language_model_with_the_vision_tower_frozen_or_trained(vl, 
     import copy
 
     model, processor = vl
-    tower = "visual" if "image_grid_thw" in media_of(encode(processor, "?", picture("red"))) else "vision_tower"
+    tower = tower_name(model)
     policy = apply_lora(copy.deepcopy(model), LoraConfig(r=2, target_modules="all-linear", vision=vision))
     trainable = [n for n, p in policy.named_parameters() if p.requires_grad]
     in_tower = [n for n in trainable if f".{tower}." in n]
-    assert any("language_model" in n and "lora_" in n for n in trainable)
+    language = "text_model" if hasattr(model.model, "text_model") else "language_model"
+    assert any(f".{language}." in n and "lora_" in n for n in trainable)
     if vision == "frozen":
         assert not in_tower
     elif vision == "lora":
