@@ -1,5 +1,6 @@
 """A vision-language run end to end: the tiny-vl base is built and cached, RL steps with a KL reference run on
-image prompts, the final model is saved with its processor, and a run resumes from its checkpoint."""
+image prompts of a two-task mixture with ViSurf references, the final model is saved with its processor, and a
+run resumes from its checkpoint."""
 
 from __future__ import annotations
 
@@ -28,16 +29,19 @@ def settings(tmp_path: Path) -> dict:
             "tiny_vision": {"image_size": 16, "hidden_size": 16, "num_layers": 1},
             "warmup": {"max_steps": 4, "check_every": 2, "check_items": 8, "batch_size": 16},
         },
-        "data": {
+        "data": {  # a mixture of two visual tasks, with ViSurf's reference in each group
             "tasks": [
                 {
                     "source": "generator",
-                    "name": "shape",
+                    "name": kind,
                     "function": "verity.data.visual:shapes",
-                    "kwargs": {"kind": "shape"},
+                    "kwargs": {"kind": kind},
                 }
+                for kind in ("shape", "colour")
             ],
             "eval_items": 4,
+            "visurf": True,
+            "reference_field": "answer",
         },
         "rollout": {"prompts_per_step": 3, "group_size": 3, "max_new_tokens": 4},
         "algo": {"kl_coef": 0.01},
@@ -56,6 +60,7 @@ def test_vision_run_trains_saves_and_resumes(tmp_path: Path) -> None:
     # Before the first update the learner, the reference and the engine score the image prompts alike.
     assert first["mismatch/logprob_diff_max"] < 1e-4
     assert abs(first["kl"]) < 1e-6
+    assert {"task/shape/share", "task/colour/share"} <= set(first)
     final = Path(summary["final_model"])
     load_policy(final)
     assert load_processor(final).image_processor is not None
