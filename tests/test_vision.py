@@ -34,6 +34,7 @@ from verity.data.visual import KINDS, shapes
 from verity.model_config import ModelConfig
 from verity.modeling import token_logprobs
 from verity.models import load_policy
+from verity.rewards.labels import classification
 from verity.rollout.engine import SamplingParams
 from verity.rollout.hf import HFEngine
 from verity.schema import ConfigError
@@ -179,6 +180,10 @@ def test_visual_tasks_are_deterministic_and_answer_from_their_labels() -> None:
         assert a["images"][0].tobytes() == b["images"][0].tobytes()
     counts = {shapes(0, i, kind="count")["answer"] for i in range(50)}
     assert counts == {"1", "2", "3", "4"}
+    # CLS-RL: the label set rides on the row, so the classification verifier rejects answers outside it.
+    row = shapes(0, 0, kind="colour")
+    assert classification(f"<answer>{row['answer']}</answer>", answer=row["answer"], labels=row["labels"]) == 1.0
+    assert classification("<answer>purple</answer>", answer=row["answer"], labels=row["labels"]) == 0.0
 
 
 def test_processor_and_checkpoint_round_trip(vl, tmp_path: Path) -> None:
