@@ -334,3 +334,16 @@ def test_lora_on_the_language_model_with_the_vision_tower_frozen_or_trained(vl, 
     batch = collate([_rollout(encode(processor, "Colour?", picture("red")), [5, 6, 7])], 0)
     with torch.no_grad():
         torch.testing.assert_close(token_logprobs(policy, batch, 1.0)[0], token_logprobs(model, batch, 1.0)[0])
+
+
+def test_prompt_ids_keep_their_images_when_continued_and_pickled() -> None:
+    import pickle
+
+    prompt = PromptIds([1, 2, 3], {"pixel_values": torch.arange(6.0).view(1, 6)})
+    tail = [4, 5]
+    continued = prompt + tail  # a partial completion or an environment's reply: the same images
+    assert list(continued) == [1, 2, 3, 4, 5] and media_of(continued) is prompt.media
+    assert media_of(prompt[:2]) is None and list(prompt) == [1, 2, 3]
+    back = pickle.loads(pickle.dumps([prompt, prompt]))  # Ray moves rollouts pickled
+    assert back[0] == [1, 2, 3] and torch.equal(back[0].media["pixel_values"], prompt.media["pixel_values"])
+    assert back[0].media is back[1].media  # one prompt's samples still share one set of inputs

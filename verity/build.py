@@ -168,7 +168,7 @@ def build_parts(cfg: Config, log: Log) -> Parts:
     def supply(count: int) -> list[tuple[Item, list[int]]]:
         return [(draw.item, encode(draw.item)) for draw in sampler.sample(count)]
 
-    episodes = build_episode_runner(cfg, engine, tokenizer)
+    episodes = build_episode_runner(cfg, engine, tokenizer, processor)
     runtime = build_runtime(
         cfg.runtime.kind, RuntimeSpec(cfg, model_path, engine, spec, executor, learner, episodes, supply)
     )

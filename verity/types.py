@@ -39,6 +39,11 @@ class PromptIds(list):
         super().__init__(ids)
         self.media = media
 
+    def __add__(self, tokens: list[int]) -> PromptIds:  # type: ignore[override]
+        """The prompt continued by ``tokens`` (a partial completion, an environment's reply): still the same
+        images, so the image inputs stay with it."""
+        return PromptIds([*self, *tokens], self.media)
+
 
 @dataclass(frozen=True)
 class Score:
