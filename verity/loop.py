@@ -41,7 +41,6 @@ from verity.runs import read_summary
 from verity.runtime.base import WorkerRestart
 from verity.tracking import build_tracker, field_metrics, reward_range
 from verity.train.batching import Batch, collate
-from verity.train.checkpoint import latest_checkpoint
 from verity.types import Rollout
 
 
@@ -271,11 +270,9 @@ def _train_locked(cfg: Config, run: RunDir, resume: bool, quiet: bool) -> dict[s
 
 
 def disk_full(run: RunDir, err: OSError) -> RunDirError:
-    last = latest_checkpoint(run.checkpoints)
-    kept = f"the last checkpoint ({last.name}) is intact" if last else "no checkpoint was kept"
     return RunDirError(
-        f"writing {err.filename or 'under ' + str(run.path)} failed ({err.strerror or err}); {kept}; free space "
-        "and continue with --resume"
+        f"writing {err.filename or 'under ' + str(run.path)} failed ({err.strerror or err}); "
+        f"{run.what_next('free space')}"
     )
 
 

@@ -82,13 +82,11 @@ def head_logprobs(
     it, so training holds (B, S, H) hidden states rather than (B, S, V) log-probabilities."""
     causal = causal_lm(model)
     head = causal.get_output_embeddings()
-    softcap = getattr(causal.config.get_text_config(decoder=True), "final_logit_softcapping", None)
+    config = causal.config.get_text_config(decoder=True)
 
     def chunk_logprobs(h: torch.Tensor, ids: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor | None]:
         logits = head(h)  # (C, V), at least float32: bf16/fp16 logits are upcast
-        logits = logits.to(torch.promote_types(logits.dtype, torch.float32))
-        if softcap:
-            logits = torch.tanh(logits / softcap) * softcap
+        logits = scale_logits(logits.to(torch.promote_types(logits.dtype, torch.float32)), config)
         logp_all = torch.log_softmax(logits / temperature, dim=-1)
         picked = logp_all.gather(-1, ids[:, None]).squeeze(-1)  # (C,)
         entropy = -(logp_all.exp() * logp_all).sum(-1) if with_entropy else None
@@ -109,6 +107,50 @@ def head_logprobs(
     picked = torch.cat([p for p, _ in pieces]).view(rows, width)
     entropy = torch.cat([e for _, e in pieces]).view(rows, width) if with_entropy else None
     return picked, entropy
+
+
+def scale_logits(logits: torch.Tensor, config: object) -> torch.Tensor:
+    """What models do to their output head's logits before the softmax, read from the text config: Cohere's
+    ``logit_scale`` (multiplied), Granite's ``logits_scaling`` (divided by), Gemma's ``final_logit_softcapping``
+    (``c * tanh(logits / c)``). ``check_output_head`` catches a model that does something else."""
+    if scale := getattr(config, "logit_scale", None):
+        logits = logits * scale
+    if scaling := getattr(config, "logits_scaling", None):
+        logits = logits / scaling
+    if softcap := getattr(config, "final_logit_softcapping", None):
+        logits = torch.tanh(logits / softcap) * softcap
+    return logits
+
+
+@torch.inference_mode()
+def check_output_head(model: nn.Module, tolerance: float = 1e-3) -> None:
+    """Refuse a model whose own forward gives other log-probs than the decoder plus chunked head that the
+    learner and the engine use (``token_logprobs``), e.g. one that rescales its logits in a way ``scale_logits``
+    does not know: the policy gradient would follow a different distribution than the one that sampled.
+
+    Checked on one short row of token ids; ``tolerance`` is on log-probs, widened for half-precision weights."""
+    config = causal_lm(model).config
+    vocab = config.get_text_config(decoder=True).vocab_size
+    device = next(model.parameters()).device
+    ids = (torch.arange(1, 9, device=device) * 7919 % vocab)[None]  # (1, 8)
+    rows = _Rows(ids, torch.ones_like(ids))
+    was_training = model.training
+    model.eval()
+    try:
+        ours, _ = token_logprobs(model, rows, temperature=1.0)  # (1, 8)
+        logits = model(input_ids=ids, attention_mask=rows.attention_mask).logits[:, :-1].float()  # (1, 7, V)
+    finally:
+        model.train(was_training)
+    theirs = torch.log_softmax(logits, -1).gather(-1, ids[:, 1:, None]).squeeze(-1)  # (1, 7)
+    if next(model.parameters()).dtype != torch.float32:
+        tolerance = max(tolerance, 5e-2)
+    gap = (ours[:, 1:] - theirs).abs().max().item()
+    if gap > tolerance:
+        raise ValueError(
+            f"model type {config.model_type!r}: its forward gives log-probs up to {gap:.3g} away from the decoder "
+            "plus output head that training uses; it transforms its logits in a way verity.modeling.scale_logits "
+            "does not reproduce (add it there)"
+        )
 
 
 @dataclass

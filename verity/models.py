@@ -27,6 +27,7 @@ from verity.data.prompts import encode_prompt
 from verity.data.samplers import held_out_message
 from verity.data.sources import TaskSource
 from verity.eval import Scorer, evaluate
+from verity.modeling import check_output_head
 from verity.rollout.hf import HFEngine
 from verity.schema import ConfigError
 from verity.tokenizer import build_bpe_tokenizer
@@ -286,7 +287,12 @@ def load_policy(name_or_path: str | Path, dtype: str = "auto", device: str = "cp
         raise ConfigError(f"model.name: cannot load {name_or_path!r}: {_first_line(err)}") from None
     if device == "cpu" and model.dtype != torch.float32:
         model = model.float()
-    return model.to(device), tokenizer
+    model = model.to(device)
+    try:
+        check_output_head(model)
+    except ValueError as err:
+        raise ConfigError(f"model.name: {name_or_path}: {err}") from None
+    return model, tokenizer
 
 
 def _first_line(err: BaseException) -> str:
