@@ -142,3 +142,8 @@ class LoraConfig(Section):
     save: Literal["merged", "adapter"] = Field(
         "merged", description="Final model: adapters merged into a plain model, or the adapter alone."
     )
+    vision: Literal["frozen", "lora", "full"] = Field(
+        "frozen",
+        description="A vision-language model's vision tower and projector: kept fixed (adapters on the language "
+        "model only), given adapters too, or trained in full beside the language model's adapters.",
+    )
