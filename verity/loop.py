@@ -197,7 +197,10 @@ def _train_locked(cfg: Config, run: RunDir, resume: bool, quiet: bool) -> dict[s
 
     stop = _StopFlag()
     watch = RewardWatch(cfg.reward.timeout_s)
-    collapse = CollapseWatch(len(parts.eval_items), summary.get("eval_before"))
+    off_policy = cfg.train.epochs * cfg.train.mini_batches > 1 or (
+        cfg.runtime.kind == "ray" and cfg.runtime.ray.mode == "async"
+    )
+    collapse = CollapseWatch(len(parts.eval_items), summary.get("eval_before"), off_policy)
     bad_steps = 0
     try:
         if not resume:
