@@ -94,7 +94,8 @@ def rl_step(parts: Parts) -> tuple[dict[str, float], list[Rollout]]:
     metrics.update(parts.runtime.executor.stats())
     metrics.update(data_metrics)
     metrics.update(task_metrics(rollouts, cfg.eval.threshold))
-    metrics.update(episode_metrics(rollouts))
+    if cfg.env is not None:  # turns also carry tree-search and process-reward steps, which are not episodes
+        metrics.update(episode_metrics(rollouts))
     parts.sampler.end_step(metrics)
     metrics.update(parts.sampler.metrics())
     return metrics, rollouts

@@ -41,6 +41,7 @@ def test_a_tree_run_trains_logs_tree_metrics_and_checkpoints_its_buffer(
     assert summary["status"] == "finished"
     rows = [line for line in (cfg.run_dir / "metrics.jsonl").read_text().splitlines() if '"tree/nodes"' in line]
     assert len(rows) == cfg.train.steps
+    assert not [key for key in json.loads(rows[-1]) if key.startswith("env/")]  # tree steps are not episodes
     state = torch.load(latest_checkpoint(cfg.run_dir / "checkpoints") / "state.pt", weights_only=False)
     entries = state["runtime"]["replay"]["entries"]
     assert len(entries) == json.loads(rows[-1])["tree/buffer_size"]
