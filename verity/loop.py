@@ -105,7 +105,7 @@ def declared_inputs(parts: Parts, rollouts: list[Rollout], batch: Batch) -> dict
     """The optional inputs the configured advantage estimator declares, computed and nothing else."""
     providers: dict[str, Callable[[], Any]] = {
         "values": lambda: parts.critic.values(batch) if parts.critic is not None else None,  # (N, T)
-        "turns": lambda: turn_tensors(rollouts, batch.loss_mask.shape[1]),
+        "turns": lambda: turn_tensors(rollouts, batch.loss_mask.shape[1], parts.engine.decode),
         "tasks": lambda: [r.item.task for r in rollouts],
         "item_ids": lambda: [r.item.id for r in rollouts],
     }
