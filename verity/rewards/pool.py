@@ -144,8 +144,10 @@ class WorkerPool:
 
     def _dispatch(self, tasks: list[tuple[Item, str]], pending: deque[int]) -> None:
         for w in self._workers:
-            size = self.batch_size or (_FAST_BATCH if self._task_s < _FAST_TASK_S else _SLOW_BATCH)
-            room = size - len(w.tasks)
+            if self.batch_size is not None:  # a batched verifier: whole batches to idle workers only
+                room = 0 if w.tasks else self.batch_size
+            else:
+                room = (_FAST_BATCH if self._task_s < _FAST_TASK_S else _SLOW_BATCH) - len(w.tasks)
             if not (w.ready and pending and room > 0):
                 continue
             if not w.tasks:

@@ -23,6 +23,8 @@ _BUILTIN_MODULES = (
     "verity.rewards.math",
     "verity.rewards.labels",
     "verity.rewards.code",
+    "verity.rewards.steps",
+    "verity.rewards.model_rewards",
 )
 
 _VERIFIERS: Registry[Verifier] = Registry("verifier", _BUILTIN_MODULES)
