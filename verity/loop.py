@@ -207,8 +207,15 @@ def _train_locked(cfg: Config, run: RunDir, resume: bool, quiet: bool) -> dict[s
             summary["best_accuracy"] = summary["eval_before"]["accuracy"]
             run.write_summary(summary)
         progress.start_step = step
+        rl_started = time.time()
+        limit = cfg.train.time_limit_s
         with progress, stop:
             while step < cfg.train.steps and not stop.requested:
+                if limit is not None and step > progress.start_step and time.time() - rl_started >= limit:
+                    progress.message(f"train.time_limit_s={limit:g} reached after {step} steps")
+                    if saved_at != step:
+                        checkpoint()
+                    break
                 metrics, rollouts = rl_step(parts)
                 step += 1
                 _warn(summary, progress, [note_restart(summary, step, r) for r in parts.runtime.restarts()])
