@@ -59,7 +59,13 @@ def test_format_constraints() -> None:
     assert format_violation(GOOD + "\n<answer>1</answer>") == "2 final answers (exactly one allowed)"
     assert format_violation(GOOD + "\n2+2=4") == "text after the final answer"
     assert format_violation("3+5=8\n3+5=8\n<answer>8</answer>") == "a step is repeated word for word"
-    assert format_violation(GOOD, max_steps=2) == "3 steps (at most 2)"
+    assert format_violation(GOOD, max_steps=2) == "3 steps (from 1 to 2 allowed)"
+    assert format_violation("2+++<answer>9</answer>", min_steps=3) == "1 steps (from 3 to 32 allowed)"
+    form = r"\d+\+\d+=\d+|<answer>\d+</answer>"
+    assert format_violation(GOOD, step_pattern=form) is None
+    assert format_violation("3+5=8\n8+8=1x\n<answer>16</answer>", step_pattern=form) == (
+        "a step does not have the required form"
+    )
     assert numbered_steps("a\nb") == "1. a\n2. b"
 
 

@@ -3,9 +3,10 @@ policy's completion that a model judge cannot be trusted to enforce (reward hack
 
 A judge's output counts only when it has exactly the asked-for form; anything else is a failure with a reason,
 never a guess. The format constraints follow SPARK (Rahman et al., arXiv:2512.03244), whose PRM-rewarded policies
-learned to pad solutions with steps and append further solved problems. Our reading turns that into four checks,
+learned to pad solutions with steps and append further solved problems. Our reading turns that into checks,
 applied before the judge is asked: exactly one final answer, nothing after it, a bounded number of steps, and no
-step repeated word for word.
+step repeated word for word; optionally (our addition, after a tiny policy learned to write one-step
+"solutions" a weak PRM passes) at least ``min_steps`` steps and every step of a set form (``step_pattern``).
 """
 
 from __future__ import annotations
@@ -18,17 +19,25 @@ DEFAULT_ANSWER_PATTERN = r"<answer>.*?</answer>"
 
 
 def format_violation(
-    text: str, separator: str = "\n", answer_pattern: str = DEFAULT_ANSWER_PATTERN, max_steps: int = 32
+    text: str,
+    separator: str = "\n",
+    answer_pattern: str = DEFAULT_ANSWER_PATTERN,
+    max_steps: int = 32,
+    min_steps: int = 1,
+    step_pattern: str | None = None,
 ) -> str | None:
-    """Why ``text`` breaks the format constraints, or None when it keeps them."""
+    """Why ``text`` breaks the format constraints, or None when it keeps them. ``step_pattern`` (a regular
+    expression) must match every step whole, the answer step included."""
     answers = list(re.finditer(answer_pattern, text, flags=re.DOTALL))
     if len(answers) != 1:
         return f"{len(answers)} final answers (exactly one allowed)"
     if text[answers[0].end() :].strip():
         return "text after the final answer"
     steps = [text[s:e].strip() for s, e in split_steps(text, separator)]
-    if len(steps) > max_steps:
-        return f"{len(steps)} steps (at most {max_steps})"
+    if not min_steps <= len(steps) <= max_steps:
+        return f"{len(steps)} steps (from {min_steps} to {max_steps} allowed)"
+    if step_pattern is not None and not all(re.fullmatch(step_pattern, step) for step in steps):
+        return "a step does not have the required form"
     if len(set(steps)) != len(steps):
         return "a step is repeated word for word"
     return None

@@ -158,6 +158,8 @@ def prm_judge(
     aggregate: Aggregate = "min",
     answer_pattern: str = r"<answer>.*?</answer>",
     max_steps: int = 32,
+    min_steps: int = 1,
+    step_pattern: str | None = None,
     max_new_tokens: int = 64,
     device: str = "cpu",
     dtype: str = "float32",
@@ -168,7 +170,7 @@ def prm_judge(
     asked = [
         i
         for i, c in enumerate(completions)
-        if spans[i] and format_violation(c, separator, answer_pattern, max_steps) is None
+        if spans[i] and format_violation(c, separator, answer_pattern, max_steps, min_steps, step_pattern) is None
     ]
     prompts = [fill(template, completions[i], fields[i], separator) for i in asked]
     generated = generate(model, prompts, max_new_tokens, device, dtype, timeout_s) if asked else []

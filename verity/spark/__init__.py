@@ -4,6 +4,7 @@ step verdicts into training data, fine-tune a generative PRM, and use it as the 
 from __future__ import annotations
 
 import argparse
+import json
 from pathlib import Path
 
 
@@ -33,6 +34,11 @@ def cli_main(argv: list[str]) -> int:
         default=",".join(defaults.prm_labels),
         help="label sources to train a PRM on, from majority,single,exact; the first one's PRM is the RL reward",
     )
+    parser.add_argument(
+        "--prm-settings",
+        default="{}",
+        help="JSON of further prm_judge settings in the RL arms, e.g. '{\"min_steps\": 3}' (format constraints)",
+    )
     parser.add_argument("--prm-lr", type=float, default=defaults.prm_lr, help="PRM fine-tuning learning rate")
     parser.add_argument(
         "--rl-seconds", type=float, default=0.0, help="wall time of each RL arm (0: stop after the PRM's F1)"
@@ -55,6 +61,7 @@ def cli_main(argv: list[str]) -> int:
         rl_seconds=args.rl_seconds,
         arms=tuple(a for a in args.arms.split(",") if a),
         prm_labels=tuple(a for a in args.prm_labels.split(",") if a),
+        prm_settings=json.loads(args.prm_settings),
     )
     result = run_spark(load_config(args.config, args.overrides), opts, Path(args.out))
     print(format_report(result))

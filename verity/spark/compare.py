@@ -31,9 +31,10 @@ from verity.rollout.hf import HFEngine
 ARMS = ("grpo", "process_exact", "spark", "prm_outcome")
 
 
-def arm_overrides(arm: str, prm_dir: Path, max_marks: int) -> list[str]:
-    """The config overrides that make ``arm`` (see the module docstring)."""
-    prm = {"name": "prm_judge", "settings": {"model": str(prm_dir), "max_new_tokens": max_marks}}
+def arm_overrides(arm: str, prm_dir: Path, max_marks: int, settings: dict[str, Any] | None = None) -> list[str]:
+    """The config overrides that make ``arm`` (see the module docstring); ``settings`` go to ``prm_judge``."""
+    prm_settings = {"model": str(prm_dir), "max_new_tokens": max_marks, **(settings or {})}
+    prm = {"name": "prm_judge", "settings": prm_settings}
     by_arm = {
         "grpo": ["algo.advantage=grpo"],
         "process_exact": ["algo.advantage=grpo_process"],
@@ -77,7 +78,7 @@ def compare_arms(cfg: Config, base: str, prm_dir: Path, opts: Any, out: Path, lo
         "tracking.quiet=true",
     ]
     for arm in opts.arms:
-        overrides = [*common, f"name={arm}", *arm_overrides(arm, prm_dir, 16)]
+        overrides = [*common, f"name={arm}", *arm_overrides(arm, prm_dir, 16, opts.prm_settings)]
         arm_cfg = load_config(cfg.model_dump(mode="json"), overrides)
         start = time.time()
         summary = train(arm_cfg, quiet=True)

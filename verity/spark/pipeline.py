@@ -20,7 +20,7 @@ import json
 import random
 import time
 from collections.abc import Callable
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, field
 from functools import partial
 from pathlib import Path
 from typing import Any
@@ -59,6 +59,7 @@ class SparkOptions:
     rl_seconds: float = 0.0
     arms: tuple[str, ...] = ("grpo", "spark")
     prm_labels: tuple[str, ...] = ("majority", "single", "exact")
+    prm_settings: dict[str, Any] = field(default_factory=dict)  # extra prm_judge settings in the RL arms
 
 
 def sample_solutions(
