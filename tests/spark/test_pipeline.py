@@ -30,14 +30,18 @@ def test_noiseless_votes_are_the_exact_labels() -> None:
 
 def test_every_arm_is_a_valid_run(tmp_path) -> None:
     for arm in ARMS:
-        cfg = load_config("examples/spark.yaml", arm_overrides(arm, tmp_path / "prm", 8, {"min_steps": 3}))
+        overrides = arm_overrides(arm, tmp_path / "prm", 8, {"min_steps": 3}, tmp_path / "orm")
+        cfg = load_config("examples/spark.yaml", overrides)
         names = [v.name for v in cfg.reward.verifiers]
-        assert names == (["prm_judge"] if arm in ("spark", "prm_outcome") else ["sum_steps"])
+        expected = {"spark": "prm_judge", "prm_outcome": "prm_judge", "rm_outcome": "reward_model"}
+        assert names == [expected.get(arm, "sum_steps")]
         assert cfg.algo.advantage == ("grpo_process" if arm in ("spark", "process_exact") else "grpo")
         if names == ["prm_judge"]:
             assert cfg.reward.verifiers[0].settings["min_steps"] == 3
     with pytest.raises(ValueError, match="unknown arm"):
         arm_overrides("ppo", tmp_path, 8)
+    with pytest.raises(ValueError, match="orm-steps"):
+        arm_overrides("rm_outcome", tmp_path, 8)
 
 
 @pytest.mark.slow  # builds (or reuses) the tiny base, samples, trains a PRM: about a minute
@@ -47,10 +51,13 @@ def test_verity_spark_end_to_end(tmp_path, capsys) -> None:
     from verity.cli import main
 
     args = ["spark", "examples/spark.yaml", "--out", str(tmp_path), "--prompts", "16", "--solutions", "4"]
-    args += ["--eval-prompts", "8", "--prm-steps", "150", "--prm-labels", "exact"]
+    args += ["--eval-prompts", "8", "--prm-steps", "150", "--prm-labels", "exact", "--orm-steps", "20"]
     assert main(args) == 0
     result = json.loads((tmp_path / "spark.json").read_text())
     labels, prm = result["labels"], result["prm_held_out"]["exact"]
     assert labels["majority"]["f1"] > labels["single"]["f1"]  # five votes beat one at noise 0.3
     assert prm["parsed"] >= 0.9  # the PRM learned to write one mark per step
+    assert (
+        0.0 <= result["orm_held_out"]["accuracy"] <= 1.0 and (tmp_path / "orm_majority" / "config.json").is_file()
+    )
     assert "PRM on exact labels (held-out)" in capsys.readouterr().out

@@ -39,12 +39,17 @@ def cli_main(argv: list[str]) -> int:
         default="{}",
         help="JSON of further prm_judge settings in the RL arms, e.g. '{\"min_steps\": 3}' (format constraints)",
     )
+    parser.add_argument(
+        "--orm-steps", type=int, default=defaults.orm_steps, help="outcome reward model training steps (0: none)"
+    )
     parser.add_argument("--prm-lr", type=float, default=defaults.prm_lr, help="PRM fine-tuning learning rate")
     parser.add_argument(
         "--rl-seconds", type=float, default=0.0, help="wall time of each RL arm (0: stop after the PRM's F1)"
     )
     parser.add_argument(
-        "--arms", default=",".join(defaults.arms), help="RL arms, from grpo,process_exact,spark,prm_outcome"
+        "--arms",
+        default=",".join(defaults.arms),
+        help="RL arms, from grpo,process_exact,spark,prm_outcome,rm_outcome",
     )
     args = parser.parse_args(argv)
     from verity.config import load_config
@@ -62,6 +67,7 @@ def cli_main(argv: list[str]) -> int:
         arms=tuple(a for a in args.arms.split(",") if a),
         prm_labels=tuple(a for a in args.prm_labels.split(",") if a),
         prm_settings=json.loads(args.prm_settings),
+        orm_steps=args.orm_steps,
     )
     result = run_spark(load_config(args.config, args.overrides), opts, Path(args.out))
     print(format_report(result))
@@ -83,6 +89,11 @@ def format_report(result: dict) -> str:
             f"{r['f1']:>7.3f}{r['precision']:>7.3f}{r['recall']:>7.3f}{r['accuracy']:>7.3f}{r['parsed']:>8.2f}"
         )
         lines.append(f"{name:<40}{figures}")
+    if result.get("orm_held_out"):
+        orm = result["orm_held_out"]
+        lines.append(
+            f"ORM outcome accuracy (held-out) {orm['accuracy']:.3f}; right solutions {orm['right_share']:.3f}"
+        )
     if "rl" in result:
         rl = result["rl"]
         lines.append(

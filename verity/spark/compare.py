@@ -8,6 +8,7 @@ Arms (``verity spark --arms``):
 - ``spark``: ``grpo_process`` on the trained PRM's step scores (``prm_judge``, format constraints on): no
   reference answer is read.
 - ``prm_outcome``: plain GRPO on the PRM's aggregate (every step judged right), also reference-free.
+- ``rm_outcome``: plain GRPO on the outcome reward model's logit (``reward_model``), also reference-free.
 """
 
 from __future__ import annotations
@@ -28,10 +29,12 @@ from verity.models import load_policy
 from verity.rewards.executor import RewardExecutor
 from verity.rollout.hf import HFEngine
 
-ARMS = ("grpo", "process_exact", "spark", "prm_outcome")
+ARMS = ("grpo", "process_exact", "spark", "prm_outcome", "rm_outcome")
 
 
-def arm_overrides(arm: str, prm_dir: Path, max_marks: int, settings: dict[str, Any] | None = None) -> list[str]:
+def arm_overrides(
+    arm: str, prm_dir: Path, max_marks: int, settings: dict[str, Any] | None = None, orm_dir: Path | None = None
+) -> list[str]:
     """The config overrides that make ``arm`` (see the module docstring); ``settings`` go to ``prm_judge``."""
     prm_settings = {"model": str(prm_dir), "max_new_tokens": max_marks, **(settings or {})}
     prm = {"name": "prm_judge", "settings": prm_settings}
@@ -40,7 +43,13 @@ def arm_overrides(arm: str, prm_dir: Path, max_marks: int, settings: dict[str, A
         "process_exact": ["algo.advantage=grpo_process"],
         "spark": [f"reward.verifiers={json.dumps([prm])}", "algo.advantage=grpo_process"],
         "prm_outcome": [f"reward.verifiers={json.dumps([prm])}", "algo.advantage=grpo"],
+        "rm_outcome": [
+            f"reward.verifiers={json.dumps([{'name': 'reward_model', 'settings': {'model': str(orm_dir)}}])}",
+            "algo.advantage=grpo",
+        ],
     }
+    if arm == "rm_outcome" and orm_dir is None:
+        raise ValueError("--arms rm_outcome needs the outcome reward model: keep --orm-steps above 0")
     if arm not in by_arm:
         raise ValueError(f"--arms: unknown arm {arm!r}; choose from {', '.join(ARMS)}")
     return by_arm[arm]
@@ -63,7 +72,9 @@ def exact_accuracy(cfg: Config, model_dir: str) -> float:
     return float(result["accuracy"])
 
 
-def compare_arms(cfg: Config, base: str, prm_dir: Path, opts: Any, out: Path, log: Callable[[str], None]) -> dict:
+def compare_arms(
+    cfg: Config, base: str, prm_dir: Path, orm_dir: Path | None, opts: Any, out: Path, log: Callable[[str], None]
+) -> dict:
     """Train each arm from ``base`` for ``opts.rl_seconds`` of RL steps; exact held-out accuracy before and
     after."""
     rows: dict[str, Any] = {"base_accuracy": exact_accuracy(cfg, base), "seconds_per_arm": opts.rl_seconds}
@@ -78,7 +89,7 @@ def compare_arms(cfg: Config, base: str, prm_dir: Path, opts: Any, out: Path, lo
         "tracking.quiet=true",
     ]
     for arm in opts.arms:
-        overrides = [*common, f"name={arm}", *arm_overrides(arm, prm_dir, 16, opts.prm_settings)]
+        overrides = [*common, f"name={arm}", *arm_overrides(arm, prm_dir, 16, opts.prm_settings, orm_dir)]
         arm_cfg = load_config(cfg.model_dump(mode="json"), overrides)
         start = time.time()
         summary = train(arm_cfg, quiet=True)

@@ -33,10 +33,11 @@ from verity.data.prompts import TaskPrompts
 from verity.models import BUILTIN, ensure_tiny_base, load_policy
 from verity.rewards.executor import RewardExecutor
 from verity.rewards.judging import parse_step_verdicts
-from verity.rewards.model_rewards import DEFAULT_PRM_TEMPLATE, fill, generate
+from verity.rewards.model_rewards import DEFAULT_PRM_TEMPLATE, fill, generate, reward_model
 from verity.rollout.engine import SamplingParams
 from verity.rollout.hf import HFEngine
 from verity.spark.labels import majority_steps, noisy_verdicts, step_f1
+from verity.spark.orm import orm_accuracy, orm_text, train_orm
 from verity.train.sft import demonstration_batch, sft_loss
 from verity.types import Item
 
@@ -60,6 +61,7 @@ class SparkOptions:
     arms: tuple[str, ...] = ("grpo", "spark")
     prm_labels: tuple[str, ...] = ("majority", "single", "exact")
     prm_settings: dict[str, Any] = field(default_factory=dict)  # extra prm_judge settings in the RL arms
+    orm_steps: int = 300  # 0: no outcome reward model
 
 
 def sample_solutions(
@@ -142,6 +144,25 @@ def label_stage(solutions: list[Solution], opts: SparkOptions, seed: int) -> tup
     return sources, report
 
 
+def outcome_model(
+    base: str,
+    tokenizer: Any,
+    solutions: list[Solution],
+    votes: list[list[bool]],
+    held_out: list[Solution],
+    opts: SparkOptions,
+    out: Path,
+) -> tuple[Path, dict[str, float]]:
+    """Train the ORM on voted outcomes; its accuracy on the held-out solutions' exact outcomes."""
+    examples = [(orm_text(it, text), all(v)) for (it, text, _), v in zip(solutions, votes, strict=True)]
+    orm_dir = train_orm(base, tokenizer, examples, opts.orm_steps, opts.prm_lr, out / "orm_majority")
+    scores = reward_model([t for _, t, _ in held_out], [{"prompt": it.prompt} for it, _, _ in held_out],
+                          model=str(orm_dir))  # fmt: skip
+    truth = [all(lab) for _, _, lab in held_out]
+    report = {"accuracy": orm_accuracy(scores, truth), "right_share": sum(truth) / len(truth)}
+    return orm_dir, report
+
+
 def run_spark(cfg: Config, opts: SparkOptions, out: Path, log: Log = print) -> dict[str, Any]:
     """Stages 1-2 and the PRM's F1 (and, with ``opts.rl_seconds``, stage 3's comparison); written to
     ``out/spark.json``."""
@@ -172,18 +193,23 @@ def run_spark(cfg: Config, opts: SparkOptions, out: Path, log: Log = print) -> d
         prms[source] = step_f1(prm_predictions(prm_dir, held_out, max_marks), truth)
         log(f"stage 2: PRM on {source} labels, step F1 {prms[source]['f1']:.3f} on {len(held_out)} solutions")
     prm_dir = out / f"prm_{opts.prm_labels[0]}"
+    orm_dir, orm_report = None, None
+    if opts.orm_steps > 0:
+        orm_dir, orm_report = outcome_model(base, tokenizer, solutions, labels["majority"], held_out, opts, out)
+        log(f"stage 2: ORM on voted outcomes, held-out accuracy {orm_report['accuracy']:.3f}")
     result: dict[str, Any] = {
         "options": asdict(opts),
         "base_model": base,
         "prm_model": str(prm_dir),
         "labels": label_report,
         "prm_held_out": prms,
+        "orm_held_out": orm_report,
         "held_out_solutions": len(held_out),
         "stage_1_2_seconds": round(time.time() - started, 1),
     }
     if opts.rl_seconds > 0:
         from verity.spark.compare import compare_arms
 
-        result["rl"] = compare_arms(cfg, base, prm_dir, opts, out, log)
+        result["rl"] = compare_arms(cfg, base, prm_dir, orm_dir, opts, out, log)
     (out / "spark.json").write_text(json.dumps(result, indent=2))
     return result
