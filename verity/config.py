@@ -58,6 +58,30 @@ class Config(Section):
             self.algo.tis_cap = cap
         return self
 
+    @model_validator(mode="after")
+    def _extrapolation_needs_lora(self) -> Config:
+        if self.train.extrapolate.enabled and self.model.lora is None:
+            raise ValueError(
+                "train.extrapolate.enabled needs model.lora: the trajectory it extrapolates is the adapters' "
+                "(set model.lora, e.g. model.lora.r=8, or train.extrapolate.enabled=false)"
+            )
+        return self
+
+    @model_validator(mode="after")
+    def _tree_strategy(self) -> Config:
+        """Tree search grows its trees in the driver's engine with the local runtime's verifiers, and is a
+        single-turn strategy."""
+        if self.rollout.strategy != "tree":
+            return self
+        if self.env is not None:
+            raise ValueError("rollout.strategy=tree is for single-turn tasks; remove env: or use strategy=sample")
+        if self.runtime.kind != "local":
+            raise ValueError(
+                f"rollout.strategy=tree runs in runtime.kind=local only (got runtime.kind={self.runtime.kind}); "
+                "set runtime.kind=local or rollout.strategy=sample"
+            )
+        return self
+
     @property
     def run_dir(self) -> Path:
         return Path(self.output_dir) / self.name

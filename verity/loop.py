@@ -34,14 +34,13 @@ from verity.data.guidance import relift_update
 from verity.data.metrics import task_metrics
 from verity.envs.turns import episode_metrics, evaluate_episodes, turn_tensors
 from verity.eval import evaluate
-from verity.models import BUILTIN, base_warnings
+from verity.models import BUILTINS, base_warnings
 from verity.progress import RunProgress
 from verity.rundir import RunDir, RunDirError
 from verity.runs import read_summary
 from verity.runtime.base import WorkerRestart
 from verity.tracking import build_tracker, field_metrics, reward_range
 from verity.train.batching import Batch, collate
-from verity.train.checkpoint import latest_checkpoint
 from verity.types import Rollout
 
 
@@ -148,7 +147,7 @@ def run_eval(parts: Parts) -> dict[str, Any]:
 def train(cfg: Config, *, resume: bool = False, quiet: bool = False) -> dict[str, Any]:
     """Run (or resume) the RL loop described by ``cfg``; returns the run summary (also in summary.json)."""
     check_device(cfg.runtime.device)
-    apply_default_threads(cfg, small_model=cfg.model.name == BUILTIN)
+    apply_default_threads(cfg, small_model=cfg.model.name in BUILTINS)
     run = RunDir(cfg)
     run.prepare(resume)
     try:
@@ -260,7 +259,7 @@ def _train_locked(cfg: Config, run: RunDir, resume: bool, quiet: bool) -> dict[s
             summary["eval_after"] = _eval_and_log(parts, tracker, step, progress)
             summary["best_accuracy"] = max(summary["best_accuracy"], summary["eval_after"]["accuracy"])
             _warn(summary, progress, collapse.observe_eval(step, summary["eval_after"]))
-            summary["final_model"] = str(run.save_model(parts.learner, parts.tokenizer))
+            summary["final_model"] = str(run.save_model(parts.learner, parts.processor or parts.tokenizer))
             summary["status"] = "finished"
     except BaseException as err:
         summary["status"] = "failed"
@@ -278,11 +277,9 @@ def _train_locked(cfg: Config, run: RunDir, resume: bool, quiet: bool) -> dict[s
 
 
 def disk_full(run: RunDir, err: OSError) -> RunDirError:
-    last = latest_checkpoint(run.checkpoints)
-    kept = f"the last checkpoint ({last.name}) is intact" if last else "no checkpoint was kept"
     return RunDirError(
-        f"writing {err.filename or 'under ' + str(run.path)} failed ({err.strerror or err}); {kept}; free space "
-        "and continue with --resume"
+        f"writing {err.filename or 'under ' + str(run.path)} failed ({err.strerror or err}); "
+        f"{run.what_next('free space')}"
     )
 
 

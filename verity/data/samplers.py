@@ -15,6 +15,7 @@ from typing import Any
 
 from verity.data.config import DataConfig, HardFocusConfig
 from verity.data.difficulty import PassRates, group_size_for
+from verity.data.images import item_key
 from verity.data.prompts import reference_solution
 from verity.data.sources import TaskSource
 from verity.data.stages import StageSchedule
@@ -124,7 +125,7 @@ class Sampler:
         for _ in range(10_000):
             item = source.train_item(self._next[source_index])
             self._next[source_index] += 1
-            if item.prompt not in self.held_out:
+            if item_key(item) not in self.held_out:
                 return item
             self.skipped += 1
         raise ConfigError(held_out_message(source.name, 10_000))
