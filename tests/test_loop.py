@@ -170,3 +170,12 @@ def test_fsdp2_runs_take_the_kl_to_their_sharded_reference(make_config) -> None:
     kl = [row["kl"] for row in rows]
     assert abs(kl[0]) < 1e-6 and kl[-1] > 1e-6, kl
     assert rows[0]["rows_skipped"] == 0.0  # a KL term trains every row
+
+
+def test_time_limit_stops_after_the_step_that_crosses_it(make_config) -> None:
+    """A limit shorter than one step: exactly one step runs, then the run checkpoints, evaluates and finishes."""
+    cfg = make_config("train.steps=50", "train.time_limit_s=1e-6")
+    summary = train(cfg, quiet=True)
+    assert (summary["status"], summary["steps"]) == ("finished", 1)
+    assert summary["final_model"] and "eval_after" in summary
+    assert (cfg.run_dir / "checkpoints" / "latest").read_text() == "step_0000001"

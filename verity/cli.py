@@ -53,6 +53,7 @@ _OWN_PARSERS = {
     "report": "An HTML report of a run.",
     "runs": "A table of the runs under a directory.",
     "merge": "Merge models (or LoRA adapters) fine-tuned from one base: linear, TIES, DARE, VaRM, ...",
+    "spark": "SPARK: verify sampled solutions, train a generative PRM on the votes, RL with it as the reward.",
 }
 
 

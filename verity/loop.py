@@ -105,7 +105,7 @@ def declared_inputs(parts: Parts, rollouts: list[Rollout], batch: Batch) -> dict
     """The optional inputs the configured advantage estimator declares, computed and nothing else."""
     providers: dict[str, Callable[[], Any]] = {
         "values": lambda: parts.critic.values(batch) if parts.critic is not None else None,  # (N, T)
-        "turns": lambda: turn_tensors(rollouts, batch.loss_mask.shape[1]),
+        "turns": lambda: turn_tensors(rollouts, batch.loss_mask.shape[1], parts.engine.decode),
         "tasks": lambda: [r.item.task for r in rollouts],
         "item_ids": lambda: [r.item.id for r in rollouts],
     }
@@ -210,8 +210,15 @@ def _train_locked(cfg: Config, run: RunDir, resume: bool, quiet: bool) -> dict[s
             summary["best_accuracy"] = summary["eval_before"]["accuracy"]
             run.write_summary(summary)
         progress.start_step = step
+        rl_started = time.time()
+        limit = cfg.train.time_limit_s
         with progress, stop:
             while step < cfg.train.steps and not stop.requested:
+                if limit is not None and step > progress.start_step and time.time() - rl_started >= limit:
+                    progress.message(f"train.time_limit_s={limit:g} reached after {step} steps")
+                    if saved_at != step:
+                        checkpoint()
+                    break
                 metrics, rollouts = rl_step(parts)
                 step += 1
                 _warn(summary, progress, [note_restart(summary, step, r) for r in parts.runtime.restarts()])

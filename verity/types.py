@@ -48,11 +48,17 @@ class PromptIds(list):
 @dataclass(frozen=True)
 class Score:
     """A verifier's verdict. ``value`` is the reward; ``reason`` says why a score is a failure (crash, timeout,
-    garbage output), and ``components`` keeps the parts of a composed reward for logging."""
+    garbage output), and ``components`` keeps the parts of a composed reward for logging.
+
+    A process verifier also scores each step of the completion: ``steps`` holds ``(end, value)`` pairs in order,
+    ``end`` the character offset in the completion text where the step ends (the next step starts there; text
+    after the last end belongs to the last step). A step-level estimator (``grpo_process``) trains on them;
+    every other estimator reads ``value``."""
 
     value: float
     reason: str | None = None
     components: dict[str, float] = field(default_factory=dict)
+    steps: tuple[tuple[int, float], ...] = ()
 
     @property
     def failed(self) -> bool:

@@ -34,3 +34,17 @@ def boom(completion: str, **fields: object) -> float:
 
 def worker_pid(completion: str, **fields: object) -> float:
     return float(os.getpid())
+
+
+def batch_size_seen(completions: list[str], fields: list[dict], *, offset: float = 0.0) -> list[float]:
+    """A batched verifier scoring each completion with the size of the batch it arrived in (plus ``offset``)."""
+    return [offset + len(completions)] * len(completions)
+
+
+batch_size_seen.batched = True  # type: ignore[attr-defined]
+
+
+def step_scores(completion: str, **fields: object) -> object:
+    from verity.types import Score
+
+    return Score(0.5, steps=((1, 1.0), (len(completion), 0.0)))

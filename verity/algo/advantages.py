@@ -158,6 +158,28 @@ def trloo_advantages(turn_rewards: Tensor, turn_mask: Tensor, group_ids: Tensor,
     return adv.to(result_dtype(turn_rewards))
 
 
+def process_group_advantages(
+    step_rewards: Tensor, step_mask: Tensor, group_ids: Tensor, eps: float = 1e-6
+) -> Tensor:
+    """Process-supervised GRPO (DeepSeekMath, arXiv:2402.03300, section 4.1.3), over (N, K) step rewards.
+
+    Every step reward of every sample of group g is normalised by the mean and (unbiased) std of all step
+    rewards in that group, ``r~_ik = (r_ik - mean_g(R)) / (std_g(R) + eps)``, and a token of step k gets the sum
+    of the normalised rewards of its own and all later steps, ``A_ik = sum_{k' >= k} r~_ik'``. A group with a
+    single step in all gives 0. Returns (N, K), zero where ``step_mask`` is 0 (``turns_to_tokens`` spreads it).
+    """
+    index, _ = _group_index(group_ids)
+    live = step_mask.bool()
+    step_group = index.unsqueeze(-1).expand_as(step_rewards)[live]  # group of each live step
+    values = step_rewards[live].to(torch.float64)
+    step_index, step_counts = _group_index(step_group)
+    mean, std = _group_mean_std(values, step_index, step_counts)
+    normalised = torch.where(step_counts[step_index] > 1, (values - mean) / (std + eps), torch.zeros_like(values))
+    per_step = torch.zeros(step_rewards.shape, dtype=torch.float64, device=step_rewards.device)
+    per_step[live] = normalised
+    return discounted_returns(per_step, step_mask, 1.0).to(result_dtype(step_rewards))
+
+
 def turn_level_rewards(
     turn_rewards: Tensor,
     turn_mask: Tensor,

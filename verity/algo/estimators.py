@@ -81,6 +81,17 @@ def tree_q(x: AdvantageInputs, cfg: AlgoConfig) -> Tensor:
     return fns.tree_advantages(step_values, step_mask, token_steps, x.group_ids, subtract_mean=False)
 
 
+@advantage_estimator("grpo_process", needs=("turns",), level="token")
+def grpo_process(x: AdvantageInputs, cfg: AlgoConfig) -> Tensor:
+    if x.turns is None:
+        raise ValueError("algo.advantage=grpo_process needs turns: the step scores of a process verifier")
+    if x.kl_penalty is not None:
+        raise ValueError("algo.advantage=grpo_process takes no KL in the reward; set algo.kl_in=loss")
+    step_rewards, step_mask, token_steps = x.turns
+    per_step = fns.process_group_advantages(step_rewards, step_mask, x.group_ids, cfg.adv_eps)
+    return fns.turns_to_tokens(per_step, token_steps).float()
+
+
 @advantage_estimator("reinforce_pp", level="token")
 def reinforce_pp(x: AdvantageInputs, cfg: AlgoConfig) -> Tensor:
     return fns.reinforce_pp_advantages(x.token_rewards, x.mask, cfg.gamma, cfg.adv_eps)

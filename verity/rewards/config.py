@@ -9,6 +9,9 @@ from pydantic import BaseModel, ConfigDict, Field, field_validator, model_valida
 
 from verity.rewards.compose import Component
 
+# Built-in verifiers with their own ``timeout_s`` setting, which must fit inside ``reward.timeout_s``.
+_OWN_TIMEOUT = ("code", "reward_model", "judge", "prm_judge")
+
 
 class VerifierSpec(BaseModel):
     """One verifier of the reward. A bare string in a config list is shorthand for ``{name: <string>}``."""
@@ -53,6 +56,12 @@ class RewardConfig(BaseModel):
     timeout_s: float = Field(
         30.0, gt=0, description="Wall-clock limit for scoring one completion in a worker; past it the score is 0."
     )
+    batch_size: int = Field(
+        16,
+        ge=1,
+        description="Completions a worker scores in one call when a verifier is batched (reward_model, judge, "
+        "prm_judge); reward.timeout_s then bounds that whole call.",
+    )
     in_process: bool = Field(
         False, description="Run verifiers in the calling process: for cheap pure-Python verifiers; no timeout."
     )
@@ -77,11 +86,11 @@ class RewardConfig(BaseModel):
                 raise ValueError(f"verifiers[{i}]: {spec.key!r} appears twice; give each a distinct `label`")
             if spec.gate is not None and (spec.gate not in keys or spec.gate == spec.key):
                 raise ValueError(f"verifiers[{i}].gate: {spec.gate!r} is not another component; labels: {keys}")
-            sandbox_s = spec.settings.get("timeout_s", 0) if spec.name == "code" else 0
+            sandbox_s = spec.settings.get("timeout_s", 0) if spec.name in _OWN_TIMEOUT else 0
             if isinstance(sandbox_s, int | float) and sandbox_s >= self.timeout_s:
                 raise ValueError(
-                    f"verifiers[{i}].settings.timeout_s ({sandbox_s:g} s per test) must be below reward.timeout_s "
-                    f"({self.timeout_s:g} s for one whole completion, every test included): raise "
+                    f"verifiers[{i}].settings.timeout_s ({sandbox_s:g} s) must be below reward.timeout_s "
+                    f"({self.timeout_s:g} s for one whole completion or batched call): raise "
                     "reward.timeout_s or lower the setting"
                 )
         return self

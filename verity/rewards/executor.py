@@ -45,8 +45,11 @@ class RewardExecutor:
                     "places set PYTHONPATH or pip install -e your package"
                 )
             raise ConfigError(f"reward.verifiers: {message}") from None
+        batch = cfg.batch_size if self._reward.batched else None
         self._pool = (
-            None if cfg.in_process else WorkerPool(cfg.components(), cfg.workers, cfg.timeout_s, cfg.start_method)
+            None
+            if cfg.in_process
+            else WorkerPool(cfg.components(), cfg.workers, cfg.timeout_s, cfg.start_method, batch)
         )
         self._counts: Counter[str] = Counter()
         self._seconds = 0.0
@@ -60,7 +63,7 @@ class RewardExecutor:
             raise RuntimeError("score: this RewardExecutor is closed; create a new one")
         start = time.perf_counter()
         if self._pool is None:
-            scores = [self._reward(item, text) for item, text in zip(items, completions, strict=True)]
+            scores = self._reward.score_batch(items, completions)
         else:
             scores = self._pool.run(list(zip(items, completions, strict=True)))
             self._counts["worker_restarts"] += self._pool.take_restarts()

@@ -56,6 +56,9 @@ def _worker_main(conn: Connection, components: list[Component], timeout_s: float
             return
         if batch is None:
             return
+        if reward.batched:
+            _score_together(conn, reward, batch, timeout_s)
+            continue
         for index, item, completion in batch:
             try:
                 with deadline(sandbox_deadline_s(timeout_s)):
@@ -63,6 +66,18 @@ def _worker_main(conn: Connection, components: list[Component], timeout_s: float
             except BaseException as exc:  # a verifier calling sys.exit must not end the worker
                 score = Score(0.0, reason=f"raised {type(exc).__name__}: {str(exc)[:200]}")
             conn.send((index, score))
+
+
+def _score_together(
+    conn: Connection, reward: ComposedReward, batch: list[tuple[int, Item, str]], timeout_s: float
+) -> None:
+    try:
+        with deadline(sandbox_deadline_s(timeout_s)):
+            scores = reward.score_batch([item for _, item, _ in batch], [text for _, _, text in batch])
+    except BaseException as exc:
+        scores = [Score(0.0, reason=f"raised {type(exc).__name__}: {str(exc)[:200]}")] * len(batch)
+    for (index, _, _), score in zip(batch, scores, strict=True):
+        conn.send((index, score))
 
 
 class _Worker:
@@ -92,9 +107,18 @@ class _Worker:
 class WorkerPool:
     """``workers`` processes scoring ``(item, completion)`` tasks with the composed reward of ``components``."""
 
-    def __init__(self, components: Sequence[Component], workers: int, timeout_s: float, start_method: str) -> None:
+    def __init__(
+        self,
+        components: Sequence[Component],
+        workers: int,
+        timeout_s: float,
+        start_method: str,
+        batch_size: int | None = None,
+    ) -> None:
+        """``batch_size``: tasks per message for a batched verifier (None: by the measured time per task)."""
         self.components = list(components)
         self.timeout_s = timeout_s
+        self.batch_size = batch_size
         self._ctx = mp.get_context(start_method)
         if start_method == "forkserver":
             preload = {m for c in self.components for m in preload_modules(c.spec)}
@@ -120,7 +144,10 @@ class WorkerPool:
 
     def _dispatch(self, tasks: list[tuple[Item, str]], pending: deque[int]) -> None:
         for w in self._workers:
-            room = (_FAST_BATCH if self._task_s < _FAST_TASK_S else _SLOW_BATCH) - len(w.tasks)
+            if self.batch_size is not None:  # a batched verifier: whole batches to idle workers only
+                room = 0 if w.tasks else self.batch_size
+            else:
+                room = (_FAST_BATCH if self._task_s < _FAST_TASK_S else _SLOW_BATCH) - len(w.tasks)
             if not (w.ready and pending and room > 0):
                 continue
             if not w.tasks:

@@ -23,22 +23,34 @@ _BUILTIN_MODULES = (
     "verity.rewards.math",
     "verity.rewards.labels",
     "verity.rewards.code",
+    "verity.rewards.steps",
+    "verity.rewards.model_rewards",
 )
 
 _VERIFIERS: Registry[Verifier] = Registry("verifier", _BUILTIN_MODULES)
 _PRELOAD: dict[str, tuple[str, ...]] = {}
 
 
-def register_verifier(name: str, preload: tuple[str, ...] = ()) -> Callable[[Verifier], Verifier]:
+def register_verifier(
+    name: str, preload: tuple[str, ...] = (), batched: bool = False
+) -> Callable[[Verifier], Verifier]:
     """Register ``fn`` under ``name``. ``preload`` names modules a worker process imports before its first call,
-    so a slow import is not charged to the first item's timeout."""
+    so a slow import is not charged to the first item's timeout. ``batched`` marks a verifier called once per
+    list of completions, ``fn(completions, fields, **settings) -> list`` (``fields``: one dict per completion)."""
 
     def decorate(fn: Verifier) -> Verifier:
+        if batched:
+            fn.batched = True  # type: ignore[attr-defined]
         _VERIFIERS.register(name)(fn)
         _PRELOAD[name] = preload
         return fn
 
     return decorate
+
+
+def is_batched(fn: Verifier) -> bool:
+    """True for a verifier that scores a list of completions per call (see ``register_verifier``)."""
+    return getattr(fn, "batched", False) is True
 
 
 def registered_verifiers() -> list[str]:

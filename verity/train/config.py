@@ -67,6 +67,13 @@ class TrainConfig(Section):
     """Optimisation of the policy."""
 
     steps: int = Field(200, ge=0, description="RL steps (one rollout batch each).")
+    time_limit_s: float | None = Field(
+        None,
+        gt=0,
+        description="Also stop after the first step that ends this many seconds after RL began in this process "
+        "(then checkpoint, evaluate and save as after the last step): compares recipes at equal wall time. "
+        "The learning-rate schedule still spans train.steps.",
+    )
     lr: float = Field(1e-4, gt=0, description="Peak AdamW learning rate.")
     warmup_steps: int = Field(0, ge=0, description="Linear learning-rate warm-up, in optimizer steps.")
     lr_schedule: Literal["constant", "linear", "cosine"] = Field(
