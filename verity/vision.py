@@ -143,6 +143,14 @@ def model_processor(model: torch.nn.Module, path: str | Path) -> Any:
     return load_processor(path) if is_vision_config(model.config) else None
 
 
+def processor_at(path: str | Path) -> Any:
+    """The processor of the model saved at ``path`` when it is a vision-language model, else None (for a process
+    that has the model's path but not its module, such as a Ray rollout actor)."""
+    from transformers import AutoConfig
+
+    return load_processor(path) if is_vision_config(AutoConfig.from_pretrained(path)) else None
+
+
 def load_processor(path: str | Path) -> Any:
     """The model's own processor (``AutoProcessor``), tokenizer padding on the left; for a processor that also
     loads video processing, which needs torchvision, the same processor without it where that cannot load."""

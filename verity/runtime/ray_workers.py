@@ -21,6 +21,7 @@ from verity.rollout.engine import Engine, EngineSpec, SamplingParams, Weights
 from verity.rollout.episode import EpisodeRunner, single_turn_rollouts
 from verity.rollout.sync_check import SyncCheck, synced
 from verity.types import Completion, Item, Rollout
+from verity.vision import processor_at
 
 
 @dataclass
@@ -128,7 +129,9 @@ class RolloutWorker:
         self.engine = build_engine(engine, spec)
         self.episodes: EpisodeRunner | None = None
         if episodes_cfg is not None:
-            self.episodes = build_episode_runner(episodes_cfg, self.engine, spec.tokenizer)
+            # Image items' first prompts are encoded here, with the model's processor loaded from its path.
+            processor = processor_at(spec.model_path)
+            self.episodes = build_episode_runner(episodes_cfg, self.engine, spec.tokenizer, processor)
         # Weights are applied only while no forward runs: under this lock, and never while ``busy``.
         self._lock = threading.Lock()
         self._pending: tuple[Weights, int, SyncCheck | None] | None = None
