@@ -58,6 +58,19 @@ class Config(Section):
             self.algo.tis_cap = cap
         return self
 
+    @model_validator(mode="after")
+    def _rethink_needs_direct_rollouts(self) -> Config:
+        """Re-thinking restates prompts, so it needs rollouts generated from the prompts it gives, in the step that
+        asks: not an environment's episodes (their prompt comes from ``reset``; see ``env.guidance``) and not the
+        asynchronous Ray runtime (whose groups come from earlier draws)."""
+        if self.data.rethink.enabled and self.env is not None:
+            raise ValueError(
+                "data.rethink needs single-turn rollouts; with an env, use env.guidance for re-attempts instead"
+            )
+        if self.data.rethink.enabled and self.runtime.kind == "ray" and self.runtime.ray.mode == "async":
+            raise ValueError("data.rethink needs runtime.ray.mode: sync (async groups come from earlier draws)")
+        return self
+
     @property
     def run_dir(self) -> Path:
         return Path(self.output_dir) / self.name
