@@ -117,7 +117,9 @@ class RethinkConfig(SftFeedConfig):
     reflect_template: str | None = Field(
         REFLECT_TEMPLATE, description="Reflection prompt, with {prompt} and {wrong} (a failed answer); null skips."
     )
-    group_size: int | None = Field(None, gt=0, description="Rollouts per re-thinking stage (group's size if unset).")
+    group_size: int | None = Field(
+        None, gt=0, description="Rollouts per re-thinking stage (unset: as many as the group)."
+    )
     in_batch: bool = Field(
         True,
         description="A rescued group replaces its failed group in the RL batch, under its re-thinking prompt.",
