@@ -4,7 +4,8 @@
 Each arm starts from the cached quickstart base (``verity init examples/quickstart.yaml`` builds it), trains for
 --seconds of wall time (generation, scoring, the updates and each recipe's extra work all count), then is
 evaluated on the same held-out items: greedy accuracy and pass@k. 'zero-acc groups' counts the groups whose
-direct rollouts all failed; 'rescued' those of them a re-thinking stage solved. Run from the repository root:
+direct rollouts all failed; 'rescued' those of them a re-thinking stage solved; 'resample' is the control arm
+that re-rolls failed groups from their unchanged prompt. Run from the repository root:
 
     python3 -m bench.bench_rethink [--seconds 100] [--settings quickstart,hard] [--eval-items 200]
 """
@@ -30,6 +31,9 @@ SETTINGS: dict[str, dict[str, int]] = {
 ARMS: dict[str, dict[str, Any]] = {
     "grpo": {},
     "rethink": {"rethink": {"enabled": True}},
+    # Control: the same machinery with the direct prompt as the only re-thinking stage, i.e. more samples of the
+    # failed items, so the prompts' own effect shows apart from the extra sampling.
+    "resample": {"rethink": {"enabled": True, "decompose_template": "{prompt}", "reflect_template": None}},
     "expert_iter": {"expert_iteration": {"enabled": True, "every": 4, "max_pass_rate": 0.5}},
 }
 

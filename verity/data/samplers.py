@@ -218,7 +218,7 @@ class Sampler:
         self.rates.load_state_dict(state["rates"])
         self.schedule.load_state_dict(state["schedule"])
         self._pool = OrderedDict((item.id, item) for item in state["pool"])
-        self.demos.load_state_dict(state["demos"])
+        self.demos.load_state_dict(state.get("demos", {}))  # older checkpoints: queues start empty
 
 
 def group_rewards(rollouts: list[Rollout]) -> list[tuple[Item, list[float]]]:

@@ -1,7 +1,7 @@
 """Groups of rollouts (the samples of one prompt): splitting a step's rollouts into groups, and re-attempts of
 groups in which no rollout succeeded: which groups failed, the prompt of a re-attempt, and putting a re-attempted
-group back in its place. Shared by the episode runner's guided re-attempts (Agent-RLVR
-hints) and the single-turn re-thinking rollouts (Cog-Rethinker, ``verity.data.rethink``)."""
+group back in its place. Shared by the episode runner's guided re-attempts (Agent-RLVR hints) and the
+single-turn re-thinking rollouts (Cog-Rethinker, ``verity.data.rethink``)."""
 
 from __future__ import annotations
 
