@@ -35,6 +35,7 @@ def test_run_with_rethinking_and_expert_iteration(make_config, one_thread) -> No
         "train.steps=4",
         "eval.threshold=0.25",
         "data.rethink.enabled=true",
+        "data.rethink.every=1",
         "data.expert_iteration.enabled=true",
         "data.expert_iteration.every=2",
         "data.expert_iteration.max_pass_rate=1.0",

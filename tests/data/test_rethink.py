@@ -112,7 +112,7 @@ def test_without_in_batch_the_batch_is_unchanged_and_unrescued_groups_stay() -> 
 
 def test_collect_runs_rethinking_per_round_with_summed_counts_and_times() -> None:
     # Every direct sample fails; a re-thinking prompt solves the first sample. Each generate call takes 1 s.
-    sampler = make_sampler("a", rethink={"enabled": True, "reflect_template": None})
+    sampler = make_sampler("a", rethink={"enabled": True, "reflect_template": None, "every": 1})
     runtime = FakeRuntime(lambda it, k: float("split" in it.prompt and k == 0))
     cfg = sampler.data.rethink.model_copy(update={"decompose_template": "{prompt} split"})
     step = partial(rethink, cfg=cfg, threshold=1.0, queue=partial(sampler.demos.add, "rethink"))

@@ -124,7 +124,7 @@ class RethinkConfig(SftFeedConfig):
         True,
         description="A rescued group replaces its failed group in the RL batch, under its re-thinking prompt.",
     )
-    every: int = Field(1, gt=0, description="One SFT round after every this many RL steps (when any are queued).")
+    every: int = Field(8, gt=0, description="One SFT round after every this many RL steps (when any are queued).")
     batch_size: int = Field(16, gt=0, description="Demonstrations per SFT step.")
 
     @field_validator("decompose_template", "reflect_template")
