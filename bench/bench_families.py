@@ -37,7 +37,9 @@ FAMILIES: dict[str, tuple[str, int]] = {
 COLLAPSE_DROP = 0.05  # pass@k falling by more than this (out of 1) counts as collapse
 
 
-def family_config(family: str, seed: int, out: Path, steps: int | None = None) -> Config:
+def family_config(
+    family: str, seed: int, out: Path, steps: int | None = None, extra: tuple[str, ...] = ()
+) -> Config:
     overrides = [
         f"name={family}-seed{seed}",
         f"output_dir={out}",
@@ -51,7 +53,7 @@ def family_config(family: str, seed: int, out: Path, steps: int | None = None) -
         overrides.append("data.tasks.0.kwargs={}")  # the quickstart's kwargs are chain_sum's own
     if steps is not None:
         overrides += [f"train.steps={steps}", "eval.every=0"]
-    return load_config(QUICKSTART, overrides)
+    return load_config(QUICKSTART, [*overrides, *extra])
 
 
 def seconds_per_step(cfg: Config) -> float:
@@ -75,11 +77,15 @@ def majority_baseline(cfg: Config, n_train: int = 2000) -> float:
     return sum(str(item.answer) == top for item in eval_items) / len(eval_items)
 
 
-def run(family: str, seed: int, budget: float, out: Path) -> dict[str, Any]:
+def run(
+    family: str, seed: int, budget: float, out: Path, steps: int | None = None, extra: tuple[str, ...] = ()
+) -> dict[str, Any]:
+    """One row of the table; ``steps`` fixes the step count instead of deriving it from ``budget``."""
     started = time.perf_counter()
-    probe = family_config(family, seed, out / "probe")
-    steps = max(10, int(budget / seconds_per_step(probe)))
-    summary = train(family_config(family, seed, out, steps), quiet=True)
+    probe = family_config(family, seed, out / "probe", extra=extra)
+    if steps is None:
+        steps = max(10, int(budget / seconds_per_step(probe)))
+    summary = train(family_config(family, seed, out, steps, extra), quiet=True)
     before, after = summary["eval_before"], summary["eval_after"]
     k = next(key for key in before if key.startswith("pass@") and key != "pass@1")
     return {
@@ -98,8 +104,9 @@ def run(family: str, seed: int, budget: float, out: Path) -> dict[str, Any]:
     }
 
 
-def print_table(rows: list[dict[str, Any]], budget: float) -> None:
-    print(f"\nquickstart recipe, family and max_new_tokens changed; {budget:g} s of RL per run; one torch thread")
+def print_table(rows: list[dict[str, Any]], length: str, extra: tuple[str, ...]) -> None:
+    changed = f"; also set: {' '.join(extra)}" if extra else ""
+    print(f"\nquickstart recipe, family and max_new_tokens changed{changed}; {length} per run; one torch thread")
     print(
         f"{'family':18s} {'kind':20s} seed majority  base -> after   pass@k before -> after  collapse steps  wall"
     )
@@ -121,14 +128,18 @@ def main() -> None:
     parser.add_argument("--families", default=",".join(FAMILIES), help="comma-separated families")
     parser.add_argument("--seeds", default="0,1,2", help="seeds of the quickstart family (others use seed 0)")
     parser.add_argument("--out", default="/tmp/verity-families", help="parent of the run directories")
+    parser.add_argument("--steps", type=int, help="a fixed step count per run instead of --seconds")
+    parser.add_argument("--set", action="append", default=[], help="a config override for every run (repeatable)")
     args = parser.parse_args()
+    extra = tuple(args.set)
     rows = []
     for family in args.families.split(","):
         seeds = [int(s) for s in args.seeds.split(",")] if family == "chain_sum" else [0]
         for seed in seeds:
-            rows.append(run(family, seed, args.seconds, Path(args.out) / f"{time.time_ns()}"))
+            out = Path(args.out) / f"{time.time_ns()}"
+            rows.append(run(family, seed, args.seconds, out, args.steps, extra))
             print(rows[-1], flush=True)
-    print_table(rows, args.seconds)
+    print_table(rows, f"{args.steps} steps" if args.steps else f"{args.seconds:g} s of RL", extra)
 
 
 if __name__ == "__main__":

@@ -199,6 +199,11 @@ def test_collapse_watch_warns_once_when_pass_at_k_falls_beyond_noise() -> None:
     (warning,) = watch.observe_eval(200, {"pass@1": 0.1, "pass@4": 0.48})
     assert "pass@4 on held-out items fell from 0.560 to 0.480" in warning and "0.035" in warning
     assert watch.observe_eval(300, {"pass@4": 0.30}) == []  # said once
+    # One update per batch keeps the PPO ratio at 1, where clip-higher cannot act: it is suggested only off-policy.
+    assert "algo.entropy_coef" in warning and "clip_high" not in warning
+    off_policy = CollapseWatch(200, {"pass@4": 0.56}, off_policy=True)
+    (warning,) = off_policy.observe_eval(200, {"pass@4": 0.48})
+    assert "algo.clip_high above algo.clip_low" in warning
 
 
 def test_collapse_watch_takes_its_reference_from_the_first_evaluation_and_watches_entropy() -> None:

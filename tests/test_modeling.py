@@ -11,7 +11,7 @@ import pytest
 import torch
 from conftest import small_llama, subprocess_env
 
-from verity.modeling import token_logprobs
+from verity.modeling import check_output_head, token_logprobs
 from verity.train.batching import Batch
 
 
@@ -52,10 +52,69 @@ def test_chunked_logprobs_and_entropy_equal_the_full_computation(chunk: int) -> 
         torch.testing.assert_close(p.grad, expected, rtol=1e-10, atol=1e-12)
 
 
+TINY = dict(
+    vocab_size=97,
+    hidden_size=32,
+    intermediate_size=64,
+    num_hidden_layers=1,
+    num_attention_heads=2,
+    num_key_value_heads=2,
+    head_dim=16,
+)
+
+
+def sharp_head(model: torch.nn.Module) -> torch.nn.Module:
+    """Large output-head weights, so that a rescaling of the logits moves the log-probs far (a random tiny model
+    is otherwise nearly uniform whatever its scale)."""
+    with torch.no_grad():
+        model.get_output_embeddings().weight.mul_(200.0)
+    return model.double().eval()
+
+
+@pytest.mark.parametrize(
+    ("kind", "key", "value", "neutral"),
+    [
+        ("cohere", "logit_scale", 0.0625, 1.0),
+        ("granite", "logits_scaling", 8.0, 1.0),
+        ("gemma2", "final_logit_softcapping", 3.0, None),
+    ],
+)
+def test_models_that_rescale_their_logits_get_their_forwards_logprobs(kind: str, key: str, value, neutral) -> None:
+    from transformers import AutoConfig, AutoModelForCausalLM
+
+    config = AutoConfig.for_model(kind, **TINY, **{key: value}, tie_word_embeddings=False)
+    model = sharp_head(AutoModelForCausalLM.from_config(config))
+    rows = ragged_rows(97, [6, 11])
+    expected, _ = full_logprobs(model, rows, 1.0)
+    lp, _ = token_logprobs(model, rows, 1.0, chunk_tokens=5)
+    torch.testing.assert_close(lp * rows.attention_mask, expected * rows.attention_mask, rtol=0, atol=1e-9)
+    check_output_head(model)
+    # The transform is what makes the two agree: without it, the gap is far above the check's tolerance.
+    setattr(config, key, neutral)
+    unscaled, _ = token_logprobs(model, rows, 1.0)
+    assert (unscaled - expected).abs().max() > 0.1
+
+
+def test_a_model_that_transforms_its_logits_unknowingly_is_refused() -> None:
+    model = sharp_head(small_llama(97, eos=1, pad=0))
+    forward = model.forward
+
+    def shifted(*args, **kwargs):  # a model that halves its logits in its own forward
+        out = forward(*args, **kwargs)
+        out.logits = out.logits / 2
+        return out
+
+    model.forward = shifted
+    with pytest.raises(ValueError, match=r"model type 'llama'.*scale_logits"):
+        check_output_head(model)
+    model.forward = forward
+    check_output_head(model)
+
+
 PEAK_SCRIPT = """
 import json, resource, sys, torch
 from conftest import small_llama
-from verity.modeling import token_logprobs
+from verity.modeling import check_output_head, token_logprobs
 from verity.train.batching import Batch
 
 vocab, rows, length, chunk = 128_256, 4, 512, int(sys.argv[1])

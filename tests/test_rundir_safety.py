@@ -136,7 +136,10 @@ def test_a_full_disk_while_checkpointing_is_one_line_and_leaves_nothing_half_wri
     assert main(["train", str(config)]) == 1
     err = capsys.readouterr().err.splitlines()[-1]  # progress lines come first
     assert err.startswith("verity: writing the checkpoint of step 1 under ")
-    assert "(No space left on device); no checkpoint was kept; free space" in err
+    assert err.endswith(
+        "(No space left on device); no checkpoint was kept, so there is nothing to resume: free space (or fix the "
+        "directory) and start the run again"
+    )
     run_dir = tmp_path / "runs" / "run"
     assert not list((run_dir / "checkpoints").glob(".staging_*"))
     assert json.loads((run_dir / "summary.json").read_text())["status"] == "failed"

@@ -18,13 +18,14 @@ from verity.algo.state import AlgoState
 from verity.config import Config
 from verity.data.collect import Augment, Encode
 from verity.data.guidance import add_references
+from verity.data.images import item_key
 from verity.data.prompts import TaskPrompts
 from verity.data.rethink import rethink
 from verity.data.samplers import Sampler
 from verity.data.sources import TaskSource, build_source
 from verity.envs.setup import build_episode_runner
 from verity.modeling import resolve_device
-from verity.models import BUILTIN, ensure_tiny_base, load_policy
+from verity.models import BUILTINS, ensure_tiny_base, load_policy
 from verity.rewards.executor import RewardExecutor
 from verity.rollout.engine import Engine, EngineSpec
 from verity.rollout.registry import build_engine
@@ -37,6 +38,7 @@ from verity.train.learner import Learner
 from verity.train.lora import apply_lora
 from verity.train.rank import GroupSpec
 from verity.types import Item
+from verity.vision import freeze_vision, is_vision_config, model_processor
 
 Log = Callable[[str], None]
 
@@ -58,6 +60,7 @@ class Parts:
     ref_model: nn.Module | None
     critic: CriticTrainer | GroupCritic | None = None
     augment: list[Augment] = field(default_factory=list)  # re-thinking, ViSurf: see collect_rollouts
+    processor: Any = None  # a vision-language model's processor (saved with the final model)
 
     def state_dict(self) -> dict[str, Any]:
         """Everything that changes during training, for checkpoints."""
@@ -113,15 +116,17 @@ def build_parts(cfg: Config, log: Log) -> Parts:
         torch.set_num_threads(cfg.runtime.threads)
     seed_everything(cfg.seed)
     sources, eval_items = build_tasks(cfg)
-    held_out = {item.prompt for item in eval_items}
+    held_out = {item_key(item) for item in eval_items}
     executor = RewardExecutor(cfg.reward)
     model_path = cfg.model.name
-    if model_path == BUILTIN:
+    if model_path in BUILTINS:
         model_path = str(ensure_tiny_base(cfg, sources, held_out, executor.score, log))
     device = resolve_device(cfg.runtime.device)
     model, tokenizer = load_policy(model_path, cfg.model.dtype, device)
     seed_everything(cfg.seed)
     sharded = cfg.train.strategy == "fsdp2"
+    if cfg.model.freeze_vision and is_vision_config(model.config):
+        log(f"vision tower frozen ({freeze_vision(model)} parameters)")
     ref_model = None
     if (cfg.algo.kl_coef > 0 or cfg.algo.kl_target is not None) and not sharded:
         ref_model = copy.deepcopy(model).requires_grad_(False).eval()
@@ -158,12 +163,13 @@ def build_parts(cfg: Config, log: Log) -> Parts:
     sampler = Sampler(
         sources, cfg.data, cfg.rollout.sampling(), held_out=held_out, seed=cfg.seed, threshold=cfg.eval.threshold
     )
-    encode = partial(TaskPrompts(cfg.data).encode, tokenizer)
+    processor = model_processor(model, model_path)
+    encode = partial(TaskPrompts(cfg.data, processor).encode, tokenizer)
 
     def supply(count: int) -> list[tuple[Item, list[int]]]:
         return [(draw.item, encode(draw.item)) for draw in sampler.sample(count)]
 
-    episodes = build_episode_runner(cfg, engine, tokenizer)
+    episodes = build_episode_runner(cfg, engine, tokenizer, processor)
     runtime = build_runtime(
         cfg.runtime.kind, RuntimeSpec(cfg, model_path, engine, spec, executor, learner, episodes, supply)
     )
@@ -181,6 +187,7 @@ def build_parts(cfg: Config, log: Log) -> Parts:
         ref_model,
         critic,
         augmentations(cfg, sampler, tokenizer, learner, runtime.executor.score),
+        processor,
     )
 
 

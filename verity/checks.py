@@ -190,13 +190,20 @@ class AllScoresFailed(RuntimeError):
 class CollapseWatch:
     """Warns when exploration collapses: pass@k on the held-out items (k > 1) falls below its value before
     training by more than twice its sampling error, or the policy's token entropy falls below a tenth of its mean
-    over the first steps. Either means RL sharpens a few answers and loses the rest (greedy accuracy may rise)."""
+    over the first steps. Either means RL sharpens a few answers and loses the rest (greedy accuracy may rise).
+
+    ``off_policy``: each batch is trained on more than once (epochs x mini-batches > 1) or by a learner ahead of
+    the sampler (async), so the PPO ratio moves away from 1 and its clip, clip-higher included, acts. Otherwise the
+    ratio is exactly 1 and the clip changes nothing, so the warning does not suggest it."""
 
     ENTROPY_FLOOR = 0.1
     EARLY_STEPS = 5
 
-    def __init__(self, n_items: int, before: dict[str, Any] | None = None) -> None:
+    def __init__(self, n_items: int, before: dict[str, Any] | None = None, off_policy: bool = False) -> None:
         self.n_items = max(n_items, 1)
+        self.remedies = "algo.entropy_coef (e.g. 0.005) or a lower train.lr" + (
+            ", or algo.clip_high above algo.clip_low (clip-higher)" if off_policy else ""
+        )
         self.before = {k: v for k, v in (before or {}).items() if _is_pass_at_many(k, v)}
         self.early: list[float] = []
         self.warned: set[str] = set()
@@ -214,8 +221,8 @@ class CollapseWatch:
                 self.warned.add(key)
                 out.append(
                     f"step {step}: {key} on held-out items fell from {then:.3f} to {now[key]:.3f} (more than "
-                    f"twice its sampling error, {error:.3f}): exploration is collapsing. Try algo.entropy_coef "
-                    "(e.g. 0.001), algo.clip_high above algo.clip_low (clip-higher), or a lower train.lr"
+                    f"twice its sampling error, {error:.3f}): exploration is collapsing. Try {self.remedies}; a "
+                    "base little better than its majority answer (see the build log) tends to collapse whatever"
                 )
         return out
 

@@ -202,13 +202,14 @@ def _eval(cfg: Config, model: str, out: str | None, ks: tuple[int, ...]) -> int:
     from verity.models import load_policy
     from verity.rewards.executor import RewardExecutor
     from verity.rollout.hf import HFEngine
+    from verity.vision import model_processor
 
     check_device(cfg.runtime.device)
     _, items = build_tasks(cfg)
     policy, tokenizer = load_policy(model, cfg.model.dtype, resolve_device(cfg.runtime.device))
     apply_default_threads(cfg, small_model=policy.num_parameters() < SMALL_MODEL_PARAMETERS)
     engine = HFEngine(policy, tokenizer, batch_size=cfg.eval.batch_size, seed=cfg.seed)
-    prompts = TaskPrompts(cfg.data)
+    prompts = TaskPrompts(cfg.data, model_processor(policy, model))
     with RewardExecutor(cfg.reward) as executor, Progress(transient=True) as bar:
         task = bar.add_task("evaluating", total=len(items))
         result = evaluate(
@@ -234,15 +235,16 @@ def _eval(cfg: Config, model: str, out: str | None, ks: tuple[int, ...]) -> int:
 
 def _init(cfg: Config) -> int:
     from verity.build import build_tasks
-    from verity.models import BUILTIN, ensure_tiny_base
+    from verity.data.images import item_key
+    from verity.models import BUILTINS, ensure_tiny_base
     from verity.rewards.executor import RewardExecutor
 
-    if cfg.model.name != BUILTIN:
-        print(f"model.name is {cfg.model.name!r}, not the built-in {BUILTIN!r}: nothing to build")
+    if cfg.model.name not in BUILTINS:
+        print(f"model.name is {cfg.model.name!r}, not a built-in base {BUILTINS}: nothing to build")
         return 0
     sources, items = build_tasks(cfg)
     with RewardExecutor(cfg.reward) as executor:
-        path = ensure_tiny_base(cfg, sources, {it.prompt for it in items}, executor.score, print)
+        path = ensure_tiny_base(cfg, sources, {item_key(it) for it in items}, executor.score, print)
     print(path)
     return 0
 

@@ -32,12 +32,15 @@ def dry_run(cfg: Config) -> str:
 def _prompt_tokenizer(cfg: Config) -> tuple[Any, str]:
     """The tokenizer whose chat template renders prompts: the model's own, or for a tiny base not built yet the
     same template on a character tokenizer."""
-    from verity.models import BUILTIN, base_cache_dir, load_tokenizer
-    from verity.tokenizer import build_char_tokenizer
+    from verity.models import BUILTIN_VL, BUILTINS, base_cache_dir, load_tokenizer
+    from verity.tokenizer import VL_CHAT_TEMPLATE, build_char_tokenizer
 
-    if cfg.model.name != BUILTIN:
+    if cfg.model.name not in BUILTINS:
         return load_tokenizer(cfg.model.name), f"chat template of {cfg.model.name}"
     cached = base_cache_dir(cfg)
     if (cached / "config.json").is_file():
         return load_tokenizer(str(cached)), f"chat template of the cached base {cached}"
-    return build_char_tokenizer(), "chat template of the tiny base, which is not built yet"
+    tokenizer = build_char_tokenizer()
+    if cfg.model.name == BUILTIN_VL:
+        tokenizer.chat_template = VL_CHAT_TEMPLATE
+    return tokenizer, "chat template of the tiny base, which is not built yet"

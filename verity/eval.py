@@ -9,6 +9,7 @@ from typing import Any
 
 from pydantic import Field
 
+from verity.data.images import image_data_uri
 from verity.rewards.extract import extract_answer
 from verity.rollout.engine import Engine, SamplingParams
 from verity.schema import Section
@@ -92,10 +93,18 @@ def evaluate(
             result[f"pass@{j}"] = _mean([pass_at_k(k, sum(o), j) for o in sample_ok])
         result[f"maj@{k}"] = _mean([majority_correct(t, o) for t, o in zip(sample_texts, sample_ok, strict=True)])
     result["samples"] = [
-        {"task": item.task, "prompt": item.prompt, "completion": c.text, "answer": item.answer, "correct": good}
-        for item, c, good in list(zip(items, greedy, greedy_ok, strict=True))[:8]
+        _sample(item, c.text, good) for item, c, good in list(zip(items, greedy, greedy_ok, strict=True))[:8]
     ]
     return result
+
+
+def _sample(item: Item, completion: str, correct: bool) -> dict[str, Any]:
+    """One shown greedy answer; an item's images come along as small PNG data URIs."""
+    sample = {"task": item.task, "prompt": item.prompt, "completion": completion, "answer": item.answer}
+    sample["correct"] = correct
+    if item.images:
+        sample["images"] = [image_data_uri(ref) for ref in item.images]
+    return sample
 
 
 def _mean(values: Sequence[float | bool]) -> float:

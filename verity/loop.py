@@ -34,14 +34,13 @@ from verity.data.guidance import demonstration_updates
 from verity.data.metrics import task_metrics
 from verity.envs.turns import episode_metrics, evaluate_episodes, turn_tensors
 from verity.eval import evaluate
-from verity.models import BUILTIN, base_warnings
+from verity.models import BUILTINS, base_warnings
 from verity.progress import RunProgress
 from verity.rundir import RunDir, RunDirError
 from verity.runs import read_summary
 from verity.runtime.base import WorkerRestart
 from verity.tracking import build_tracker, field_metrics, reward_range
 from verity.train.batching import Batch, collate
-from verity.train.checkpoint import latest_checkpoint
 from verity.types import Rollout
 
 
@@ -90,7 +89,8 @@ def rl_step(parts: Parts) -> tuple[dict[str, float], list[Rollout]]:
     metrics.update(parts.runtime.executor.stats())
     metrics.update(data_metrics)
     metrics.update(task_metrics(rollouts, cfg.eval.threshold))
-    metrics.update(episode_metrics(rollouts))
+    if cfg.env is not None:  # turns also carry tree-search and process-reward steps, which are not episodes
+        metrics.update(episode_metrics(rollouts))
     parts.sampler.end_step(metrics)
     metrics.update(parts.sampler.metrics())
     return metrics, rollouts
@@ -143,7 +143,7 @@ def run_eval(parts: Parts) -> dict[str, Any]:
 def train(cfg: Config, *, resume: bool = False, quiet: bool = False) -> dict[str, Any]:
     """Run (or resume) the RL loop described by ``cfg``; returns the run summary (also in summary.json)."""
     check_device(cfg.runtime.device)
-    apply_default_threads(cfg, small_model=cfg.model.name == BUILTIN)
+    apply_default_threads(cfg, small_model=cfg.model.name in BUILTINS)
     run = RunDir(cfg)
     run.prepare(resume)
     try:
@@ -193,7 +193,10 @@ def _train_locked(cfg: Config, run: RunDir, resume: bool, quiet: bool) -> dict[s
 
     stop = _StopFlag()
     watch = RewardWatch(cfg.reward.timeout_s)
-    collapse = CollapseWatch(len(parts.eval_items), summary.get("eval_before"))
+    off_policy = cfg.train.epochs * cfg.train.mini_batches > 1 or (
+        cfg.runtime.kind == "ray" and cfg.runtime.ray.mode == "async"
+    )
+    collapse = CollapseWatch(len(parts.eval_items), summary.get("eval_before"), off_policy)
     bad_steps = 0
     try:
         if not resume:
@@ -248,7 +251,7 @@ def _train_locked(cfg: Config, run: RunDir, resume: bool, quiet: bool) -> dict[s
             summary["eval_after"] = _eval_and_log(parts, tracker, step, progress)
             summary["best_accuracy"] = max(summary["best_accuracy"], summary["eval_after"]["accuracy"])
             _warn(summary, progress, collapse.observe_eval(step, summary["eval_after"]))
-            summary["final_model"] = str(run.save_model(parts.learner, parts.tokenizer))
+            summary["final_model"] = str(run.save_model(parts.learner, parts.processor or parts.tokenizer))
             summary["status"] = "finished"
     except BaseException as err:
         summary["status"] = "failed"
@@ -266,11 +269,9 @@ def _train_locked(cfg: Config, run: RunDir, resume: bool, quiet: bool) -> dict[s
 
 
 def disk_full(run: RunDir, err: OSError) -> RunDirError:
-    last = latest_checkpoint(run.checkpoints)
-    kept = f"the last checkpoint ({last.name}) is intact" if last else "no checkpoint was kept"
     return RunDirError(
-        f"writing {err.filename or 'under ' + str(run.path)} failed ({err.strerror or err}); {kept}; free space "
-        "and continue with --resume"
+        f"writing {err.filename or 'under ' + str(run.path)} failed ({err.strerror or err}); "
+        f"{run.what_next('free space')}"
     )
 
 

@@ -21,6 +21,17 @@ class TinyModelConfig(Section):
     max_positions: int = Field(512, gt=0, description="Longest prompt + completion, in tokens.")
 
 
+class TinyVisionConfig(Section):
+    """The vision tower of Verity's offline tiny vision-language base (``model.name: tiny-vl``): a small CLIP
+    encoder over square images, its patch features projected into the tiny decoder (LLaVA-style)."""
+
+    image_size: int = Field(32, gt=0, description="Images are resized to this many pixels a side.")
+    patch_size: int = Field(8, gt=0, description="Pixels a side of one patch (one image token per patch).")
+    hidden_size: int = Field(64, gt=0, description="Width of the vision encoder.")
+    num_layers: int = Field(2, gt=0, description="Vision encoder layers.")
+    num_heads: int = Field(2, gt=0, description="Vision encoder attention heads.")
+
+
 class WarmupConfig(Section):
     """The SFT warm-up that turns a freshly initialised tiny model into a partly competent base for RL."""
 
@@ -44,8 +55,18 @@ class WarmupConfig(Section):
 class ModelConfig(Section):
     """The policy model: Verity's built-in tiny base, a local Hugging Face directory, or a hub id."""
 
-    name: str = Field("tiny", description="'tiny' (built offline and cached), a local directory, or a hub id.")
+    name: str = Field(
+        "tiny",
+        description="'tiny' (built offline and cached), 'tiny-vl' (the same with a vision tower, for image "
+        "tasks), a local directory, or a hub id.",
+    )
     tiny: TinyModelConfig = Field(default_factory=TinyModelConfig, description="Settings of the built-in base.")
+    tiny_vision: TinyVisionConfig = Field(
+        default_factory=TinyVisionConfig, description="Vision tower of the built-in 'tiny-vl' base."
+    )
+    freeze_vision: bool = Field(
+        False, description="Keep a vision-language model's vision tower (and projector) fixed during RL."
+    )
     warmup: WarmupConfig = Field(default_factory=WarmupConfig, description="SFT warm-up of the built-in base.")
     cache_dir: str | None = Field(None, description="Where built bases are cached (default ~/.cache/verity).")
     dtype: Literal["float32", "bfloat16", "float16", "auto"] = Field("auto", description="Weights dtype.")

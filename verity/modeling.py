@@ -5,11 +5,13 @@ from __future__ import annotations
 
 import inspect
 from dataclasses import dataclass
-from typing import Protocol
+from typing import Any, Protocol
 
 import torch
 from torch import nn
 from torch.utils.checkpoint import checkpoint
+
+from verity.vision import exclude_placeholders, media_of, media_positions, placeholder_ids, stack_media
 
 
 class TokenRows(Protocol):
@@ -44,10 +46,12 @@ def token_logprobs(
 ) -> tuple[torch.Tensor, torch.Tensor | None]:
     """Log-prob (B, T) of each token given the tokens before it (position 0 gets 0), and optionally the entropy
     (B, T) of the predicting distribution; both use ``logits / temperature`` as the sampler did. The output head
-    runs on ``chunk_tokens`` positions at a time (``head_logprobs``), so the (B, T, V) logits never exist."""
-    positions = (batch.attention_mask.cumsum(-1) - 1).clamp(min=0)
+    runs on ``chunk_tokens`` positions at a time (``head_logprobs``), so the (B, T, V) logits never exist. Rows
+    with images (``batch.media``, one entry per row) feed their pixel inputs to the model."""
+    media = stack_media(getattr(batch, "media", None) or [], batch.input_ids.device)
+    positions, _ = media_positions(model, batch.input_ids, batch.attention_mask, media)
     hidden = decoder_states(
-        model, input_ids=batch.input_ids, attention_mask=batch.attention_mask, position_ids=positions
+        model, media, input_ids=batch.input_ids, attention_mask=batch.attention_mask, position_ids=positions
     )
     picked, entropy = head_logprobs(
         model, hidden[:, :-1], batch.input_ids[:, 1:], temperature, with_entropy, chunk_tokens
@@ -61,9 +65,14 @@ def causal_lm(model: nn.Module) -> nn.Module:
     return model.get_base_model() if hasattr(model, "get_base_model") else model
 
 
-def decoder_states(model: nn.Module, **inputs: object) -> torch.Tensor:
-    """Final hidden states (B, T, H) of the causal LM's decoder (after its last norm), without the output head."""
-    return causal_lm(model).get_decoder()(**inputs).last_hidden_state
+def decoder_states(model: nn.Module, media: dict[str, object] | None = None, **inputs: object) -> torch.Tensor:
+    """Final hidden states (B, T, H) of the causal LM's decoder (after its last norm), without the output head.
+    With ``media`` (a batch's image inputs, ``verity.vision.stack_media``) the model's base (vision tower and
+    decoder) runs, so image features take the place of the image tokens."""
+    causal = causal_lm(model)
+    if media:
+        return causal.base_model(**inputs, **media).last_hidden_state
+    return causal.get_decoder()(**inputs).last_hidden_state
 
 
 def head_logprobs(
@@ -82,13 +91,13 @@ def head_logprobs(
     it, so training holds (B, S, H) hidden states rather than (B, S, V) log-probabilities."""
     causal = causal_lm(model)
     head = causal.get_output_embeddings()
-    softcap = getattr(causal.config.get_text_config(decoder=True), "final_logit_softcapping", None)
+    config = causal.config.get_text_config(decoder=True)
+    excluded = placeholder_ids(causal)  # image placeholders: never written by the policy
 
     def chunk_logprobs(h: torch.Tensor, ids: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor | None]:
         logits = head(h)  # (C, V), at least float32: bf16/fp16 logits are upcast
-        logits = logits.to(torch.promote_types(logits.dtype, torch.float32))
-        if softcap:
-            logits = torch.tanh(logits / softcap) * softcap
+        logits = scale_logits(logits.to(torch.promote_types(logits.dtype, torch.float32)), config)
+        logits = exclude_placeholders(logits, excluded)
         logp_all = torch.log_softmax(logits / temperature, dim=-1)
         picked = logp_all.gather(-1, ids[:, None]).squeeze(-1)  # (C,)
         entropy = -(logp_all.exp() * logp_all).sum(-1) if with_entropy else None
@@ -111,10 +120,59 @@ def head_logprobs(
     return picked, entropy
 
 
+def scale_logits(logits: torch.Tensor, config: object) -> torch.Tensor:
+    """What models do to their output head's logits before the softmax, read from the text config: Cohere's
+    ``logit_scale`` (multiplied), Granite's ``logits_scaling`` (divided by), Gemma's ``final_logit_softcapping``
+    (``c * tanh(logits / c)``). ``check_output_head`` catches a model that does something else."""
+    if scale := getattr(config, "logit_scale", None):
+        logits = logits * scale
+    if scaling := getattr(config, "logits_scaling", None):
+        logits = logits / scaling
+    if softcap := getattr(config, "final_logit_softcapping", None):
+        logits = torch.tanh(logits / softcap) * softcap
+    return logits
+
+
+@torch.inference_mode()
+def check_output_head(model: nn.Module, tolerance: float = 1e-3) -> None:
+    """Refuse a model whose own forward gives other log-probs than the decoder plus chunked head that the
+    learner and the engine use (``token_logprobs``), e.g. one that rescales its logits in a way ``scale_logits``
+    does not know: the policy gradient would follow a different distribution than the one that sampled.
+
+    Checked on one short row of token ids (never an image placeholder, which the policy excludes); ``tolerance``
+    is on log-probs, widened for half-precision weights."""
+    config = causal_lm(model).config
+    vocab = config.get_text_config(decoder=True).vocab_size
+    device = next(model.parameters()).device
+    excluded = placeholder_ids(model)
+    allowed = [t for t in range(vocab) if t not in excluded] if excluded else range(vocab)
+    ids = torch.tensor([[allowed[i * 7919 % len(allowed)] for i in range(1, 9)]], device=device)  # (1, 8)
+    rows = _Rows(ids, torch.ones_like(ids))
+    was_training = model.training
+    model.eval()
+    try:
+        ours, _ = token_logprobs(model, rows, temperature=1.0)  # (1, 8)
+        logits = model(input_ids=ids, attention_mask=rows.attention_mask).logits[:, :-1].float()  # (1, 7, V)
+        logits = exclude_placeholders(logits, excluded)
+    finally:
+        model.train(was_training)
+    theirs = torch.log_softmax(logits, -1).gather(-1, ids[:, 1:, None]).squeeze(-1)  # (1, 7)
+    if next(model.parameters()).dtype != torch.float32:
+        tolerance = max(tolerance, 5e-2)
+    gap = (ours[:, 1:] - theirs).abs().max().item()
+    if gap > tolerance:
+        raise ValueError(
+            f"model type {config.model_type!r}: its forward gives log-probs up to {gap:.3g} away from the decoder "
+            "plus output head that training uses; it transforms its logits in a way verity.modeling.scale_logits "
+            "does not reproduce (add it there)"
+        )
+
+
 @dataclass
 class _Rows:
     input_ids: torch.Tensor  # (B, T) right-padded
     attention_mask: torch.Tensor  # (B, T)
+    media: list[dict[str, Any] | None] | None = None  # each row's image inputs
 
 
 @torch.inference_mode()
@@ -129,7 +187,8 @@ def completion_logprobs(
         ids, mask = padded_rows(prompts, completions, pad_id)
         device = next(model.parameters()).device
         with autocast(device):
-            lp, _ = token_logprobs(model, _Rows(ids.to(device), mask.to(device)), temperature)
+            rows = _Rows(ids.to(device), mask.to(device), [media_of(p) for p in prompts])
+            lp, _ = token_logprobs(model, rows, temperature)
         return completion_values(lp, prompts, completions)
     finally:
         model.train(was_training)

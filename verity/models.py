@@ -20,20 +20,34 @@ from pathlib import Path
 from typing import Any
 
 import torch
-from transformers import AutoModelForCausalLM, AutoTokenizer, LlamaConfig, LlamaForCausalLM, PreTrainedModel
+from transformers import (
+    AutoConfig,
+    AutoModelForCausalLM,
+    AutoModelForImageTextToText,
+    AutoTokenizer,
+    LlamaConfig,
+    LlamaForCausalLM,
+    PreTrainedModel,
+)
 
 from verity.config import Config
+from verity.data.images import item_key
 from verity.data.prompts import encode_prompt
 from verity.data.samplers import held_out_message
 from verity.data.sources import TaskSource
 from verity.eval import Scorer, evaluate
+from verity.modeling import check_output_head
 from verity.rollout.hf import HFEngine
 from verity.schema import ConfigError
 from verity.tokenizer import build_bpe_tokenizer
 from verity.train.sft import demonstration_batch, sft_loss
 from verity.types import Item
+from verity.vision import is_vision_config
+from verity.vision_base import build_tiny_vl
 
 BUILTIN = "tiny"
+BUILTIN_VL = "tiny-vl"  # the tiny base with a vision tower (verity.vision_base)
+BUILTINS = (BUILTIN, BUILTIN_VL)
 MAX_HELD_OUT_RUN = 10_000  # held-out prompts in a row after which a source cannot give training items
 FORMAT_VERSION = 1  # bump when the builder changes what it produces
 Log = Callable[[str], None]
@@ -67,8 +81,11 @@ def base_cache_dir(cfg: Config) -> Path:
         "system_prompt": cfg.data.system_prompt,
         "seed": cfg.seed,
     }
+    if cfg.model.name == BUILTIN_VL:  # only then: the text base's cache keys stay as they were
+        shaping["vision"] = cfg.model.tiny_vision.model_dump()
     key = hashlib.sha256(json.dumps(shaping, sort_keys=True, default=str).encode()).hexdigest()[:16]
-    return Path(root) / "models" / f"tiny-{key}"
+    prefix = BUILTIN_VL if cfg.model.name == BUILTIN_VL else BUILTIN
+    return Path(root) / "models" / f"{prefix}-{key}"
 
 
 def ensure_tiny_base(cfg: Config, sources: list[TaskSource], held_out: set[str], scorer: Scorer, log: Log) -> Path:
@@ -83,6 +100,10 @@ def ensure_tiny_base(cfg: Config, sources: list[TaskSource], held_out: set[str],
     tiny = cfg.model.tiny
     corpus = [text for s in sources for i in range(2000) for text in _texts(s.train_item(3_000_000 + i))]
     tokenizer = build_bpe_tokenizer(corpus, tiny.vocab_size)
+    if cfg.model.name == BUILTIN_VL:
+        model, processor = build_tiny_vl(cfg.model, tokenizer)
+        info = _warm_up(cfg, model, tokenizer, sources, held_out, scorer, log, processor)
+        return _save_base(target, model, processor, info, start, log)
     model = LlamaForCausalLM(
         LlamaConfig(
             vocab_size=len(tokenizer),
@@ -99,12 +120,19 @@ def ensure_tiny_base(cfg: Config, sources: list[TaskSource], held_out: set[str],
         )
     )
     info = _warm_up(cfg, model, tokenizer, sources, held_out, scorer, log)
+    return _save_base(target, model, tokenizer, info, start, log)
+
+
+def _save_base(
+    target: Path, model: PreTrainedModel, saver: Any, info: dict[str, Any], start: float, log: Log
+) -> Path:
+    """Save a built base and its tokenizer or processor (``saver``) aside, check it, and rename it in place."""
     info["build_seconds"] = round(time.time() - start, 1)
     staging = target.with_name(f".{target.name}.{os.getpid()}")
     shutil.rmtree(staging, ignore_errors=True)
     try:
         model.save_pretrained(staging)
-        tokenizer.save_pretrained(staging)
+        saver.save_pretrained(staging)
         (staging / "verity_base.json").write_text(json.dumps(info, indent=2))
         _check_round_trip(staging)
         if not target.exists():
@@ -127,6 +155,7 @@ def _warm_up(
     held_out: set[str],
     scorer: Scorer,
     log: Log,
+    processor: Any = None,
 ) -> dict[str, Any]:
     """SFT on demonstrations until greedy accuracy on check items reaches the target and beats the majority-answer
     baseline by ``min_gain_over_majority``, or max_steps; a base that ends no better than that baseline is said to
@@ -135,7 +164,7 @@ def _warm_up(
     system = cfg.data.system_prompt
 
     def encode(item: Item) -> list[int]:
-        return encode_prompt(tokenizer, item, system)
+        return encode_prompt(tokenizer, item, system, processor=processor)
 
     # Check items and demonstrations come from far along the training streams: never held out, rarely trained on.
     check = [s.train_item(1_000_000 + i) for s in sources for i in range(warm.check_items // len(sources))]
@@ -212,7 +241,7 @@ def _fresh_items(sources: list[TaskSource], held_out: set[str], start: int) -> I
     for i in itertools.count(start):
         for k, source in enumerate(sources):
             item = source.train_item(i)
-            if item.prompt in held_out:
+            if item_key(item) in held_out:
                 misses[k] += 1
                 if misses[k] >= MAX_HELD_OUT_RUN:
                     raise ConfigError(held_out_message(source.name, MAX_HELD_OUT_RUN))
@@ -277,16 +306,23 @@ def load_tokenizer(name_or_path: str | Path) -> Any:
 
 
 def load_policy(name_or_path: str | Path, dtype: str = "auto", device: str = "cpu") -> tuple[PreTrainedModel, Any]:
-    """A causal LM and its tokenizer (left padding, a pad token) from a directory or hub id."""
+    """A causal LM, or an image-text-to-text model, and its tokenizer (left padding, a pad token) from a
+    directory or hub id."""
     tokenizer = load_tokenizer(name_or_path)
     torch_dtype = {"auto": "auto", "float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}
     try:
-        model = AutoModelForCausalLM.from_pretrained(name_or_path, dtype=torch_dtype[dtype])
+        auto = AutoModelForImageTextToText if is_vision_config(AutoConfig.from_pretrained(name_or_path)) else None
+        model = (auto or AutoModelForCausalLM).from_pretrained(name_or_path, dtype=torch_dtype[dtype])
     except (OSError, ValueError) as err:
         raise ConfigError(f"model.name: cannot load {name_or_path!r}: {_first_line(err)}") from None
     if device == "cpu" and model.dtype != torch.float32:
         model = model.float()
-    return model.to(device), tokenizer
+    model = model.to(device)
+    try:
+        check_output_head(model)
+    except ValueError as err:
+        raise ConfigError(f"model.name: {name_or_path}: {err}") from None
+    return model, tokenizer
 
 
 def _first_line(err: BaseException) -> str:

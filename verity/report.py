@@ -189,6 +189,27 @@ def warnings_section(summary: dict[str, Any]) -> str:
     return _section("Warnings", f"<ul>{items}</ul>")
 
 
+def image_answers_section(summary: dict[str, Any]) -> str:
+    """The held-out images shown before and after training, with the greedy answers to them (empty for text
+    tasks)."""
+    parts = []
+    for key, label in (("eval_before", "before RL"), ("eval_after", "after RL")):
+        shown = [s for s in (summary.get(key) or {}).get("samples", []) if s.get("images")]
+        if not shown:
+            continue
+        rows = "".join(_image_answer_row(s) for s in shown)
+        head = "<tr><th>image</th><th>prompt</th><th>answer given</th><th>reference</th><th>correct</th></tr>"
+        parts.append(f"<h3>{label}</h3><table>{head}{rows}</table>")
+    return _section("Held-out images", "\n".join(parts)) if parts else ""
+
+
+def _image_answer_row(sample: dict[str, Any]) -> str:
+    images = "".join(f'<img alt="item image" src="{html.escape(uri)}" width="64">' for uri in sample["images"])
+    cells = [_clip(sample.get("prompt")), _clip(sample.get("completion")), str(sample.get("answer"))]
+    text = "".join(f'<td class="text">{html.escape(c)}</td>' for c in cells)
+    return f"<tr><td>{images}</td>{text}<td>{'yes' if sample.get('correct') else 'no'}</td></tr>"
+
+
 def render_report(run_dir: Path) -> str:
     """The report page for ``run_dir`` as an HTML string."""
     run_dir = Path(run_dir)
@@ -202,6 +223,7 @@ def render_report(run_dir: Path) -> str:
         header_section(name, summary),
         warnings_section(summary),
         outcome_section(summary, rows),
+        image_answers_section(summary),
         figures_section(run_dir) if rows else _section("Curves", "<p>No metrics.jsonl.</p>"),
         timing_section(rows),
         samples_section(read_samples(run_dir)),

@@ -164,12 +164,17 @@ class RunDir:
         except OSError as err:
             for staging in self.checkpoints.glob(".staging_*"):  # what the failed write left
                 shutil.rmtree(staging, ignore_errors=True)
-            previous = latest_checkpoint(self.checkpoints)
-            kept = f"the last checkpoint ({previous.name}) is intact" if previous else "no checkpoint was kept"
             raise RunDirError(
                 f"writing the checkpoint of step {step} under {self.checkpoints} failed ({err.strerror or err}); "
-                f"{kept}; free space (or fix the directory) and continue with --resume"
+                f"{self.what_next('free space (or fix the directory)')}"
             ) from None
+
+    def what_next(self, fix: str) -> str:
+        """After a failed write: which checkpoint survived, and how to go on once ``fix`` is done."""
+        previous = latest_checkpoint(self.checkpoints)
+        if previous is None:
+            return f"no checkpoint was kept, so there is nothing to resume: {fix} and start the run again"
+        return f"the last checkpoint ({previous.name}) is intact; {fix} and continue with --resume"
 
     def load(self) -> dict[str, Any]:
         path = latest_checkpoint(self.checkpoints)

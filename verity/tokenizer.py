@@ -27,7 +27,19 @@ CHAT_TEMPLATE = (
     "{% endfor %}"
     "{% if add_generation_prompt %}<|assistant|>{% endif %}"
 )
-
+IMAGE = "<image>"
+# The same turns, with a user turn's content either text or a list of image and text parts (one IMAGE
+# placeholder per image, which the model's processor expands to the image's tokens).
+VL_CHAT_TEMPLATE = (
+    "{% for m in messages %}"
+    "{% if m['role'] == 'system' %}<|system|>{% elif m['role'] == 'user' %}<|user|>"
+    "{% else %}<|assistant|>{% endif %}"
+    "{% if m['content'] is string %}{{ m['content'] }}{% else %}{% for p in m['content'] %}"
+    "{% if p['type'] == 'image' %}<image>{% else %}{{ p['text'] }}{% endif %}{% endfor %}{% endif %}"
+    "<|im_end|>"
+    "{% endfor %}"
+    "{% if add_generation_prompt %}<|assistant|>{% endif %}"
+)
 
 SPECIALS = [PAD, BOS, EOS, "<|unk|>", *CHAT_MARKERS]
 

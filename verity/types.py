@@ -16,7 +16,9 @@ class Item:
     """One task instance: a prompt and what a verifier needs to score an answer to it.
 
     ``meta`` carries every extra field of the source row (reasoning-gym's entry, a jsonl row's other columns);
-    verifiers receive it as keyword arguments.
+    verifiers receive it as keyword arguments. ``images`` are the images the prompt shows, in order, as the
+    source gave them (file paths, encoded bytes, ``{"bytes"|"path": ...}`` dicts, Pillow images or arrays;
+    ``verity.data.images`` reads them); an item without images is a text item.
     """
 
     id: str
@@ -24,6 +26,23 @@ class Item:
     prompt: str
     answer: str | None = None
     meta: dict[str, Any] = field(default_factory=dict)
+    images: tuple[Any, ...] = ()
+
+
+class PromptIds(list):
+    """A prompt's token ids with the extra model inputs its images need (``pixel_values`` and what else the
+    model's processor returns, one entry per input, batch dimension first). It is a plain ``list[int]`` to
+    every caller that only reads tokens, so image prompts travel the text prompts' paths unchanged; the engine
+    and the learner read ``media`` (``verity.vision.media_of``)."""
+
+    def __init__(self, ids: list[int], media: dict[str, Any]) -> None:
+        super().__init__(ids)
+        self.media = media
+
+    def __add__(self, tokens: list[int]) -> PromptIds:  # type: ignore[override]
+        """The prompt continued by ``tokens`` (a partial completion, an environment's reply): still the same
+        images, so the image inputs stay with it."""
+        return PromptIds([*self, *tokens], self.media)
 
 
 @dataclass(frozen=True)

@@ -4,6 +4,7 @@ missing or partial checkpoint."""
 from __future__ import annotations
 
 import os
+import shutil
 import signal
 import subprocess
 import sys
@@ -43,6 +44,23 @@ def test_keeps_the_newest(tmp_path: Path) -> None:
 def test_pointer_to_a_missing_checkpoint_is_no_checkpoint(tmp_path: Path) -> None:
     (tmp_path / "latest").write_text("step_0000009")
     assert latest_checkpoint(tmp_path) is None
+
+
+@pytest.mark.parametrize("damage", ["pointer lost", "pointed-to directory lost", "pointed-to state lost"])
+def test_a_lost_pointer_or_target_falls_back_to_the_newest_complete_one(tmp_path: Path, damage: str) -> None:
+    for step in (1, 2, 3):
+        save_checkpoint(tmp_path, step, state(step), keep=3)
+    (tmp_path / "step_0000004").mkdir()  # an incomplete directory is never chosen
+    if damage == "pointer lost":
+        (tmp_path / "latest").unlink()
+        expected = 3
+    elif damage == "pointed-to directory lost":
+        shutil.rmtree(tmp_path / "step_0000003")
+        expected = 2
+    else:
+        (tmp_path / "step_0000003" / "state.pt").unlink()
+        expected = 2
+    assert load_checkpoint(latest_checkpoint(tmp_path))["step"] == expected
 
 
 class Died(BaseException):

@@ -21,11 +21,12 @@ from verity.rollout.hf import build_hf_engine
 from verity.rollout.sync_check import text_probe
 from verity.schema import ConfigError
 from verity.train.batching import Batch
-from verity.train.checkpoint import latest_checkpoint, load_checkpoint, save_checkpoint
+from verity.train.checkpoint import ShardedPart, latest_checkpoint, load_checkpoint, save_checkpoint
 from verity.train.config import TrainConfig
 from verity.train.group import (
     GroupSpec,
     LearnerDied,
+    LearnerFailed,
     LearnerGroup,
     LearnerGroupError,
     LearnerTimeout,
@@ -150,6 +151,18 @@ def test_a_dead_rank_is_a_named_error_not_a_hang(tiny_model_dir, char_tokenizer)
             group.step(rows(len(char_tokenizer), 0))
         assert time.monotonic() - start < 10
         assert not any(p.is_alive() for p in procs)
+    finally:
+        group.close()
+
+
+def test_a_rank_that_raises_is_a_failure_not_a_death(tiny_model_dir, tmp_path) -> None:
+    # Both ranks raise on a checkpoint that is not there, report the error and end by themselves (exit code 0)
+    # while the driver reads the first report: that is ``LearnerFailed`` with the traceback, never ``LearnerDied``.
+    group = start_group(tiny_model_dir)
+    try:
+        missing = ShardedPart("learner", {}, directory=tmp_path / "missing")
+        with pytest.raises(LearnerFailed, match=r"learner rank 0 failed:\nTraceback"):
+            group.load_state_dict(missing)
     finally:
         group.close()
 

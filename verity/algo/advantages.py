@@ -192,6 +192,32 @@ def turns_to_tokens(turn_values: Tensor, token_turns: Tensor) -> Tensor:
     return torch.where(token_turns >= 0, gathered, torch.zeros_like(gathered))
 
 
+def tree_advantages(
+    step_values: Tensor, step_mask: Tensor, token_steps: Tensor, group_ids: Tensor, subtract_mean: bool = True
+) -> Tensor:
+    """Tree-GRPO (DeepSearch, Wu et al. 2025, arXiv:2509.25454, Eq. 15): the tokens of step j of a path get
+    ``A_j = q(s_j) - mu``, where ``q(s_j)`` is the step's value (the soft-clipped backed-up q of an interior step,
+    the +-1 outcome of the terminal one) and ``mu`` the mean terminal value over the tree (its group): mean-only
+    normalisation, no division by a std.
+
+    ``step_values``/``step_mask`` (N, K) hold each row's step values in order (its last live step is its
+    terminal) and ``token_steps`` (N, T) each token's step index (-1 outside any step), as ``turn_tensors``
+    gives them. A path of one step valued by its outcome gets ``outcome - mu``: Dr. GRPO on +-1 rewards.
+    ``subtract_mean=False`` gives ``A_j = q(s_j)``, the paper's fine-grained node advantages before normalisation
+    (its Table 4, step iii), which keep the sign the backup gave each step. (N, T).
+    """
+    live = step_mask.bool()
+    positions = torch.arange(step_mask.shape[-1], device=step_mask.device)
+    last = (positions * live).argmax(-1)  # (N,)
+    outcomes = step_values.float()[torch.arange(step_values.shape[0], device=step_values.device), last]  # (N,)
+    index, sizes = _group_index(group_ids)
+    mean, _ = _group_mean_std(outcomes, index, sizes)
+    if not subtract_mean:
+        mean = torch.zeros_like(mean)
+    per_step = (step_values.double() - mean.unsqueeze(-1)) * live
+    return turns_to_tokens(per_step, token_steps).to(result_dtype(step_values))
+
+
 def filter_outliers(advantages: Tensor, sigma: float, mask: Tensor | None = None) -> Tensor:
     """StableReinforce advantage filter (R1-Reward, arXiv:2505.02835): zero every advantage whose z-score over
     the batch (over the ``mask``-ed positions when given) exceeds ``sigma`` (the 3-sigma rule), so a few extreme

@@ -31,7 +31,8 @@ class AlgoConfig(BaseModel):
         "aggregation=constant, which is not implied: set it yourself), rloo (leave-one-out), "
         "reinforce_pp (batch-normalised returns), reinforce_pp_baseline (group mean, then batch-normalised), "
         "gae (learned critic), task_norm_grpo (group mean, std within task family), single_rollout (running "
-        "per-item or per-task baseline, G = 1), trloo (turn-level leave-one-out for multi-turn episodes).",
+        "per-item or per-task baseline, G = 1), trloo (turn-level leave-one-out for multi-turn episodes), "
+        "tree_grpo (step value minus the tree's mean outcome, for rollout.strategy=tree).",
     )
     adv_eps: float = Field(1e-6, gt=0, description="Added to standard deviations before dividing by them.")
     gamma: float = Field(1.0, ge=0, le=1, description="Discount over tokens (gae, reinforce_pp) or turns (trloo).")

@@ -61,6 +61,26 @@ def trloo(x: AdvantageInputs, cfg: AlgoConfig) -> Tensor:
     return fns.turns_to_tokens(per_turn, token_turns).float()
 
 
+@advantage_estimator("tree_grpo", needs=("turns",), level="token")
+def tree_grpo(x: AdvantageInputs, cfg: AlgoConfig) -> Tensor:
+    if x.turns is None:
+        raise ValueError(
+            "algo.advantage=tree_grpo needs turns=(step_values (N,K), step_mask (N,K), token_steps (N,T))"
+        )
+    step_values, step_mask, token_steps = x.turns
+    return fns.tree_advantages(step_values, step_mask, token_steps, x.group_ids)
+
+
+@advantage_estimator("tree_q", needs=("turns",), level="token")
+def tree_q(x: AdvantageInputs, cfg: AlgoConfig) -> Tensor:
+    if x.turns is None:
+        raise ValueError(
+            "algo.advantage=tree_q needs turns=(step_values (N,K), step_mask (N,K), token_steps (N,T))"
+        )
+    step_values, step_mask, token_steps = x.turns
+    return fns.tree_advantages(step_values, step_mask, token_steps, x.group_ids, subtract_mean=False)
+
+
 @advantage_estimator("reinforce_pp", level="token")
 def reinforce_pp(x: AdvantageInputs, cfg: AlgoConfig) -> Tensor:
     return fns.reinforce_pp_advantages(x.token_rewards, x.mask, cfg.gamma, cfg.adv_eps)

@@ -175,6 +175,11 @@ class TaskConfig(Section):
     eval_split: str | None = Field(None, description="datasets: held-out split (default: last rows of `split`).")
     prompt_field: str = Field("prompt", description="Column holding the prompt.")
     answer_field: str = Field("answer", description="Column holding the reference answer.")
+    image_field: str = Field(
+        "images",
+        description="Column holding the prompt's image or list of images (paths relative to the file, bytes, "
+        "datasets image cells or arrays); rows without it are text items.",
+    )
     function: str | None = Field(None, description="generator: 'module:function' taking (seed, index) -> dict.")
     kwargs: dict[str, Any] = Field(default_factory=dict, description="Settings passed to the family/generator.")
     weight: float = Field(1.0, gt=0, description="Share of this task in the training mixture.")

@@ -17,6 +17,7 @@ from typing import Any
 from verity.data.config import DataConfig, HardFocusConfig
 from verity.data.demos import DemoBank, Demonstration
 from verity.data.difficulty import PassRates, group_size_for
+from verity.data.images import item_key
 from verity.data.sources import TaskSource
 from verity.data.stages import StageSchedule
 from verity.rollout.engine import SamplingParams
@@ -126,7 +127,7 @@ class Sampler:
         for _ in range(10_000):
             item = source.train_item(self._next[source_index])
             self._next[source_index] += 1
-            if item.prompt not in self.held_out:
+            if item_key(item) not in self.held_out:
                 return item
             self.skipped += 1
         raise ConfigError(held_out_message(source.name, 10_000))

@@ -10,6 +10,7 @@ from typing import Any, Protocol
 
 from verity.data.config import TaskConfig
 from verity.data.files import read_rows
+from verity.data.images import row_images
 from verity.registry import import_object
 from verity.schema import ConfigError
 from verity.types import Item
@@ -69,10 +70,11 @@ class TableSource:
         assert task.path is not None
         self.name = task.name
         key = f"data.tasks[{task.name}]"
-        rows = read_items(task, read_rows(Path(task.path), f"{key}.path", task.split))
+        rows = read_items(task, read_rows(Path(task.path), f"{key}.path", task.split), Path(task.path))
         if task.eval_path or task.eval_split:
             eval_path = Path(task.eval_path or task.path)
-            self._eval = read_items(task, read_rows(eval_path, f"{key}.eval_path", task.eval_split or "train"))
+            eval_rows = read_rows(eval_path, f"{key}.eval_path", task.eval_split or "train")
+            self._eval = read_items(task, eval_rows, eval_path)
             self._train = rows
         else:
             if len(rows) <= eval_n:
@@ -93,16 +95,26 @@ class TableSource:
         return self._eval[:n]
 
 
-def read_items(task: TaskConfig, rows: list[tuple[str, Any]]) -> list[Item]:
-    """Items of a task's rows; a bad row is an error naming its file and row."""
+def read_items(task: TaskConfig, rows: list[tuple[str, Any]], path: Path) -> list[Item]:
+    """Items of a task's rows read from ``path`` (image paths are relative to its folder); a bad row is an error
+    naming its file and row."""
+    base = path if path.is_dir() else path.parent
+    fields = (task.prompt_field, task.answer_field, task.image_field)
     return [
-        _row_to_item(row, task.name, where, f"{task.name}/{i + 1}", task.prompt_field, task.answer_field)
+        _row_to_item(row, task.name, where, f"{task.name}/{i + 1}", *fields, base=base)
         for i, (where, row) in enumerate(rows)
     ]
 
 
 def _row_to_item(
-    row: Any, task: str, where: str, item_id: str, prompt_field: str = "prompt", answer_field: str = "answer"
+    row: Any,
+    task: str,
+    where: str,
+    item_id: str,
+    prompt_field: str = "prompt",
+    answer_field: str = "answer",
+    image_field: str = "images",
+    base: Path | None = None,
 ) -> Item:
     if not isinstance(row, dict):
         raise ConfigError(f"{where}: a row must be a JSON object, got {type(row).__name__}")
@@ -115,7 +127,7 @@ def _row_to_item(
     prompt = row[prompt_field]
     if not isinstance(prompt, str):
         raise ConfigError(f"{where}: {prompt_field!r} must be a string, got {type(prompt).__name__}")
-    meta = {k: v for k, v in row.items() if k not in (prompt_field, answer_field)}
+    meta = {k: v for k, v in row.items() if k not in (prompt_field, answer_field, image_field)}
     answer = None if row[answer_field] is None else str(row[answer_field])
     return Item(
         id=str(row.get("id", item_id)),
@@ -123,6 +135,7 @@ def _row_to_item(
         prompt=prompt,
         answer=answer,
         meta=meta,
+        images=row_images(row.get(image_field), base, where),
     )
 
 

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Any, Literal
 
 from pydantic import Field, field_validator
 
@@ -42,6 +42,47 @@ class VLLMConfig(Section):
     sync_timeout_s: float = Field(120.0, gt=0, description="Longest wait for the engine to take new weights.")
 
 
+class ReplayConfig(Section):
+    """DeepSearch's replay buffer of cached solutions (``rollout.tree.replay``); see docs/tree-search.md."""
+
+    enabled: bool = Field(True, description="Cache a correct path of problems the tree solved but found hard.")
+    threshold: float = Field(
+        0.25,
+        gt=0,
+        le=1,
+        description="delta: a solved tree caches its problem while its share of correct paths is below this; a "
+        "cached problem leaves once its direct samples reach it.",
+    )
+    capacity: int = Field(1024, gt=0, description="Most cached problems; the oldest leaves first.")
+
+
+class TreeConfig(Section):
+    """Tree-search rollouts (``rollout.strategy: tree``, DeepSearch); see docs/tree-search.md."""
+
+    width: int = Field(4, gt=0, description="Branches grown per expansion, each run to its end.")
+    max_depth: int = Field(8, gt=0, description="d_T: most steps on a path; the last step holds the rest.")
+    step_delimiter: str | None = Field(
+        "\n", description="A step ends after the token whose text contains this (None: no delimiter)."
+    )
+    step_tokens: int = Field(0, ge=0, description="A step also ends after this many tokens (0: no limit).")
+    quality_weight: float = Field(0.4, description="lambda_1: weight of tanh(Q_parent) in the frontier score.")
+    entropy_weight: float = Field(
+        0.0, description="lambda_2: weight of the step entropy in the frontier score (negative: prefer confident)."
+    )
+    depth_weight: float = Field(0.01, description="lambda_3: weight of sqrt(depth / max_depth) in the score.")
+    paths: Literal["backed_up", "all"] = Field(
+        "backed_up",
+        description="Paths trained on: 'backed_up' (each expansion's correct paths, or its most confident wrong "
+        "one) or 'all' (every path grown).",
+    )
+    gamma_min: float = Field(0.1, ge=0, le=1, description="Least share of a result backed up to an early step.")
+    q_temperature: float = Field(
+        1.0, gt=0, description="eps_q of the interior values' soft clip q_max tanh(q / eps_q)."
+    )
+    q_max: float = Field(1.0, gt=0, description="q_max of the interior values' soft clip.")
+    replay: ReplayConfig = Field(default_factory=ReplayConfig, description="Cached solutions of hard problems.")
+
+
 class RolloutConfig(Section):
     """The rollout engine and how it samples."""
 
@@ -68,6 +109,12 @@ class RolloutConfig(Section):
         default_factory=dict, description="Settings a user's own engine reads (its factory gets this section)."
     )
     vllm: VLLMConfig = Field(default_factory=VLLMConfig, description="Settings of the vLLM engine.")
+    strategy: Literal["sample", "tree"] = Field(
+        "sample",
+        description="'sample': group_size independent completions per prompt; 'tree': group_size root-to-leaf "
+        "paths of a search tree over reasoning steps (DeepSearch; see docs/tree-search.md).",
+    )
+    tree: TreeConfig = Field(default_factory=TreeConfig, description="Settings of tree-search rollouts.")
 
     @field_validator("engine")
     @classmethod

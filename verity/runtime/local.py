@@ -11,12 +11,17 @@ from typing import Any
 from verity.rollout.engine import Engine, SamplingParams
 from verity.rollout.episode import EpisodeRunner, single_turn_rollouts
 from verity.rollout.sync_check import SyncCheck, synced, text_probe
+from verity.rollout.tree_search import TreeSearch
 from verity.runtime.base import RuntimeSpec, Scoring, WeightSource, WorkerRestart
 from verity.types import Item, Rollout
 
 
 def build_local_runtime(spec: RuntimeSpec) -> LocalRuntime:
-    return LocalRuntime(spec.engine, spec.executor, spec.episodes, spec.cfg.rollout.sync_tolerance)
+    cfg = spec.cfg
+    tree = None
+    if cfg.rollout.strategy == "tree":
+        tree = TreeSearch(spec.engine, spec.executor.score, cfg.rollout.tree, cfg.eval.threshold)
+    return LocalRuntime(spec.engine, spec.executor, spec.episodes, cfg.rollout.sync_tolerance, tree)
 
 
 class LocalRuntime:
@@ -26,18 +31,26 @@ class LocalRuntime:
         executor: Scoring,
         episodes: EpisodeRunner | None = None,
         sync_tolerance: float = 0.05,
+        tree: TreeSearch | None = None,
     ) -> None:
         self.engine = engine
         self.executor = executor
         self.episodes = episodes
+        self.tree = tree
         self.sync_tolerance = sync_tolerance
         self.timings: dict[str, float] = {}
 
     def rollout(self, items: list[Item], prompt_ids: list[list[int]], params: SamplingParams) -> list[Rollout]:
         """Generate ``params.n`` completions per item and score them; phase times land in ``timings``. With an
         environment, the episodes are played (the environment scores them) and ``prompt_ids`` are unused: each
-        episode's prompt comes from its environment's ``reset``."""
+        episode's prompt comes from its environment's ``reset``. With tree search (``rollout.strategy: tree``) each
+        item's group is the paths of its search tree, scored as the tree grows."""
         start = time.perf_counter()
+        if self.tree is not None:
+            rollouts = self.tree.run(items, prompt_ids, params)
+            self.timings.update({"time/generate": time.perf_counter() - start, "time/score": 0.0})
+            self.timings.update(self.tree.stats)
+            return rollouts
         if self.episodes is not None:
             rollouts = self.episodes.run(items, params)
             self.timings.update({"time/generate": time.perf_counter() - start, "time/score": 0.0})
@@ -66,10 +79,14 @@ class LocalRuntime:
         return []  # no workers
 
     def state_dict(self) -> dict[str, Any]:
-        return {}  # nothing is in flight between steps
+        """Nothing is in flight between steps; tree search keeps its replay buffer here."""
+        if self.tree is not None and self.tree.replay is not None:
+            return {"replay": self.tree.replay.state_dict()}
+        return {}
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
-        pass
+        if "replay" in state and self.tree is not None and self.tree.replay is not None:
+            self.tree.replay.load_state_dict(state["replay"])
 
     def close(self) -> None:
         self.executor.close()

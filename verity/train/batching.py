@@ -3,10 +3,12 @@
 from __future__ import annotations
 
 from dataclasses import dataclass, fields, replace
+from typing import Any
 
 import torch
 
 from verity.types import Rollout
+from verity.vision import media_of
 
 
 @dataclass
@@ -20,6 +22,8 @@ class Batch:
     advantages       (B, T)  advantage of each completion token, 0 elsewhere
     ref_logprobs     (B, T)  reference-policy log-probs, or None when no KL term is used
     prox_logprobs    (B, T)  the learner's own log-probs before the update, when the loss needs them
+    media            B       each row's image inputs (``PromptIds.media``; None: a text row), or None when no
+                             row has images
     """
 
     input_ids: torch.Tensor
@@ -29,6 +33,7 @@ class Batch:
     advantages: torch.Tensor
     ref_logprobs: torch.Tensor | None = None
     prox_logprobs: torch.Tensor | None = None
+    media: list[dict[str, Any] | None] | None = None
 
     def __len__(self) -> int:
         return int(self.input_ids.shape[0])
@@ -39,15 +44,18 @@ class Batch:
         return Batch(**{f.name: _rows(getattr(self, f.name), index, width) for f in fields(self)})
 
     def to(self, device: torch.device) -> Batch:
+        """The tensors on ``device``; image inputs move when a forward stacks them (``stack_media``)."""
         return replace(self, **{f.name: _move(getattr(self, f.name), device) for f in fields(self)})
 
 
-def _rows(t: torch.Tensor | None, index: torch.Tensor, width: int) -> torch.Tensor | None:
+def _rows(t: Any, index: torch.Tensor, width: int) -> Any:
+    if isinstance(t, list):
+        return [t[i] for i in index.tolist()]
     return None if t is None else t[index, :width]
 
 
-def _move(t: torch.Tensor | None, device: torch.device) -> torch.Tensor | None:
-    return None if t is None else t.to(device)
+def _move(t: Any, device: torch.device) -> Any:
+    return t.to(device) if isinstance(t, torch.Tensor) else t
 
 
 def collate(rollouts: list[Rollout], pad_id: int) -> Batch:
@@ -65,7 +73,10 @@ def collate(rollouts: list[Rollout], pad_id: int) -> Batch:
         completion_mask = r.loss_mask if r.loss_mask is not None else [1] * c
         loss_mask[row, p : p + c] = torch.tensor(completion_mask, dtype=torch.float32)
         old_logprobs[row, p : p + c] = torch.tensor(r.completion.logprobs, dtype=torch.float32)
-    return Batch(input_ids, attention_mask, loss_mask, old_logprobs, torch.zeros(shape))
+    media = [media_of(r.prompt_ids) for r in rollouts]
+    return Batch(
+        input_ids, attention_mask, loss_mask, old_logprobs, torch.zeros(shape), media=media if any(media) else None
+    )
 
 
 def split_indices(n: int, parts: int, generator: torch.Generator) -> list[torch.Tensor]:

@@ -58,12 +58,19 @@ def save_checkpoint(root: Path, step: int, state: dict[str, Any], keep: int) -> 
 
 
 def latest_checkpoint(root: Path) -> Path | None:
-    """The directory ``latest`` names, or None when there is no complete checkpoint."""
+    """The directory ``latest`` names; when the pointer or the directory it names is missing or incomplete (lost
+    by hand or by a disk), the newest complete ``step_*``; None when there is no complete checkpoint."""
     pointer = root / LATEST
-    if not pointer.is_file():
-        return None
-    path = root / pointer.read_text().strip()
-    return path if (path / STATE_FILE).is_file() else None
+    if pointer.is_file():
+        path = root / pointer.read_text().strip()
+        if _complete(path):
+            return path
+    complete = [p for p in sorted(root.glob("step_*")) if _complete(p)]
+    return complete[-1] if complete else None
+
+
+def _complete(path: Path) -> bool:
+    return (path / STATE_FILE).is_file()
 
 
 def load_checkpoint(path: Path) -> dict[str, Any]:

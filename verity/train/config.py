@@ -32,6 +32,37 @@ class FsdpConfig(Section):
     )
 
 
+class ExtrapolateConfig(Section):
+    """NExt-style jumps along the adapters' rank-1 trajectory (docs/extrapolation.md); needs model.lora."""
+
+    enabled: bool = Field(False, description="Extrapolate the LoRA adapters' trajectory during training.")
+    every: int = Field(10, gt=0, description="RL steps between jumps.")
+    history: int = Field(
+        5, ge=3, description="Recorded points each fit uses: the adapters after each of the latest steps."
+    )
+    horizon: float = Field(5.0, gt=0, description="How many RL steps ahead each jump predicts.")
+    degree: int = Field(
+        2, ge=1, le=3, description="Degree of the polynomial fitted to the rank-1 coefficients (1: linear)."
+    )
+    optimizer: Literal["keep", "reset"] = Field(
+        "keep", description="AdamW moments after a jump: keep them, or reset them (and their step count)."
+    )
+
+    @model_validator(mode="after")
+    def _window_fits(self) -> ExtrapolateConfig:
+        if self.history < self.degree + 2:
+            raise ValueError(
+                f"history={self.history} points cannot fit a degree-{self.degree} polynomial with any redundancy: "
+                f"use history >= {self.degree + 2} or a lower degree"
+            )
+        if self.history > self.every + 1:
+            raise ValueError(
+                f"history={self.history} needs every >= {self.history - 1}: a window of points must not span a "
+                "jump"
+            )
+        return self
+
+
 class TrainConfig(Section):
     """Optimisation of the policy."""
 
@@ -77,15 +108,23 @@ class TrainConfig(Section):
     )
     learners: int = Field(1, gt=0, description="Learner processes with strategy fsdp2 (one GPU each on GPU).")
     fsdp: FsdpConfig = Field(default_factory=FsdpConfig, description="Settings of the fsdp2 learner group.")
+    extrapolate: ExtrapolateConfig = Field(
+        default_factory=ExtrapolateConfig, description="Jumps along the adapters' low-rank trajectory (NExt)."
+    )
     checkpoint_every: int = Field(50, gt=0, description="Steps between checkpoints.")
     keep_checkpoints: int = Field(2, gt=0, description="How many recent checkpoints to keep.")
     max_bad_steps: int = Field(5, gt=0, description="Stop after this many non-finite losses in a row.")
 
     @model_validator(mode="after")
-    def _learners_need_fsdp(self) -> TrainConfig:
+    def _strategy_fits(self) -> TrainConfig:
         if self.learners > 1 and self.strategy == "single":
             raise ValueError(
                 f"train.learners={self.learners} needs train.strategy=fsdp2 (the single learner is one process)"
+            )
+        if self.extrapolate.enabled and self.strategy == "fsdp2":
+            raise ValueError(
+                "train.extrapolate needs train.strategy=single (it moves LoRA adapters, which fsdp2 does not "
+                "train)"
             )
         return self
 
@@ -102,4 +141,9 @@ class LoraConfig(Section):
     )
     save: Literal["merged", "adapter"] = Field(
         "merged", description="Final model: adapters merged into a plain model, or the adapter alone."
+    )
+    vision: Literal["frozen", "lora", "full"] = Field(
+        "frozen",
+        description="A vision-language model's vision tower and projector: kept fixed (adapters on the language "
+        "model only), given adapters too, or trained in full beside the language model's adapters.",
     )

@@ -55,7 +55,8 @@ class ReferenceHandle(torch.nn.Module):
 class Transport(Protocol):
     """How the group reaches its ranks: ``send`` one command to every rank (``OSError`` when one is gone,
     ``TimeoutError`` when one does not take it in time), ``poll``/``recv`` one rank's next message (``recv``
-    raises ``EOFError`` when the rank is gone), ``alive``/``exit`` watch and describe a rank, ``close`` ends
+    raises ``EOFError`` when the rank is gone), ``alive``/``exit`` watch and describe a rank (``alive`` is False
+    only for a rank that died without a last message: killed or crashed), ``close`` ends
     them all. The rank side serves the same commands over a connection with ``send``/``recv``
     (``serve_rank``)."""
 
@@ -108,7 +109,9 @@ class PipeTransport:
         return self.conns[rank].recv()
 
     def alive(self, rank: int) -> bool:
-        return self.procs[rank].is_alive()
+        # A rank that ends by itself (exit code 0) has sent its last message, an error, which stays readable: it
+        # failed, it did not die.
+        return self.procs[rank].is_alive() or self.procs[rank].exitcode == 0
 
     def exit(self, rank: int) -> str:
         code = self.procs[rank].exitcode

@@ -7,6 +7,7 @@ It is algorithm-blind: advantages arrive in the batch and the loss is the ``Poli
 from __future__ import annotations
 
 import math
+import time
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -20,6 +21,7 @@ from verity.rollout.sync_check import Probe, learner_logprobs
 from verity.train.batching import Batch, micro_batches, split_indices
 from verity.train.checkpoint import ShardedPart
 from verity.train.config import TrainConfig
+from verity.train.extrapolate import Trajectory
 from verity.train.lora import load_trainable_state, save_policy, trainable_state_dict
 from verity.train.prefix import prompt_groups, shared_prefix_logprobs
 
@@ -68,6 +70,7 @@ class Learner:
             lambda s: lr_factor(s, train.warmup_steps, total, train.lr_schedule, train.min_lr_ratio),
         )
         self.generator = torch.Generator().manual_seed(seed)
+        self.trajectory = Trajectory(model, train.extrapolate) if train.extrapolate.enabled else None
 
     @property
     def device(self) -> torch.device:
@@ -114,7 +117,22 @@ class Learner:
         out["skipped"] = float(skipped)
         out["lr"] = self.scheduler.get_last_lr()[0]
         self.version += 1
+        if self.trajectory is not None:
+            out.update(self._extrapolate())
         return out
+
+    def _extrapolate(self) -> dict[str, float]:
+        """Record the trajectory and, when due, jump along it (``train.extrapolate``): a weight update like any
+        other, which the next weight sync carries to the engines. A jump is not an optimizer step: the learning
+        rate schedule does not advance, and AdamW's moments are kept or reset per
+        ``train.extrapolate.optimizer``."""
+        assert self.trajectory is not None
+        start = time.perf_counter()
+        jumped = self.trajectory.observe(self.version)
+        if jumped is not None and self.train_cfg.extrapolate.optimizer == "reset":
+            self.optimizer.state.clear()
+        seconds = time.perf_counter() - start  # recording the point, and the jump when one is due
+        return {"extrapolate/applied": float(jumped is not None), "extrapolate/seconds": seconds, **(jumped or {})}
 
     def sft_step(self, batch: Batch, lr_scale: float = 1.0) -> float:
         """One supervised step on demonstrations (ReLIFT's interleaved SFT): token-mean NLL of ``batch``'s
@@ -274,6 +292,7 @@ class Learner:
             "scheduler": self.scheduler.state_dict(),
             "generator": self.generator.get_state(),
             "version": self.version,
+            **({"trajectory": self.trajectory.state_dict()} if self.trajectory is not None else {}),
         }
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
@@ -286,3 +305,8 @@ class Learner:
         self.scheduler.load_state_dict(state["scheduler"])
         self.generator.set_state(state["generator"])
         self.version = state["version"]
+        if self.trajectory is not None:
+            if "trajectory" in state:
+                self.trajectory.load_state_dict(state["trajectory"])
+            else:  # a checkpoint of a run without extrapolation: the window starts at the resumed point
+                self.trajectory.restart(self.version)

@@ -3,12 +3,15 @@
 With adapters (Hu et al. 2021, "LoRA: Low-Rank Adaptation of Large Language Models") each adapted linear layer
 computes ``W x + (alpha / r) * B A x`` with ``W`` frozen and only ``A`` (r x in) and ``B`` (out x r) trained;
 ``B`` starts at zero, so the wrapped model starts as the base model. Weight syncs and checkpoints then carry the
-adapters alone: ``trainable_state_dict`` is what the learner hands out.
+adapters alone: ``trainable_state_dict`` is what the learner hands out. On a vision-language model the adapters go
+on the language model only, unless ``lora.vision`` gives the vision tower and projector adapters too or trains
+them in full.
 """
 
 from __future__ import annotations
 
 import copy
+import re
 from pathlib import Path
 from typing import Any
 
@@ -17,6 +20,7 @@ from torch import nn
 
 from verity.schema import ConfigError
 from verity.train.config import LoraConfig
+from verity.vision import vision_modules
 
 
 def apply_lora(model: nn.Module, cfg: LoraConfig) -> nn.Module:
@@ -25,17 +29,25 @@ def apply_lora(model: nn.Module, cfg: LoraConfig) -> nn.Module:
     from peft import LoraConfig as PeftLoraConfig
     from peft import get_peft_model
 
+    outside = vision_modules(model)  # the vision tower and projector of a vision-language model
     peft_cfg = PeftLoraConfig(
         r=cfg.r,
         lora_alpha=cfg.alpha,
         lora_dropout=cfg.dropout,
         target_modules=cfg.target_modules,
         task_type="CAUSAL_LM",
+        exclude_modules=_under(outside) if outside and cfg.vision != "lora" else None,
+        modules_to_save=outside if outside and cfg.vision == "full" else None,
     )
     try:
         return get_peft_model(model, peft_cfg)
     except ValueError as err:
         raise ConfigError(f"model.lora.target_modules: {err}") from None
+
+
+def _under(names: list[str]) -> str:
+    """A regular expression matching the modules ``names`` and everything inside them."""
+    return "|".join(f"{re.escape(n)}(\\..*)?" for n in names)
 
 
 def has_frozen(model: nn.Module) -> bool:

@@ -16,20 +16,23 @@ from transformers.cache_utils import DynamicCache
 
 from verity.modeling import DEFAULT_LOGIT_CHUNK_TOKENS, cache_keyword, decoder_states, head_logprobs
 from verity.train.batching import Batch
+from verity.vision import media_positions, stack_media
 
 
 def prompt_groups(batch: Batch) -> tuple[torch.Tensor, torch.Tensor, list[tuple[int, ...]]] | None:
     """Each row's untrained prefix length (B,) (the tokens before its first loss position), the index (B,) of its
-    distinct prefix, and the distinct prefixes; None when no two rows share one (nothing to gain)."""
+    distinct prefix, and the distinct prefixes' tokens; None when no two rows share one (nothing to gain). Rows
+    with images share a prefix only when they share its image inputs too (the same prompt's samples do)."""
     starts = batch.loss_mask.gt(0).int().argmax(-1)  # (B,) first trained position
-    prefixes: dict[tuple[int, ...], int] = {}
+    prefixes: dict[tuple[tuple[int, ...], int], int] = {}
     owner = []
     for row, start in enumerate(starts.tolist()):
-        key = tuple(batch.input_ids[row, :start].tolist())
+        images = id(batch.media[row]) if batch.media and batch.media[row] else 0
+        key = (tuple(batch.input_ids[row, :start].tolist()), images)
         owner.append(prefixes.setdefault(key, len(prefixes)))
     if len(prefixes) == len(owner) or min(starts.tolist()) < 1:
         return None
-    return starts, torch.tensor(owner), list(prefixes)
+    return starts, torch.tensor(owner), [tokens for tokens, _ in prefixes]
 
 
 CALL_OVERHEAD_TOKENS = 64
@@ -82,11 +85,16 @@ def shared_prefix_logprobs(
         prefix_ids[u, width - len(p) :] = torch.tensor(p, device=device)
         prefix_mask[u, width - len(p) :] = 1
     cache = DynamicCache()
+    media = None
+    if batch.media:  # each distinct prefix's image inputs, from the first row that continues it
+        media = stack_media([batch.media[owner.tolist().index(u)] for u in range(len(prefixes))], device)
+    prefix_positions, offset = media_positions(model, prefix_ids, prefix_mask, media or {})
     first = decoder_states(
         model,
+        media,
         input_ids=prefix_ids,
         attention_mask=prefix_mask,
-        position_ids=(prefix_mask.cumsum(-1) - 1).clamp(min=0),
+        position_ids=prefix_positions,
         use_cache=True,
         **{cache_keyword(model): cache},
     )[:, -1]  # (U, H) predicts each row's first continuation token
@@ -107,8 +115,10 @@ def shared_prefix_logprobs(
         ids = batch.input_ids[rows].gather(1, columns).masked_fill(~valid, 0)
         mask = torch.cat([prefix_mask[index], valid.long()], dim=-1)
         kwargs = {cache_keyword(model): kv}
+        # Under multimodal RoPE, text after a prompt's images is numbered from its shifted start.
+        positions = columns if offset is None else columns + offset[index, None]
         rest = decoder_states(
-            model, input_ids=ids, attention_mask=mask, position_ids=columns, use_cache=True, **kwargs
+            model, input_ids=ids, attention_mask=mask, position_ids=positions, use_cache=True, **kwargs
         )
         hidden = torch.cat([first[index, None], rest[:, :-1]], dim=1)  # (R, S, H)
         picked, ent = head_logprobs(model, hidden, ids, temperature, with_entropy, chunk_tokens)  # (R, S)
