@@ -5,7 +5,7 @@ from __future__ import annotations
 import copy
 import random
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from functools import partial
 from typing import Any
 
@@ -16,10 +16,11 @@ from torch import nn
 from verity.algo.objective import PolicyObjective, advantage_inputs
 from verity.algo.state import AlgoState
 from verity.config import Config
-from verity.data.collect import AddReferences, Encode
+from verity.data.collect import Augment, Encode
 from verity.data.guidance import add_references
 from verity.data.images import item_key
 from verity.data.prompts import TaskPrompts
+from verity.data.rethink import rethink
 from verity.data.samplers import Sampler
 from verity.data.sources import TaskSource, build_source
 from verity.envs.setup import build_episode_runner
@@ -58,7 +59,7 @@ class Parts:
     algo_state: AlgoState
     ref_model: nn.Module | None
     critic: CriticTrainer | GroupCritic | None = None
-    add_references: AddReferences | None = None  # ViSurf
+    augment: list[Augment] = field(default_factory=list)  # re-thinking, ViSurf: see collect_rollouts
     processor: Any = None  # a vision-language model's processor (saved with the final model)
 
     def state_dict(self) -> dict[str, Any]:
@@ -172,15 +173,6 @@ def build_parts(cfg: Config, log: Log) -> Parts:
     runtime = build_runtime(
         cfg.runtime.kind, RuntimeSpec(cfg, model_path, engine, spec, executor, learner, episodes, supply)
     )
-    references = None
-    if cfg.data.visurf:
-        references = partial(
-            add_references,
-            field=cfg.data.reference_field,
-            tokenizer=tokenizer,
-            learner=learner,
-            score=runtime.executor.score,
-        )
     return Parts(
         cfg,
         model_path,
@@ -194,6 +186,23 @@ def build_parts(cfg: Config, log: Log) -> Parts:
         AlgoState(cfg.algo),
         ref_model,
         critic,
-        references,
+        augmentations(cfg, sampler, tokenizer, learner, runtime.executor.score),
         processor,
     )
+
+
+def augmentations(
+    cfg: Config, sampler: Sampler, tokenizer: Any, learner: Any, score: Callable[..., Any]
+) -> list[Augment]:
+    """What each round of rollouts goes through before the batch is formed: re-thinking of all-failed groups
+    (Cog-Rethinker), then reference solutions joining their groups (ViSurf)."""
+    steps: list[Augment] = []
+    if cfg.data.rethink.enabled:
+        queue = partial(sampler.demos.add, "rethink")
+        steps.append(partial(rethink, cfg=cfg.data.rethink, threshold=cfg.eval.threshold, queue=queue))
+    if cfg.data.visurf:
+        refs = partial(
+            add_references, field=cfg.data.reference_field, tokenizer=tokenizer, learner=learner, score=score
+        )
+        steps.append(lambda rollouts, generate: (refs(rollouts), {}))
+    return steps

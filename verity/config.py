@@ -59,6 +59,21 @@ class Config(Section):
         return self
 
     @model_validator(mode="after")
+    def _rethink_needs_direct_rollouts(self) -> Config:
+        """Re-thinking restates prompts, so it needs rollouts generated from the prompts it gives, in the step that
+        asks: not an environment's episodes (their prompt comes from ``reset``; see ``env.guidance``), not tree
+        search, and not the asynchronous Ray runtime (whose groups come from earlier draws)."""
+        if self.data.rethink.enabled and self.env is not None:
+            raise ValueError(
+                "data.rethink needs single-turn rollouts; with an env, use env.guidance for re-attempts instead"
+            )
+        if self.data.rethink.enabled and self.rollout.strategy != "sample":
+            raise ValueError("data.rethink needs rollout.strategy: sample (re-thinking restates single prompts)")
+        if self.data.rethink.enabled and self.runtime.kind == "ray" and self.runtime.ray.mode == "async":
+            raise ValueError("data.rethink needs runtime.ray.mode: sync (async groups come from earlier draws)")
+        return self
+
+    @model_validator(mode="after")
     def _extrapolation_needs_lora(self) -> Config:
         if self.train.extrapolate.enabled and self.model.lora is None:
             raise ValueError(

@@ -30,7 +30,7 @@ from verity.checks import (
 )
 from verity.config import Config
 from verity.data.collect import collect_rollouts
-from verity.data.guidance import relift_update
+from verity.data.guidance import demonstration_updates
 from verity.data.metrics import task_metrics
 from verity.envs.turns import episode_metrics, evaluate_episodes, turn_tensors
 from verity.eval import evaluate
@@ -52,7 +52,7 @@ def rl_step(parts: Parts) -> tuple[dict[str, float], list[Rollout]]:
     """One step: rollouts of a batch of prompts, then ``epochs x mini_batches`` updates. Returns metrics."""
     cfg, learner, state = parts.cfg, parts.learner, parts.algo_state
     rollouts, data_metrics = collect_rollouts(
-        parts.sampler, parts.runtime, parts.encode, cfg.rollout.prompts_per_step, parts.add_references
+        parts.sampler, parts.runtime, parts.encode, cfg.rollout.prompts_per_step, parts.augment
     )
     start = time.perf_counter()
     rewards = torch.tensor([r.reward for r in rollouts], dtype=torch.float32)  # (N,)
@@ -80,13 +80,8 @@ def rl_step(parts: Parts) -> tuple[dict[str, float], list[Rollout]]:
     if parts.critic is not None:
         metrics.update(parts.critic.fit(cfg.algo, batch, shaped, inputs["values"], state.kl.coef))
     metrics.update(state.update(metrics, len(rollouts)))
-    if demonstrations := parts.sampler.demonstrations():
-        data = cfg.data
-        metrics.update(
-            relift_update(
-                learner, parts.tokenizer, parts.encode, demonstrations, data.reference_field, data.relift.lr_scale
-            )
-        )
+    if rounds := parts.sampler.demonstrations():
+        metrics.update(demonstration_updates(learner, parts.tokenizer, parts.encode, cfg.data, rounds))
     metrics["time/train"] = time.perf_counter() - start
     parts.runtime.sync(learner)
     metrics.update(parts.runtime.timings)

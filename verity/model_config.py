@@ -2,12 +2,15 @@
 
 from __future__ import annotations
 
-from typing import Literal
+from typing import TYPE_CHECKING, Any, Literal
 
 from pydantic import Field
 
 from verity.schema import Section
 from verity.train.config import LoraConfig
+
+if TYPE_CHECKING:
+    from transformers import LlamaConfig
 
 
 class TinyModelConfig(Section):
@@ -19,6 +22,25 @@ class TinyModelConfig(Section):
     num_heads: int = Field(4, gt=0, description="Attention heads per layer.")
     intermediate_size: int = Field(384, gt=0, description="Width of the MLP.")
     max_positions: int = Field(512, gt=0, description="Longest prompt + completion, in tokens.")
+
+    def decoder_config(self, tokenizer: Any) -> LlamaConfig:
+        """The tiny decoder's transformers config over ``tokenizer`` (the text base, and the language part of the
+        tiny vision-language base)."""
+        from transformers import LlamaConfig
+
+        return LlamaConfig(
+            vocab_size=len(tokenizer),
+            hidden_size=self.hidden_size,
+            num_hidden_layers=self.num_layers,
+            num_attention_heads=self.num_heads,
+            num_key_value_heads=self.num_heads,
+            intermediate_size=self.intermediate_size,
+            max_position_embeddings=self.max_positions,
+            tie_word_embeddings=True,
+            bos_token_id=tokenizer.bos_token_id,
+            eos_token_id=tokenizer.eos_token_id,
+            pad_token_id=tokenizer.pad_token_id,
+        )
 
 
 class TinyVisionConfig(Section):

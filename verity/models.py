@@ -25,7 +25,6 @@ from transformers import (
     AutoModelForCausalLM,
     AutoModelForImageTextToText,
     AutoTokenizer,
-    LlamaConfig,
     LlamaForCausalLM,
     PreTrainedModel,
 )
@@ -104,21 +103,7 @@ def ensure_tiny_base(cfg: Config, sources: list[TaskSource], held_out: set[str],
         model, processor = build_tiny_vl(cfg.model, tokenizer)
         info = _warm_up(cfg, model, tokenizer, sources, held_out, scorer, log, processor)
         return _save_base(target, model, processor, info, start, log)
-    model = LlamaForCausalLM(
-        LlamaConfig(
-            vocab_size=len(tokenizer),
-            hidden_size=tiny.hidden_size,
-            num_hidden_layers=tiny.num_layers,
-            num_attention_heads=tiny.num_heads,
-            num_key_value_heads=tiny.num_heads,
-            intermediate_size=tiny.intermediate_size,
-            max_position_embeddings=tiny.max_positions,
-            tie_word_embeddings=True,
-            bos_token_id=tokenizer.bos_token_id,
-            eos_token_id=tokenizer.eos_token_id,
-            pad_token_id=tokenizer.pad_token_id,
-        )
-    )
+    model = LlamaForCausalLM(tiny.decoder_config(tokenizer))
     info = _warm_up(cfg, model, tokenizer, sources, held_out, scorer, log)
     return _save_base(target, model, tokenizer, info, start, log)
 

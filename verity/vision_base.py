@@ -10,7 +10,6 @@ from typing import Any
 from transformers import (
     CLIPImageProcessorPil,
     CLIPVisionConfig,
-    LlamaConfig,
     LlavaConfig,
     LlavaForConditionalGeneration,
     PreTrainedModel,
@@ -40,19 +39,7 @@ def build_tiny_vl(model: ModelConfig, tokenizer: Any) -> tuple[PreTrainedModel, 
         image_token=IMAGE,
         num_additional_image_tokens=1,
     )
-    text = LlamaConfig(
-        vocab_size=len(tokenizer),
-        hidden_size=tiny.hidden_size,
-        num_hidden_layers=tiny.num_layers,
-        num_attention_heads=tiny.num_heads,
-        num_key_value_heads=tiny.num_heads,
-        intermediate_size=tiny.intermediate_size,
-        max_position_embeddings=tiny.max_positions,
-        tie_word_embeddings=True,
-        bos_token_id=tokenizer.bos_token_id,
-        eos_token_id=tokenizer.eos_token_id,
-        pad_token_id=tokenizer.pad_token_id,
-    )
+    text = tiny.decoder_config(tokenizer)
     tower = CLIPVisionConfig(
         hidden_size=vision.hidden_size,
         intermediate_size=4 * vision.hidden_size,

@@ -137,10 +137,11 @@ def test_relift_queues_all_failed_items_once_and_releases_them_every_k_steps() -
     assert sampler.metrics()["data/relift_queue"] == 2.0
     assert sampler.demonstrations() == []  # step 1 of every 2
     sampler.end_step({})
-    assert [i.id for i in sampler.demonstrations()] == ["a/0"]
+    [(recipe, demos)] = sampler.demonstrations()
+    assert recipe == "relift" and [(d.item.id, d.text) for d in demos] == [("a/0", "<answer>1</answer>")]
     sampler.end_step({})
     sampler.end_step({})
-    assert [i.id for i in sampler.demonstrations()] == ["a/2"]
+    assert [d.item.id for _, demos in sampler.demonstrations() for d in demos] == ["a/2"]
 
 
 def test_relift_skips_items_without_a_reference() -> None:
@@ -154,6 +155,7 @@ def test_resume_from_state_dict_continues_the_same_sequence() -> None:
         "stages": [{"name": "s0", "steps": 2}, {"name": "hard", "hard_focus": {"max_pass_rate": 1.0}}],
         "adaptive_group": {"enabled": True},
         "relift": {"enabled": True, "every": 1},
+        "expert_iteration": {"enabled": True, "every": 2, "max_pass_rate": 0.5},
         "reference_field": "answer",
     }
 
@@ -163,7 +165,7 @@ def test_resume_from_state_dict_continues_the_same_sequence() -> None:
             for g, draw in enumerate(sampler.sample(3)):
                 seen.append((draw.item.id, draw.group_size))
                 sampler.observe(rollouts_for(draw.item, [float((step + g) % 2), 0.0], group=g))
-            seen += [(i.id, -1) for i in sampler.demonstrations()]
+            seen += [(d.item.id, -1) for _, demos in sampler.demonstrations() for d in demos]
             sampler.end_step({})
         return seen
 

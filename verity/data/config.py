@@ -1,13 +1,15 @@
 """The ``data:`` section: task sources and their mixture, difficulty estimates, dynamic sampling, adaptive group
-sizes, hard-focus, stages, ReLIFT and ViSurf. Every field is documented once, here."""
+sizes, hard-focus, stages, ReLIFT, ViSurf, re-thinking and expert iteration. Every field is documented once,
+here."""
 
 from __future__ import annotations
 
 import re
 from typing import Any, Literal
 
-from pydantic import Field, field_validator, model_validator
+from pydantic import Field, ValidationInfo, field_validator, model_validator
 
+from verity.rollout.groups import template_fields
 from verity.schema import Section
 
 # "<metric> <op> <number>", e.g. "task/chain_sum/accuracy >= 0.8"
@@ -82,14 +84,82 @@ class StageConfig(Section):
         return value
 
 
-class ReliftConfig(Section):
+class SftFeedConfig(Section):
+    """Interleaved SFT steps on queued demonstrations: the cadence shared by ReLIFT, re-thinking and expert
+    iteration (see docs/rethinking.md)."""
+
+    enabled: bool = Field(False, description="Queue demonstrations and take SFT steps on them.")
+    every: int = Field(4, gt=0, description="One SFT round after every this many RL steps (when any are queued).")
+    batch_size: int = Field(8, gt=0, description="Demonstrations per SFT step.")
+    queue_size: int = Field(256, gt=0, description="Most queued demonstrations; the oldest are dropped first.")
+    lr_scale: float = Field(1.0, gt=0, description="SFT step size as a multiple of the RL learning rate.")
+
+
+class ReliftConfig(SftFeedConfig):
     """ReLIFT: queue items on which every rollout failed and interleave SFT steps on their reference solutions."""
 
     enabled: bool = Field(False, description="Queue all-failed items that have a reference solution.")
-    every: int = Field(4, gt=0, description="One SFT step after every this many RL steps (when any are queued).")
-    batch_size: int = Field(8, gt=0, description="Demonstrations per SFT step.")
-    queue_size: int = Field(256, gt=0, description="Most queued items; the oldest are dropped first.")
-    lr_scale: float = Field(1.0, gt=0, description="SFT step size as a multiple of the RL learning rate.")
+
+
+DECOMPOSE_TEMPLATE = "{prompt}\nBreak the problem into smaller steps, solve each step, then give the final answer."
+REFLECT_TEMPLATE = "{prompt}\nA previous answer was wrong: {wrong}\nFind the mistake and solve the problem again."
+
+
+class RethinkConfig(SftFeedConfig):
+    """Cog-Rethinker: groups in which every rollout failed are rolled out again, first from a decomposition prompt,
+    then (those still unsolved) from a prompt quoting a wrong answer; correct re-rollouts are queued for SFT under
+    the item's direct prompt."""
+
+    enabled: bool = Field(False, description="Re-think all-failed groups and learn from the rescued ones.")
+    decompose_template: str | None = Field(
+        DECOMPOSE_TEMPLATE, description="Decomposition prompt, with {prompt}; null skips this stage."
+    )
+    reflect_template: str | None = Field(
+        REFLECT_TEMPLATE, description="Reflection prompt, with {prompt} and {wrong} (a failed answer); null skips."
+    )
+    group_size: int | None = Field(
+        None, gt=0, description="Rollouts per re-thinking stage (unset: as many as the group)."
+    )
+    in_batch: bool = Field(
+        True,
+        description="A rescued group replaces its failed group in the RL batch, under its re-thinking prompt.",
+    )
+    every: int = Field(8, gt=0, description="One SFT round after every this many RL steps (when any are queued).")
+    batch_size: int = Field(16, gt=0, description="Demonstrations per SFT step.")
+
+    @field_validator("decompose_template", "reflect_template")
+    @classmethod
+    def _check_template(cls, value: str | None, info: ValidationInfo) -> str | None:
+        if value is None:
+            return value
+        allowed = {"prompt", "wrong"} if info.field_name == "reflect_template" else {"prompt"}
+        fields = template_fields(value)
+        if "prompt" not in fields or not fields <= allowed:
+            raise ValueError(f"the template needs {{prompt}} and may use only {sorted(allowed)}; got {value!r}")
+        return value
+
+
+class ExpertIterationConfig(SftFeedConfig):
+    """Expert iteration (BFS-Prover-V2): the policy's own correct rollouts of hard items are queued (off-policy)
+    and periodically trained on by SFT, keeping those whose NLL under the current policy lies between two
+    quantiles."""
+
+    enabled: bool = Field(False, description="Queue correct rollouts of hard items and fine-tune on them.")
+    max_pass_rate: float = Field(
+        0.75, gt=0, le=1, description="Items whose group solved more than this share are too easy: not queued."
+    )
+    low_quantile: float = Field(0.1, ge=0, lt=1, description="Drop queued samples below this NLL quantile.")
+    high_quantile: float = Field(0.9, gt=0, le=1, description="Drop queued samples above this NLL quantile.")
+    batch_size: int = Field(32, gt=0, description="Demonstrations per SFT step (a round may take several).")
+    queue_size: int = Field(512, gt=0, description="Most queued demonstrations; the oldest are dropped first.")
+
+    @model_validator(mode="after")
+    def _check_quantiles(self) -> ExpertIterationConfig:
+        if self.low_quantile >= self.high_quantile:
+            raise ValueError(
+                f"low_quantile ({self.low_quantile}) must be below high_quantile ({self.high_quantile})"
+            )
+        return self
 
 
 class TaskConfig(Section):
@@ -146,6 +216,12 @@ class DataConfig(Section):
     )
     stages: list[StageConfig] = Field(default_factory=list, description="Curriculum stages, in order.")
     relift: ReliftConfig = Field(default_factory=ReliftConfig, description="SFT on all-failed items (ReLIFT).")
+    rethink: RethinkConfig = Field(
+        default_factory=RethinkConfig, description="Re-think all-failed groups, SFT on rescues (Cog-Rethinker)."
+    )
+    expert_iteration: ExpertIterationConfig = Field(
+        default_factory=ExpertIterationConfig, description="SFT on own successes on hard items (BFS-Prover-V2)."
+    )
     visurf: bool = Field(False, description="Put an item's reference solution in its group (ViSurf).")
     reference_field: str = Field(
         "solution",

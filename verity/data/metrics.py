@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from verity.data.collect import split_groups
+from verity.rollout.groups import split_groups
 from verity.types import Rollout
 
 # The finish reason of a ViSurf reference: a completion the engine did not sample.

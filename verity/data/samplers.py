@@ -1,25 +1,27 @@
 """Choosing which items a step practises, and how many rollouts each gets.
 
 The loop talks to a ``Sampler`` through a few calls: ``sample(n)`` -> draws (item + group size),
-``observe(rollouts)`` after scoring, ``end_step(metrics)`` after the update, ``demonstrations()`` for ReLIFT, and
-``metrics()``. Its whole state (stream positions, random state, pass rates, hard pool, ReLIFT queue, stage) is
-checkpointed, so a resumed run sees the same items in the same order.
+``observe(rollouts)`` after scoring, ``end_step(metrics)`` after the update, ``demonstrations()`` for the
+interleaved SFT rounds (``verity.data.demos``), and ``metrics()``. Its whole state (stream positions, random
+state, pass rates, hard pool, demonstration queues, stage) is checkpointed, so a resumed run sees the same items in
+the same order.
 """
 
 from __future__ import annotations
 
 import random
-from collections import OrderedDict, deque
+from collections import OrderedDict
 from dataclasses import dataclass, replace
 from typing import Any
 
 from verity.data.config import DataConfig, HardFocusConfig
+from verity.data.demos import DemoBank, Demonstration
 from verity.data.difficulty import PassRates, group_size_for
 from verity.data.images import item_key
-from verity.data.prompts import reference_solution
 from verity.data.sources import TaskSource
 from verity.data.stages import StageSchedule
 from verity.rollout.engine import SamplingParams
+from verity.rollout.groups import split_groups
 from verity.schema import ConfigError
 from verity.types import Item, Rollout
 
@@ -66,7 +68,7 @@ class Sampler:
         self._turn = 0  # balanced sampling: which task the next draw starts from
         self._pool: OrderedDict[str, Item] = OrderedDict()  # hard-focus candidates, least recently seen first
         self._pool_size = max((s.hard_focus.pool_size for s in data.stages if s.hard_focus), default=0)
-        self._queue: deque[Item] = deque(maxlen=data.relift.queue_size)
+        self.demos = DemoBank(data, threshold)
         self._steps = 0
         self.skipped = 0
 
@@ -162,7 +164,8 @@ class Sampler:
     # -- learning from rollouts ----------------------------------------------------------------------------
 
     def observe(self, rollouts: list[Rollout]) -> None:
-        """Update pass rates, the hard pool and the ReLIFT queue from one round of scored rollouts."""
+        """Update pass rates, the hard pool and the demonstration queues from one round of scored rollouts."""
+        self.demos.observe(split_groups(rollouts))
         for item, rewards in group_rewards(rollouts):
             successes = sum(r >= self.threshold for r in rewards)
             self.rates.observe(item.id, item.task, successes, len(rewards))
@@ -171,30 +174,19 @@ class Sampler:
                 self._pool[item.id] = item
                 while len(self._pool) > self._pool_size:
                     self._pool.popitem(last=False)
-            if successes == 0 and self.data.relift.enabled:
-                self._queue_for_sft(item)
-
-    def _queue_for_sft(self, item: Item) -> None:
-        """ReLIFT: an item no rollout solved is queued once, if it has a reference solution to learn from."""
-        known = any(queued.id == item.id for queued in self._queue)
-        if not known and reference_solution(item, self.data.reference_field) is not None:
-            self._queue.append(item)
 
     def end_step(self, metrics: dict[str, float]) -> bool:
         """Count a finished RL step and move stages if due; returns True on a stage change."""
         self._steps += 1
         return self.schedule.end_step(metrics)
 
-    def demonstrations(self) -> list[Item]:
-        """ReLIFT: in every ``relift.every``-th RL step (called before ``end_step`` counts it), up to
-        ``batch_size`` queued items, oldest first."""
-        cfg = self.data.relift
-        if not cfg.enabled or not self._queue or (self._steps + 1) % cfg.every:
-            return []
-        return [self._queue.popleft() for _ in range(min(cfg.batch_size, len(self._queue)))]
+    def demonstrations(self) -> list[tuple[str, list[Demonstration]]]:
+        """The SFT rounds due in this RL step (called before ``end_step`` counts it): (recipe, demonstrations)
+        for each recipe whose ``every``-th step this is, oldest demonstrations first."""
+        return self.demos.due(self._steps)
 
     def metrics(self) -> dict[str, float]:
-        out = {"data/stage": float(self.schedule.index), "data/relift_queue": float(len(self._queue))}
+        out = {"data/stage": float(self.schedule.index), **self.demos.metrics()}
         for source in self.sources:
             rate = self.rates.task_rate(source.name)
             if rate is not None:
@@ -215,7 +207,7 @@ class Sampler:
             "rates": self.rates.state_dict(),
             "schedule": self.schedule.state_dict(),
             "pool": list(self._pool.values()),
-            "queue": list(self._queue),
+            "demos": self.demos.state_dict(),
         }
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
@@ -227,7 +219,7 @@ class Sampler:
         self.rates.load_state_dict(state["rates"])
         self.schedule.load_state_dict(state["schedule"])
         self._pool = OrderedDict((item.id, item) for item in state["pool"])
-        self._queue = deque(state["queue"], maxlen=self.data.relift.queue_size)
+        self.demos.load_state_dict(state.get("demos", {}))  # older checkpoints: queues start empty
 
 
 def group_rewards(rollouts: list[Rollout]) -> list[tuple[Item, list[float]]]:

@@ -14,6 +14,7 @@ from typing import Any
 
 from verity.envs.base import Env, StepResult
 from verity.rollout.engine import Engine, SamplingParams
+from verity.rollout.groups import failed_groups, replace_groups, retry_prompt
 from verity.timeouts import CallTimedOut, call_with_timeout
 from verity.types import Completion, Item, Rollout, Score, Turn
 
@@ -122,7 +123,7 @@ class EpisodeRunner:
         env = self.make_env()
         text = env.reset(item)
         if hint is not None and self.guidance is not None:
-            text = self.guidance.template.format(prompt=text, hint=hint)
+            text = retry_prompt(self.guidance.template, text, hint=hint)
         return _Episode(item, group, env, self.encode(replace(item, prompt=text)))
 
     def _play(self, episodes: list[_Episode], params: SamplingParams) -> None:
@@ -194,12 +195,11 @@ class EpisodeRunner:
     def _reattempt(
         self, items: list[Item], rollouts: list[Rollout], params: SamplingParams, guidance: Guidance
     ) -> list[Rollout]:
-        failed = {r.group for r in rollouts} - {r.group for r in rollouts if r.reward >= guidance.threshold}
-        hinted = [g for g in sorted(failed) if isinstance(items[g].meta.get(guidance.field), str)]
+        failed = failed_groups(rollouts, guidance.threshold)
+        hinted = [g for g in failed if isinstance(items[g].meta.get(guidance.field), str)]
         if not hinted:
             return rollouts
         retry = [self._start(items[g], g, items[g].meta[guidance.field]) for g in hinted for _ in range(params.n)]
         self._play(retry, params)
         self.stats["env/guided_groups"] = float(len(hinted))
-        kept = [r for r in rollouts if r.group not in set(hinted)]
-        return sorted(kept + [self._rollout(ep) for ep in retry], key=lambda r: r.group)
+        return replace_groups(rollouts, [self._rollout(ep) for ep in retry], hinted)
