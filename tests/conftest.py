@@ -107,6 +107,17 @@ def tiny_model_dir(tmp_path_factory: pytest.TempPathFactory, char_tokenizer: Pre
     return path
 
 
+def tiny_vl_model(cache_dir: Path) -> dict[str, Any]:
+    """``model`` settings of a tiny-vl run small enough for tests; its base is built once under ``cache_dir``."""
+    return {
+        "name": "tiny-vl",
+        "cache_dir": str(cache_dir),
+        "tiny": {"hidden_size": 32, "num_layers": 1, "num_heads": 2, "intermediate_size": 64},
+        "tiny_vision": {"image_size": 16, "hidden_size": 16, "num_layers": 1},
+        "warmup": {"max_steps": 4, "check_every": 2, "check_items": 8, "batch_size": 16},
+    }
+
+
 def loop_settings(model_dir: Path, out_dir: Path) -> dict[str, Any]:
     """A run that takes about a second per step: the 'say 7' generator task rewarded by the share of 7s."""
     return {

@@ -8,6 +8,7 @@ import json
 from pathlib import Path
 
 import pytest
+from conftest import tiny_vl_model
 
 from verity.config import load_config
 from verity.loop import train
@@ -22,13 +23,7 @@ def settings(tmp_path: Path) -> dict:
     return {
         "name": "vl",
         "output_dir": str(tmp_path / "runs"),
-        "model": {
-            "name": "tiny-vl",
-            "cache_dir": str(tmp_path / "cache"),
-            "tiny": {"hidden_size": 32, "num_layers": 1, "num_heads": 2, "intermediate_size": 64},
-            "tiny_vision": {"image_size": 16, "hidden_size": 16, "num_layers": 1},
-            "warmup": {"max_steps": 4, "check_every": 2, "check_items": 8, "batch_size": 16},
-        },
+        "model": tiny_vl_model(tmp_path / "cache"),
         "data": {  # a mixture of two visual tasks, with ViSurf's reference in each group
             "tasks": [
                 {

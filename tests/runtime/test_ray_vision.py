@@ -12,6 +12,7 @@ import pytest
 
 ray = pytest.importorskip("ray")
 
+from conftest import tiny_vl_model  # noqa: E402
 from ray_cluster import ASYNC, RAY, cluster, ray_parts  # noqa: E402, F401
 from test_ray_runtime import assert_same_parameters  # noqa: E402
 
@@ -31,13 +32,7 @@ def vl_settings(tmp_path_factory) -> dict:
     return {
         "name": "vl",
         "output_dir": str(root / "runs"),
-        "model": {
-            "name": "tiny-vl",
-            "cache_dir": str(root / "cache"),
-            "tiny": {"hidden_size": 32, "num_layers": 1, "num_heads": 2, "intermediate_size": 64},
-            "tiny_vision": {"image_size": 16, "hidden_size": 16, "num_layers": 1},
-            "warmup": {"max_steps": 4, "check_every": 2, "check_items": 8, "batch_size": 16},
-        },
+        "model": tiny_vl_model(root / "cache"),
         "data": {
             "tasks": [
                 {
