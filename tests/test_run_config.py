@@ -147,3 +147,9 @@ def test_a_key_given_twice_names_both_lines(tmp_path: Path) -> None:
     path.write_text("train:\n  steps: 5\n  steps: 6\n")
     with pytest.raises(ConfigError, match=r"dup.yaml:3: 'train.steps' is given twice \(lines 2 and 3\)"):
         load_config(path)
+
+
+def test_pass_k_larger_than_the_group_is_refused() -> None:
+    message = error_of({}, ["algo.advantage=pass_k", "algo.pass_k=16", "rollout.group_size=8"])
+    assert "algo.pass_k=16" in message and "rollout.group_size=8" in message
+    assert load_config({}, ["algo.advantage=pass_k", "algo.pass_k=8", "rollout.group_size=8"]).algo.pass_k == 8

@@ -74,6 +74,15 @@ class Config(Section):
         return self
 
     @model_validator(mode="after")
+    def _pass_k_fits_the_group(self) -> Config:
+        if self.algo.advantage == "pass_k" and self.algo.pass_k > self.rollout.group_size:
+            raise ValueError(
+                f"algo.pass_k={self.algo.pass_k} needs at least that many samples per prompt, but "
+                f"rollout.group_size={self.rollout.group_size}: lower algo.pass_k or raise rollout.group_size"
+            )
+        return self
+
+    @model_validator(mode="after")
     def _extrapolation_needs_lora(self) -> Config:
         if self.train.extrapolate.enabled and self.model.lora is None:
             raise ValueError(

@@ -28,6 +28,8 @@ OPTIONS = {
         "algo.gae_lambda=0.95",
     ],
     "task_norm_grpo": ["algo.advantage=task_norm_grpo"],
+    "pass_k": ["algo.advantage=pass_k", "algo.pass_k=2"],
+    "w_reinforce": ["algo.positive_weight=0.1"],
     "single_rollout": ["algo.advantage=single_rollout", "rollout.group_size=1", "algo.entropy_adv_alpha=0.1"],
     "trloo_single_turn": ["algo.advantage=trloo"],
     "clip_higher": ["algo.clip_high=0.28"],

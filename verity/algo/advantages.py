@@ -9,6 +9,8 @@ default float dtype (see ``result_dtype``), never truncated back to integers.
 
 from __future__ import annotations
 
+import math
+
 import torch
 from torch import Tensor
 
@@ -61,6 +63,43 @@ def rloo_advantages(rewards: Tensor, group_ids: Tensor) -> Tensor:
     size = sizes[index]
     adv = size / (size - 1).clamp(min=1) * (rewards.to(torch.float64) - mean)
     return torch.where(size > 1, adv, torch.zeros_like(adv)).to(result_dtype(rewards))
+
+
+def pass_at_k_advantages(correct: Tensor, group_ids: Tensor, k: int, eps: float = 1e-6) -> Tensor:
+    """Pass@k training (Chen et al., arXiv:2508.10751, analytic form): the advantages whose policy gradient is
+    that of the group's pass@k, for binary ``correct`` (N,).
+
+    A group of n samples with c correct has the unbiased pass@k ``R = 1 - C(n-c, k) / C(n, k)`` and reward
+    std ``s = sqrt(R (1 - R))``. A correct sample completes every k-subset it is in:
+    ``A_pos = (1 - R) / s``; a wrong one helps only the subsets whose other k-1 members hold a correct sample:
+    ``A_neg = (1 - R - C(n-c-1, k-1) / C(n-1, k-1)) / s``. With k = 1 this is GRPO with the population std;
+    the larger k, the less a group that already solves the prompt pushes its majority answer, and a group that
+    solves it for certain (``n - c < k``) gives 0. Groups need at least k samples. (N,)."""
+    if k < 1:
+        raise ValueError(f"pass@k advantages need k >= 1, got {k}")
+    index, sizes = _group_index(group_ids)
+    hits = torch.zeros_like(sizes).index_add_(0, index, correct.to(torch.float64))
+    adv = torch.zeros(correct.shape[0], dtype=torch.float64)
+    for g, (n, c) in enumerate(zip(sizes.long().tolist(), hits.long().tolist(), strict=True)):
+        if n < k:
+            raise ValueError(f"pass@k advantages with k={k} need groups of at least k samples; one has {n}")
+        pass_k = 1.0 - math.comb(n - c, k) / math.comb(n, k)
+        std = math.sqrt(pass_k * (1.0 - pass_k))
+        if std == 0.0:
+            continue
+        wrong_value = 1.0 - math.comb(n - c - 1, k - 1) / math.comb(n - 1, k - 1) if c < n else 0.0
+        members = index == g
+        value = torch.where(correct[members].bool(), 1.0, wrong_value).to(torch.float64)
+        adv[members] = (value - pass_k) / (std + eps)
+    return adv.to(torch.get_default_dtype())
+
+
+def positive_weighted(advantages: Tensor, weight: float) -> Tensor:
+    """W-REINFORCE's balance of positive and negative sample reinforcement (Zhu et al., arXiv:2506.01347):
+    positive advantages scaled by ``weight`` (0.1 in the paper), negative ones kept, so pushing down wrong
+    answers dominates and probability mass spreads over the other answers the model already considers instead
+    of piling onto the sampled correct one. ``weight = 1`` leaves the advantages unchanged. Any shape."""
+    return torch.where(advantages > 0, advantages * weight, advantages)
 
 
 def task_normalized_advantages(rewards: Tensor, group_ids: Tensor, task_ids: Tensor, eps: float = 1e-6) -> Tensor:

@@ -33,7 +33,9 @@ class AlgoConfig(BaseModel):
         "gae (learned critic), task_norm_grpo (group mean, std within task family), single_rollout (running "
         "per-item or per-task baseline, G = 1), trloo (turn-level leave-one-out for multi-turn episodes), "
         "tree_grpo (step value minus the tree's mean outcome, for rollout.strategy=tree), "
-        "grpo_process (step rewards of a process verifier, normalised over the group's steps; returns-to-go).",
+        "grpo_process (step rewards of a process verifier, normalised over the group's steps; returns-to-go), "
+        "pass_k (Pass@k training: the advantages of the group's pass@k with k = algo.pass_k; rewards above "
+        "algo.correct_threshold count as correct).",
     )
     adv_eps: float = Field(1e-6, gt=0, description="Added to standard deviations before dividing by them.")
     gamma: float = Field(1.0, ge=0, le=1, description="Discount over tokens (gae, reinforce_pp) or turns (trloo).")
@@ -48,6 +50,19 @@ class AlgoConfig(BaseModel):
         lt=1,
         description="single_rollout: decay d of each key's baseline, b <- d b + (1 - d) (the key's mean reward in "
         "the batch), one step per batch (higher = slower). Unseen keys use the mean of all rewards so far.",
+    )
+    pass_k: int = Field(
+        4,
+        ge=1,
+        description="pass_k estimator: the k of the pass@k it trains for (at most rollout.group_size). 1 is GRPO "
+        "with the population std; larger k pushes a group's majority answer less and keeps other answers alive.",
+    )
+    positive_weight: float = Field(
+        1.0,
+        ge=0,
+        description="W-REINFORCE: scale of positive advantages (negative ones keep theirs), after any estimator. "
+        "Below 1, learning comes mostly from pushing down wrong answers, which keeps the model's other answers "
+        "alive (0.1 in the paper); 1 disables it.",
     )
     adv_outlier_sigma: float | None = Field(
         None,

@@ -28,6 +28,12 @@ def rloo(x: AdvantageInputs, cfg: AlgoConfig) -> Tensor:
     return fns.rloo_advantages(x.sequence_rewards, x.group_ids)
 
 
+@advantage_estimator("pass_k")
+def pass_k(x: AdvantageInputs, cfg: AlgoConfig) -> Tensor:
+    correct = x.sequence_rewards > cfg.correct_threshold
+    return fns.pass_at_k_advantages(correct, x.group_ids, cfg.pass_k, cfg.adv_eps)
+
+
 @advantage_estimator("task_norm_grpo", needs=("tasks",))
 def task_norm_grpo(x: AdvantageInputs, cfg: AlgoConfig) -> Tensor:
     tasks = x.tasks
