@@ -213,3 +213,12 @@ def test_collapse_watch_takes_its_reference_from_the_first_evaluation_and_watche
     steps = [watch.observe_step(s, {"entropy": e}) for s, e in enumerate([1.0, 1.2, 0.8, 1.0, 1.0, 0.2, 0.09])]
     assert steps[:6] == [[]] * 6  # five early steps set the mean (1.0); 0.2 is above a tenth of it
     assert "policy entropy fell to 0.0900" in steps[6][0]
+
+
+def test_collapse_watch_reports_the_pass_at_k_guards_reaction() -> None:
+    watch = CollapseWatch(100)
+    assert watch.observe_step(1, {"algo/pass_k": 1.0, "pass@4": 0.60}) == []
+    assert watch.observe_step(2, {"algo/pass_k": 1.0, "pass@4": 0.50}) == []
+    (warning,) = watch.observe_step(3, {"algo/pass_k": 2.0, "pass@4": 0.48})
+    assert "training pass@4 fell (now 0.480)" in warning and "raised algo.pass_k from 1 to 2" in warning
+    assert watch.observe_step(4, {"algo/pass_k": 2.0, "pass@4": 0.47}) == []

@@ -14,8 +14,11 @@ from safetensors.torch import load_file
 
 import verity.algo.objective as objective_module
 from verity.config import load_config
-from verity.loop import TrainingStopped, train
+from verity.eval import EvalConfig
+from verity.loop import TrainingStopped, rollout_metrics, train
 from verity.schema import ConfigError
+from verity.train.batching import collate
+from verity.types import Completion, Item, Rollout, Score
 
 pytestmark = pytest.mark.usefixtures("one_thread")
 
@@ -179,3 +182,19 @@ def test_time_limit_stops_after_the_step_that_crosses_it(make_config) -> None:
     assert (summary["status"], summary["steps"]) == ("finished", 1)
     assert summary["final_model"] and "eval_after" in summary
     assert (cfg.run_dir / "checkpoints" / "latest").read_text() == "step_0000001"
+
+
+def test_rollout_metrics_hold_the_training_groups_pass_at_k() -> None:
+    # Group 0: 2 of 4 correct, pass@2 = 1 - C(2,2)/C(4,2) = 5/6; group 1: 0 of 4; group 2 has too few samples.
+    hits = {0: [1, 1, 0, 0], 1: [0, 0, 0, 0], 2: [1]}
+    rollouts = [
+        Rollout(Item(f"{g}", "t", "p"), g, [1], Completion([2], [0.0], "", "stop"), Score(float(h)))
+        for g, group in hits.items()
+        for h in group
+    ]
+    rewards = torch.tensor([r.reward for r in rollouts])
+    batch = collate(rollouts, 0)
+    metrics = rollout_metrics(rollouts, rewards, torch.ones(9), EvalConfig(k=2), batch)
+    assert metrics["pass@2"] == pytest.approx((5 / 6 + 0) / 2)
+    assert metrics["accuracy"] == pytest.approx(3 / 9)
+    assert "pass@1" not in rollout_metrics(rollouts, rewards, torch.ones(9), EvalConfig(k=1), batch)

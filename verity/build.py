@@ -183,7 +183,7 @@ def build_parts(cfg: Config, log: Log) -> Parts:
         sampler,
         eval_items,
         encode,
-        AlgoState(cfg.algo),
+        AlgoState(cfg.algo, cfg.rollout.group_size, cfg.eval.k),
         ref_model,
         critic,
         augmentations(cfg, sampler, tokenizer, learner, runtime.executor.score),

@@ -207,6 +207,7 @@ class CollapseWatch:
         self.before = {k: v for k, v in (before or {}).items() if _is_pass_at_many(k, v)}
         self.early: list[float] = []
         self.warned: set[str] = set()
+        self.pass_k: float | None = None
 
     def observe_eval(self, step: int, result: dict[str, Any]) -> list[str]:
         """The first call records the reference; later ones compare with it."""
@@ -227,6 +228,23 @@ class CollapseWatch:
         return out
 
     def observe_step(self, step: int, metrics: dict[str, float]) -> list[str]:
+        return self._k_raised(step, metrics) + self._entropy_fell(step, metrics)
+
+    def _k_raised(self, step: int, metrics: dict[str, float]) -> list[str]:
+        """The pass@k guard's reaction (``algo.pass_k_guard``), reported when it happens."""
+        k = metrics.get("algo/pass_k")
+        if k is None:
+            return []
+        before, self.pass_k = self.pass_k, k
+        if before is None or k <= before:
+            return []
+        watched = next((key for key in metrics if _is_pass_at_many(key, metrics[key])), "pass@k")
+        return [
+            f"step {step}: training {watched} fell (now {metrics.get(watched, float('nan')):.3f}): exploration is "
+            f"collapsing, so the pass@k guard raised algo.pass_k from {before:g} to {k:g}"
+        ]
+
+    def _entropy_fell(self, step: int, metrics: dict[str, float]) -> list[str]:
         entropy = metrics.get("entropy")
         if entropy is None or not math.isfinite(entropy):
             return []

@@ -80,6 +80,11 @@ class Config(Section):
                 f"algo.pass_k={self.algo.pass_k} needs at least that many samples per prompt, but "
                 f"rollout.group_size={self.rollout.group_size}: lower algo.pass_k or raise rollout.group_size"
             )
+        if self.algo.pass_k_guard is not None and not 1 < self.eval.k <= self.rollout.group_size:
+            raise ValueError(
+                f"algo.pass_k_guard watches the training groups' pass@k at k = eval.k, which must be above 1 and "
+                f"at most rollout.group_size={self.rollout.group_size}; eval.k={self.eval.k}"
+            )
         return self
 
     @model_validator(mode="after")

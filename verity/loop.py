@@ -33,7 +33,7 @@ from verity.data.collect import collect_rollouts
 from verity.data.guidance import demonstration_updates
 from verity.data.metrics import task_metrics
 from verity.envs.turns import episode_metrics, evaluate_episodes, turn_tensors
-from verity.eval import evaluate
+from verity.eval import EvalConfig, evaluate, pass_at_k
 from verity.models import BUILTINS, base_warnings
 from verity.progress import RunProgress
 from verity.rundir import RunDir, RunDirError
@@ -79,13 +79,13 @@ def rl_step(parts: Parts) -> tuple[dict[str, float], list[Rollout]]:
     metrics.update(learner.step(batch, **state.loss_kwargs()))
     if parts.critic is not None:
         metrics.update(parts.critic.fit(cfg.algo, batch, shaped, inputs["values"], state.kl.coef))
+    metrics.update(rollout_metrics(rollouts, rewards, lengths, cfg.eval, batch))
     metrics.update(state.update(metrics, len(rollouts)))
     if rounds := parts.sampler.demonstrations():
         metrics.update(demonstration_updates(learner, parts.tokenizer, parts.encode, cfg.data, rounds))
     metrics["time/train"] = time.perf_counter() - start
     parts.runtime.sync(learner)
     metrics.update(parts.runtime.timings)
-    metrics.update(rollout_metrics(rollouts, rewards, lengths, cfg.eval.threshold, batch))
     metrics.update(parts.runtime.executor.stats())
     metrics.update(data_metrics)
     metrics.update(task_metrics(rollouts, cfg.eval.threshold))
@@ -108,10 +108,12 @@ def declared_inputs(parts: Parts, rollouts: list[Rollout], batch: Batch) -> dict
 
 
 def rollout_metrics(
-    rollouts: list[Rollout], rewards: torch.Tensor, lengths: torch.Tensor, threshold: float, batch: Batch
+    rollouts: list[Rollout], rewards: torch.Tensor, lengths: torch.Tensor, eval_cfg: EvalConfig, batch: Batch
 ) -> dict[str, float]:
-    correct = (rewards >= threshold).float()
-    return {
+    """The batch's rewards, accuracy and lengths, and ``pass@k`` (k = ``eval.k``) of the training groups: the
+    unbiased pass@k of each prompt's samples, averaged over the prompts with at least k of them."""
+    correct = (rewards >= eval_cfg.threshold).float()
+    metrics = {
         "reward/mean": rewards.mean().item(),
         "reward/std": rewards.std().item() if len(rewards) > 1 else 0.0,
         "accuracy": correct.mean().item(),
@@ -119,6 +121,14 @@ def rollout_metrics(
         "truncated": sum(r.completion.finish_reason == "length" for r in rollouts) / len(rollouts),
         "tokens": float(batch.attention_mask.sum().item()),
     }
+    k = eval_cfg.k
+    counts: dict[int, list[int]] = {}
+    for rollout, hit in zip(rollouts, correct.tolist(), strict=True):
+        counts.setdefault(rollout.group, []).append(int(hit))
+    groups = [(len(hits), sum(hits)) for hits in counts.values() if len(hits) >= k]
+    if k > 1 and groups:
+        metrics[f"pass@{k}"] = sum(pass_at_k(n, c, k) for n, c in groups) / len(groups)
+    return metrics
 
 
 def run_eval(parts: Parts) -> dict[str, Any]:

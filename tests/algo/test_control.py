@@ -1,8 +1,11 @@
 import pytest
 import torch
+from torch.testing import assert_close
 
+from verity.algo.advantages import pass_at_k_advantages
 from verity.algo.config import AlgoConfig
-from verity.algo.control import AdaptiveKLController, EntropyController, RunningBaseline
+from verity.algo.control import AdaptiveKLController, EntropyController, PassAtKGuard, RunningBaseline
+from verity.algo.objective import compute_advantages
 from verity.algo.state import AlgoState
 
 
@@ -96,3 +99,53 @@ def test_algo_state_round_trips_through_state_dict() -> None:
     assert restored.baseline.state_dict() == state.baseline.state_dict()
     keys, rewards = ["x", "unseen"], torch.tensor([0.0, 1.0])
     assert torch.equal(restored.baseline.advantages(keys, rewards), state.baseline.advantages(keys, rewards))
+
+
+def test_pass_at_k_guard_doubles_k_only_after_a_real_drop() -> None:
+    guard = PassAtKGuard(1, 16, "pass@4", drop=0.05, decay=0.5, patience=3)
+    for _ in range(10):
+        guard.update({"pass@4": 0.60})
+    guard.update({"pass@4": 0.57})  # smoothed 0.585: within the allowed drop
+    assert guard.k == 1
+    guard.update({"pass@4": 0.50})  # smoothed 0.5425 < 0.60 - 0.05
+    assert guard.k == 2
+    guard.update({"pass@4": 0.30})  # patience: no second raise right after the first
+    guard.update({"pass@4": 0.30})
+    assert guard.k == 2
+    for _ in range(3):  # after patience the best restarts from the current level, then it must fall again
+        guard.update({"pass@4": 0.30})
+    assert guard.k == 2
+    for value in (0.1, 0.1, 0.1):
+        guard.update({"pass@4": value})
+    assert guard.k == 4
+    restored = PassAtKGuard(1, 16, "pass@4", drop=0.05)
+    restored.load_state_dict(guard.state_dict())
+    assert restored.state_dict() == guard.state_dict()
+
+
+def test_pass_at_k_guard_stops_at_the_group_size_and_ignores_other_metrics() -> None:
+    guard = PassAtKGuard(8, 16, "pass@4", drop=0.05, decay=0.0, patience=1)
+    for value in (0.9, 0.5, 0.9, 0.5, 0.9, 0.5):
+        guard.update({"pass@4": value, "pass@8": 0.0})
+    assert guard.k == 16
+    off = PassAtKGuard(2, 16, "pass@4", drop=None, decay=0.0, patience=1)
+    for value in (0.9, 0.1, 0.9, 0.1):
+        off.update({"pass@4": value})
+    assert off.k == 2
+
+
+def test_the_pass_k_estimator_trains_with_the_guards_k() -> None:
+    cfg = AlgoConfig(advantage="pass_k", pass_k=1, pass_k_guard=0.05)
+    state = AlgoState(cfg, group_size=8, watch_k=4)
+    state.pass_k.k = 4
+    correct = torch.tensor([1.0, 0, 0, 1, 0, 0, 0, 0])
+    groups, mask = torch.zeros(8, dtype=torch.long), torch.ones(8, 2)
+    adv = compute_advantages(cfg, correct, groups, mask, state=state)
+    assert_close(adv[:, 0], pass_at_k_advantages(correct, groups, k=4).float())
+    assert state.update({"pass@4": 0.5}, 8)["algo/pass_k"] == 4.0
+    assert "algo/pass_k" not in AlgoState(AlgoConfig()).update({}, 8)
+
+
+def test_the_guard_needs_the_pass_k_estimator() -> None:
+    with pytest.raises(ValueError, match=r"algo\.advantage=pass_k"):
+        AlgoConfig(pass_k_guard=0.05)

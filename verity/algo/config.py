@@ -57,6 +57,14 @@ class AlgoConfig(BaseModel):
         description="pass_k estimator: the k of the pass@k it trains for (at most rollout.group_size). 1 is GRPO "
         "with the population std; larger k pushes a group's majority answer less and keeps other answers alive.",
     )
+    pass_k_guard: float | None = Field(
+        None,
+        gt=0,
+        le=1,
+        description="pass_k estimator: when the policy's pass@k on its own training groups (k = eval.k, smoothed "
+        "over about 20 steps) falls this far below its best, double algo.pass_k (up to rollout.group_size). "
+        "None keeps algo.pass_k fixed.",
+    )
     positive_weight: float = Field(
         1.0,
         ge=0,
@@ -204,6 +212,11 @@ class AlgoConfig(BaseModel):
         if self.entropy_control == "mask" and low is None:
             raise ValueError(
                 "algo.entropy_control=mask needs a band: set algo.entropy_target_low and algo.entropy_target_high"
+            )
+        if self.pass_k_guard is not None and self.advantage != "pass_k":
+            raise ValueError(
+                f"algo.pass_k_guard raises the k of the pass_k estimator; with algo.advantage={self.advantage} it "
+                "would do nothing: set algo.advantage=pass_k (algo.pass_k=1 starts as GRPO) or remove it"
             )
         if self.kl_target is not None and self.kl_coef == 0:
             raise ValueError(

@@ -7,7 +7,7 @@ with ``state_dict()`` and restores with ``load_state_dict()``.
 from __future__ import annotations
 
 import math
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from typing import Any
 
 import torch
@@ -145,3 +145,49 @@ class RunningBaseline:
         self.means = {str(k): float(v) for k, v in state["means"].items()}
         self.global_mean = float(state["global_mean"])
         self.count = int(state["count"])
+
+
+class PassAtKGuard:
+    """Raises the ``pass_k`` estimator's k when exploration starts to collapse.
+
+    It watches the policy's pass@k on its own training groups (``watch``, e.g. ``pass@4``: the unbiased pass@k
+    of each prompt's G samples, averaged over the batch's prompts), smoothed as ``s <- d s + (1 - d) x`` from the
+    first step's value. Once ``s`` falls ``drop`` below the best smoothed value seen since the last change,
+    k doubles (up to ``max_k``): the objective then credits a group for finding a correct answer at all rather
+    than for agreeing on it, which stops sharpening the majority answer (Pass@k Training, arXiv:2508.10751).
+    ``patience`` steps must pass after the start and after each raise, so the smoothed value has settled.
+    """
+
+    def __init__(
+        self, k: int, max_k: int, watch: str, drop: float | None, decay: float = 0.95, patience: int = 20
+    ) -> None:
+        if not 1 <= k <= max_k:
+            raise ValueError(f"pass@k guard needs 1 <= k <= max_k, got k={k}, max_k={max_k}")
+        self.k, self.max_k, self.watch, self.drop = k, max_k, watch, drop
+        self.decay, self.patience = decay, patience
+        self.smoothed: float | None = None
+        self.best = -math.inf
+        self.since_change = 0
+
+    def update(self, metrics: Mapping[str, float]) -> None:
+        value = metrics.get(self.watch)
+        if self.drop is None or value is None or not math.isfinite(value):
+            return
+        x = float(value)
+        self.smoothed = x if self.smoothed is None else self.decay * self.smoothed + (1 - self.decay) * x
+        self.since_change += 1
+        if self.since_change < self.patience:
+            return
+        self.best = max(self.best, self.smoothed)
+        if self.smoothed < self.best - self.drop and self.k < self.max_k:
+            self.k = min(2 * self.k, self.max_k)
+            self.best, self.since_change = -math.inf, 0
+
+    def state_dict(self) -> dict[str, Any]:
+        return {"k": self.k, "smoothed": self.smoothed, "best": self.best, "since_change": self.since_change}
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        self.k = int(state["k"])
+        self.smoothed = None if state["smoothed"] is None else float(state["smoothed"])
+        self.best = float(state["best"])
+        self.since_change = int(state["since_change"])

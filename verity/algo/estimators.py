@@ -31,7 +31,8 @@ def rloo(x: AdvantageInputs, cfg: AlgoConfig) -> Tensor:
 @advantage_estimator("pass_k")
 def pass_k(x: AdvantageInputs, cfg: AlgoConfig) -> Tensor:
     correct = x.sequence_rewards > cfg.correct_threshold
-    return fns.pass_at_k_advantages(correct, x.group_ids, cfg.pass_k, cfg.adv_eps)
+    k = cfg.pass_k if x.state is None else x.state.pass_k.k  # the guard may have raised it
+    return fns.pass_at_k_advantages(correct, x.group_ids, k, cfg.adv_eps)
 
 
 @advantage_estimator("task_norm_grpo", needs=("tasks",))
