@@ -13,6 +13,7 @@ import torch
 from transformers import AutoModelForCausalLM
 
 from verity.loop import train
+from verity.train.checkpoint import latest_checkpoint, load_checkpoint
 
 OPTIONS = {
     "grpo": [],
@@ -28,7 +29,7 @@ OPTIONS = {
         "algo.gae_lambda=0.95",
     ],
     "task_norm_grpo": ["algo.advantage=task_norm_grpo"],
-    "pass_k": ["algo.advantage=pass_k", "algo.pass_k=2"],
+    "pass_k": ["algo.advantage=pass_k", "algo.pass_k=2", "algo.correct_threshold=0.9"],
     "w_reinforce": ["algo.positive_weight=0.1"],
     "single_rollout": ["algo.advantage=single_rollout", "rollout.group_size=1", "algo.entropy_adv_alpha=0.1"],
     "trloo_single_turn": ["algo.advantage=trloo"],
@@ -89,3 +90,19 @@ def test_option_trains_through_the_loop(overrides, make_config, tiny_model_dir, 
     before, after = _weights(tiny_model_dir), _weights(Path(summary["final_model"]))
     moved = [name for name in before if not torch.equal(before[name], after[name])]
     assert moved, "no parameter changed"
+
+
+@pytest.mark.slow
+def test_the_pass_at_k_guard_runs_in_the_loop_and_is_checkpointed(make_config, one_thread) -> None:
+    reward = "reward.verifiers=[loop_tasks:distinct_characters]"
+    guard = ["algo.advantage=pass_k", "algo.pass_k=1", "algo.pass_k_guard=0.05", "eval.k=2"]
+    cfg = make_config("train.steps=2", "train.checkpoint_every=1", reward, "algo.correct_threshold=0.9", *guard)
+    train(cfg)
+    rows = [json.loads(line) for line in (cfg.run_dir / "metrics.jsonl").read_text().splitlines()]
+    steps = [r for r in rows if "loss/policy" in r]
+    assert [r["algo/pass_k"] for r in steps] == [1.0, 1.0]  # too early to react (patience)
+    assert all(0.0 <= r["pass@2"] <= 1.0 for r in steps)
+    state = load_checkpoint(latest_checkpoint(cfg.run_dir / "checkpoints"))
+    assert (
+        state["step"] == 2 and state["algo"]["pass_k"]["k"] == 1 and state["algo"]["pass_k"]["since_change"] == 2
+    )
