@@ -12,7 +12,13 @@ import pytest
 import yaml
 from conftest import loop_settings
 
-from verity.checks import CollapseWatch, check_device, settings_warnings, unlogged_stage_metrics
+from verity.checks import (
+    CollapseWatch,
+    check_device,
+    collapse_remedies,
+    settings_warnings,
+    unlogged_stage_metrics,
+)
 from verity.cli import main
 from verity.config import Config, load_config
 from verity.loop import TrainingStopped, train
@@ -199,11 +205,17 @@ def test_collapse_watch_warns_once_when_pass_at_k_falls_beyond_noise() -> None:
     (warning,) = watch.observe_eval(200, {"pass@1": 0.1, "pass@4": 0.48})
     assert "pass@4 on held-out items fell from 0.560 to 0.480" in warning and "0.035" in warning
     assert watch.observe_eval(300, {"pass@4": 0.30}) == []  # said once
+    assert "Try algo.advantage=pass_k" in warning
+
+
+def test_collapse_remedies_fit_the_run() -> None:
+    plain = collapse_remedies(load_config())
+    assert plain.startswith("algo.advantage=pass_k") and "algo.entropy_coef" in plain
     # One update per batch keeps the PPO ratio at 1, where clip-higher cannot act: it is suggested only off-policy.
-    assert "algo.entropy_coef" in warning and "clip_high" not in warning
-    off_policy = CollapseWatch(200, {"pass@4": 0.56}, off_policy=True)
-    (warning,) = off_policy.observe_eval(200, {"pass@4": 0.48})
-    assert "algo.clip_high above algo.clip_low" in warning
+    assert "clip_high" not in plain
+    assert "algo.clip_high above algo.clip_low" in collapse_remedies(load_config({}, ["train.epochs=2"]))
+    pass_k = collapse_remedies(load_config({}, ["algo.advantage=pass_k", "algo.pass_k=4"]))
+    assert pass_k.startswith("a larger algo.pass_k (now 4) or algo.pass_k_guard")
 
 
 def test_collapse_watch_takes_its_reference_from_the_first_evaluation_and_watches_entropy() -> None:

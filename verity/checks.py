@@ -187,23 +187,41 @@ class AllScoresFailed(RuntimeError):
     """Every score of the first step was a verifier failure."""
 
 
+def collapse_remedies(cfg: Config) -> str:
+    """What a collapse warning suggests for this run, the measured remedy first (docs/families.md): the pass@k
+    objective, or a larger k where it is already on. Clip-higher only where the PPO ratio moves: each batch trained
+    on more than once (epochs x mini-batches > 1) or by a learner ahead of the sampler (async); with one on-policy
+    update per batch the ratio is exactly 1 and no clip acts."""
+    algo = cfg.algo
+    if algo.advantage != "pass_k":
+        first = "algo.advantage=pass_k (pass@k training, k = algo.pass_k)"
+    elif algo.pass_k_guard is None:
+        first = f"a larger algo.pass_k (now {algo.pass_k}) or algo.pass_k_guard"
+    else:
+        first = f"a larger algo.pass_k (starts at {algo.pass_k})"
+    off_policy = cfg.train.epochs * cfg.train.mini_batches > 1 or (
+        cfg.runtime.kind == "ray" and cfg.runtime.ray.mode == "async"
+    )
+    return f"{first}, algo.entropy_coef (e.g. 0.005) or a lower train.lr" + (
+        ", or algo.clip_high above algo.clip_low (clip-higher)" if off_policy else ""
+    )
+
+
 class CollapseWatch:
     """Warns when exploration collapses: pass@k on the held-out items (k > 1) falls below its value before
     training by more than twice its sampling error, or the policy's token entropy falls below a tenth of its mean
     over the first steps. Either means RL sharpens a few answers and loses the rest (greedy accuracy may rise).
-
-    ``off_policy``: each batch is trained on more than once (epochs x mini-batches > 1) or by a learner ahead of
-    the sampler (async), so the PPO ratio moves away from 1 and its clip, clip-higher included, acts. Otherwise the
-    ratio is exactly 1 and the clip changes nothing, so the warning does not suggest it."""
+    It also reports each reaction of the pass@k guard (``algo.pass_k_guard``). ``remedies`` is what the warnings
+    suggest (``collapse_remedies``)."""
 
     ENTROPY_FLOOR = 0.1
     EARLY_STEPS = 5
 
-    def __init__(self, n_items: int, before: dict[str, Any] | None = None, off_policy: bool = False) -> None:
+    def __init__(
+        self, n_items: int, before: dict[str, Any] | None = None, remedies: str = "algo.advantage=pass_k"
+    ) -> None:
         self.n_items = max(n_items, 1)
-        self.remedies = "algo.entropy_coef (e.g. 0.005) or a lower train.lr" + (
-            ", or algo.clip_high above algo.clip_low (clip-higher)" if off_policy else ""
-        )
+        self.remedies = remedies
         self.before = {k: v for k, v in (before or {}).items() if _is_pass_at_many(k, v)}
         self.early: list[float] = []
         self.warned: set[str] = set()
@@ -256,8 +274,7 @@ class CollapseWatch:
             self.warned.add("entropy")
             return [
                 f"step {step}: policy entropy fell to {entropy:.4f}, under a tenth of its early mean "
-                f"({start:.4f}): sampled answers are becoming one answer. Try algo.entropy_coef or the entropy "
-                "controller (algo.entropy_target_low/high)"
+                f"({start:.4f}): sampled answers are becoming one answer. Try {self.remedies}"
             ]
         return []
 

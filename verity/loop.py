@@ -24,6 +24,7 @@ from verity.checks import (
     RewardWatch,
     apply_default_threads,
     check_device,
+    collapse_remedies,
     schedule_extension,
     settings_warnings,
     unlogged_stage_metrics,
@@ -203,10 +204,7 @@ def _train_locked(cfg: Config, run: RunDir, resume: bool, quiet: bool) -> dict[s
 
     stop = _StopFlag()
     watch = RewardWatch(cfg.reward.timeout_s)
-    off_policy = cfg.train.epochs * cfg.train.mini_batches > 1 or (
-        cfg.runtime.kind == "ray" and cfg.runtime.ray.mode == "async"
-    )
-    collapse = CollapseWatch(len(parts.eval_items), summary.get("eval_before"), off_policy)
+    collapse = CollapseWatch(len(parts.eval_items), summary.get("eval_before"), collapse_remedies(cfg))
     bad_steps = 0
     try:
         if not resume:
