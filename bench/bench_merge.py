@@ -15,6 +15,8 @@ from functools import partial
 from pathlib import Path
 from typing import Any
 
+from common import GRPO, QUICKSTART
+
 from verity.build import build_parts, build_tasks
 from verity.config import Config, load_config
 from verity.data.prompts import TaskPrompts
@@ -25,7 +27,6 @@ from verity.models import load_policy
 from verity.rewards.executor import RewardExecutor
 from verity.rollout.hf import HFEngine
 
-QUICKSTART = "examples/quickstart.yaml"
 CHAIN_SUM = {"min_terms": 3, "max_terms": 3, "min_digits": 1, "max_digits": 1}
 MERGES: dict[str, dict[str, Any]] = {
     "linear": {},
@@ -43,6 +44,7 @@ def mixture(families: list[str], out: Path, name: str, model: str = "tiny", step
     return load_config(
         QUICKSTART,
         [
+            *GRPO,
             f"name={name}",
             f"output_dir={out}",
             f"model.name={model}",

@@ -23,7 +23,7 @@ import time
 from typing import Any
 
 import torch
-from common import QUICKSTART, quickstart_base
+from common import GRPO, QUICKSTART, quickstart_base
 
 from verity.build import build_parts
 from verity.config import load_config
@@ -36,6 +36,7 @@ ARMS: dict[str, list[str]] = {
     "tree_eq15": [*TREE, "algo.advantage=tree_grpo"],
 }
 COMMON = [
+    *GRPO,
     "train.lr_schedule=constant",
     "reward.in_process=true",
     "tracking.quiet=true",

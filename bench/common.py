@@ -22,10 +22,14 @@ from verity.models import base_cache_dir, load_policy
 
 QUICKSTART = "examples/quickstart.yaml"
 MODELS = ("quickstart", "llama15m")
+# Plain GRPO at lr 3e-4: the baseline the comparison benches measure against, and what TRL's GRPOTrainer runs. The
+# quickstart's own recipe (pass@k advantages, docs/families.md) is what bench_families.py measures.
+GRPO = ["algo.advantage=grpo", "train.lr=3e-4"]
 
 
 def quickstart_config(overrides: list[str] | None = None) -> Config:
-    return load_config(QUICKSTART, overrides)
+    """The quickstart's task, model and sizes, trained with plain GRPO (``GRPO``) unless ``overrides`` say else."""
+    return load_config(QUICKSTART, [*GRPO, *(overrides or [])])
 
 
 def quickstart_base(cfg: Config | None = None) -> Path:
