@@ -69,8 +69,8 @@ class AlgoConfig(BaseModel):
         1.0,
         ge=0,
         description="W-REINFORCE: scale of positive advantages (negative ones keep theirs), after any estimator. "
-        "Below 1, learning comes mostly from pushing down wrong answers, which keeps the model's other answers "
-        "alive (0.1 in the paper); 1 disables it.",
+        "Below 1, learning comes mostly from pushing down wrong answers (0.1 in the paper); on the tiny base this "
+        "collapsed every run to its majority answer (docs/families.md). 1 disables it.",
     )
     adv_outlier_sigma: float | None = Field(
         None,
