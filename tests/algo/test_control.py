@@ -149,3 +149,17 @@ def test_the_pass_k_estimator_trains_with_the_guards_k() -> None:
 def test_the_guard_needs_the_pass_k_estimator() -> None:
     with pytest.raises(ValueError, match=r"algo\.advantage=pass_k"):
         AlgoConfig(pass_k_guard=0.05)
+
+
+def test_the_pass_k_estimator_refuses_a_kl_in_the_reward() -> None:
+    cfg = AlgoConfig(advantage="pass_k", pass_k=2, kl_coef=0.1, kl_in="reward")
+    logprobs = torch.zeros(4, 2)
+    with pytest.raises(ValueError, match="kl_in=loss"):
+        compute_advantages(
+            cfg,
+            torch.tensor([1.0, 0, 1, 0]),
+            torch.zeros(4, dtype=torch.long),
+            torch.ones(4, 2),
+            old_logprobs=logprobs,
+            ref_logprobs=logprobs - 0.1,
+        )

@@ -30,7 +30,11 @@ def rloo(x: AdvantageInputs, cfg: AlgoConfig) -> Tensor:
 
 @advantage_estimator("pass_k")
 def pass_k(x: AdvantageInputs, cfg: AlgoConfig) -> Tensor:
-    correct = x.sequence_rewards > cfg.correct_threshold
+    if x.kl_penalty is not None:
+        raise ValueError(
+            "algo.advantage=pass_k credits correct answers, not a KL in the reward; set algo.kl_in=loss"
+        )
+    correct = x.rewards > cfg.correct_threshold
     k = cfg.pass_k if x.state is None else x.state.pass_k.k  # the guard may have raised it
     return fns.pass_at_k_advantages(correct, x.group_ids, k, cfg.adv_eps)
 
