@@ -136,7 +136,8 @@ def test_dump_and_reload_gives_the_same_config(tmp_path: Path) -> None:
 
 def test_quickstart_example_is_valid() -> None:
     cfg = load_config(Path(__file__).parent.parent / "examples" / "quickstart.yaml")
-    assert cfg.model.name == "tiny" and cfg.algo.advantage == "grpo"
+    assert cfg.model.name == "tiny" and cfg.algo.advantage == "pass_k"
+    assert cfg.algo.pass_k <= cfg.rollout.group_size
 
 
 def test_a_key_given_twice_names_both_lines(tmp_path: Path) -> None:
