@@ -31,7 +31,7 @@ from verity.algo.config import AlgoConfig
 from verity.algo.objective import PolicyObjective
 from verity.train.batching import Batch
 from verity.train.config import TrainConfig
-from verity.train.group import free_port
+from verity.train.fsdp.group import free_port
 from verity.train.learner import Learner
 
 VOCAB = 32_000
@@ -118,7 +118,7 @@ def rank_process(
     rank: int, world: int, port: int, steps: int, threads: int, device: str, offload: bool, queue: Any
 ) -> None:
     """One rank (gloo on CPU, NCCL and one GPU per rank on cuda) of a sharded learner, measured."""
-    from verity.train.sharded import ShardedLearner, process_group_backend
+    from verity.train.fsdp.sharded import ShardedLearner, process_group_backend
 
     torch.set_num_threads(threads)
     compute = torch.device(f"cuda:{rank}" if device == "cuda" else "cpu")
@@ -187,7 +187,7 @@ def logits_peak(chunk: int, device: str = "cpu") -> float:
     script = f"""
 import json, resource, torch
 from transformers import LlamaConfig, LlamaForCausalLM
-from verity.modeling import token_logprobs
+from verity.model.modeling import token_logprobs
 from verity.train.batching import Batch
 torch.manual_seed(0)
 config = LlamaConfig(vocab_size=128_256, hidden_size=64, num_hidden_layers=1, num_attention_heads=2,

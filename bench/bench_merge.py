@@ -22,8 +22,8 @@ from verity.config import Config, load_config
 from verity.data.prompts import TaskPrompts
 from verity.eval import evaluate
 from verity.loop import train
-from verity.merge import merge_models
-from verity.models import load_policy
+from verity.model.loading import load_policy
+from verity.model.merge import merge_models
 from verity.rewards.executor import RewardExecutor
 from verity.rollout.hf import HFEngine
 

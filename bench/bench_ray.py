@@ -25,7 +25,7 @@ from transformers import LlamaConfig, LlamaForCausalLM
 from verity.build import build_parts
 from verity.config import load_config
 from verity.loop import rl_step
-from verity.tokenizer import build_char_tokenizer
+from verity.model.tokenizer import build_char_tokenizer
 
 
 def prompt_task(seed: int, index: int) -> dict[str, Any]:

@@ -21,8 +21,8 @@ import torch
 from bench.common import machine_note, quickstart_base
 from verity.build import build_parts
 from verity.config import Config, load_config
+from verity.data.groups import failed_groups
 from verity.loop import rl_step, run_eval
-from verity.rollout.groups import failed_groups
 
 SETTINGS: dict[str, dict[str, int]] = {
     "quickstart": {"min_terms": 3, "max_terms": 3, "min_digits": 1, "max_digits": 1},  # base: ~0.3 greedy

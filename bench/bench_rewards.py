@@ -11,7 +11,7 @@ import time
 from verity.rewards.config import RewardConfig
 from verity.rewards.executor import RewardExecutor
 from verity.rewards.math import math_reward
-from verity.rewards.sandbox import isolation, run_python
+from verity.rewards.sandbox.core import isolation, run_python
 from verity.types import Item
 
 _MATH_CASES = [

@@ -25,8 +25,8 @@ from bench.common import (
     matmul_peak,
     set_threads,
 )
-from verity.rollout.engine import SamplingParams
 from verity.rollout.hf import HFEngine
+from verity.types import SamplingParams
 
 DEFAULT_NEW_TOKENS = {"quickstart": 12, "llama15m": 64}
 

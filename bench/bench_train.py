@@ -28,14 +28,12 @@ from bench.common import (
 )
 from verity.algo.config import AlgoConfig
 from verity.algo.objective import PolicyObjective
-from verity.rollout.engine import SamplingParams
-from verity.rollout.episode import single_turn_rollouts
 from verity.rollout.hf import HFEngine
 from verity.train.batching import Batch, collate, micro_batches, padding_share
 from verity.train.config import TrainConfig
 from verity.train.learner import Learner
 from verity.train.prefix import length_buckets, prompt_groups
-from verity.types import Item
+from verity.types import Item, Rollout, SamplingParams
 
 
 def rl_batch(prompts_n: int, group: int, new_tokens: int) -> Batch:
@@ -44,7 +42,12 @@ def rl_batch(prompts_n: int, group: int, new_tokens: int) -> Batch:
     prompts = bench_prompts(tokenizer, prompts_n)
     items = [Item(id=str(i), task="chain_sum", prompt="") for i in range(prompts_n)]
     engine = HFEngine(model, tokenizer, batch_size=prompts_n * group)
-    rollouts = single_turn_rollouts(engine, items, prompts, SamplingParams(new_tokens, n=group))
+    outputs = engine.generate(prompts, SamplingParams(new_tokens, n=group))
+    rollouts = [
+        Rollout(item, g, ids, c)
+        for g, (item, ids, group_out) in enumerate(zip(items, prompts, outputs, strict=True))
+        for c in group_out
+    ]
     batch = collate(rollouts, tokenizer.pad_token_id)
     gen = torch.Generator().manual_seed(0)
     batch.advantages = batch.loss_mask * torch.randn(len(batch), 1, generator=gen)

@@ -29,7 +29,7 @@ from verity.build import build_parts
 from verity.config import load_config
 from verity.loop import rl_step, run_eval
 
-TREE = ["rollout.strategy=tree", "rollout.tree.step_tokens=1", "rollout.tree.width=8"]
+TREE = ["rollout.workflow=tree", "rollout.tree.step_tokens=1", "rollout.tree.width=8"]
 ARMS: dict[str, list[str]] = {
     "grpo": [],
     "tree": [*TREE, "algo.advantage=tree_q"],

@@ -15,9 +15,10 @@ import time
 
 from bench.bench_rollout import engine_run, generate_baseline
 from bench.common import MODELS, bench_prompts, best_of, load_model, machine_note, model_dir, set_threads
-from verity.rollout.engine import EngineSpec, SamplingParams
+from verity.rollout.engine import EngineSpec
 from verity.rollout.hf import HFEngine
 from verity.rollout.registry import build_engine
+from verity.types import SamplingParams
 
 SHAPES = {"quickstart": (16, 16, 12), "llama15m": (8, 8, 64)}  # prompts, samples per prompt, new tokens
 

@@ -18,7 +18,8 @@ from transformers import LlamaConfig, LlamaForCausalLM, PreTrainedModel
 from verity.config import Config, load_config
 from verity.data.prompts import encode_prompt
 from verity.data.sources import build_source
-from verity.models import base_cache_dir, load_policy
+from verity.model.loading import load_policy
+from verity.run.base import base_cache_dir
 
 QUICKSTART = "examples/quickstart.yaml"
 MODELS = ("quickstart", "llama15m")

@@ -25,8 +25,8 @@ from bench.bench_rollout import bench_model
 from bench.bench_step import run_loop, summarize
 from bench.common import MODELS, QUICKSTART, machine_note, matmul_peak, quickstart_config, set_threads
 from verity.build import resolve_device
-from verity.cli import main as verity_cli
-from verity.models import base_cache_dir
+from verity.cli.main import main as verity_cli
+from verity.run.base import base_cache_dir
 
 
 def main() -> None:

@@ -15,7 +15,7 @@ import torch
 from transformers import LlamaConfig, LlamaForCausalLM, PreTrainedTokenizerFast
 
 from verity.config import Config, load_config
-from verity.tokenizer import build_char_tokenizer
+from verity.model.tokenizer import build_char_tokenizer
 
 TESTS_DIR = Path(__file__).resolve().parent
 REPO_DIR = TESTS_DIR.parent
@@ -126,11 +126,11 @@ def loop_settings(model_dir: Path, out_dir: Path) -> dict[str, Any]:
         "seed": 0,
         "model": {"name": str(model_dir), "dtype": "float32"},
         "data": {
-            "tasks": [{"source": "generator", "name": "seven", "function": "loop_tasks:say_seven"}],
+            "tasks": [{"source": "generator", "name": "seven", "function": "helpers.loop_tasks:say_seven"}],
             "eval_items": 4,
         },
         "rollout": {"prompts_per_step": 4, "group_size": 4, "max_new_tokens": 4},
-        "reward": {"verifiers": ["loop_tasks:share_of_sevens"], "in_process": True},
+        "reward": {"verifiers": ["helpers.loop_tasks:share_of_sevens"], "in_process": True},
         "train": {"steps": 3, "lr": 1e-3, "checkpoint_every": 1, "micro_batch_size": 8},
         "eval": {"every": 0, "k": 1, "batch_size": 16},
         "tracking": {"quiet": True, "samples_every": 1, "samples_per_step": 16},
@@ -158,4 +158,4 @@ def subprocess_env() -> dict[str, str]:
 
 
 def verity_command(*args: str) -> list[str]:
-    return [sys.executable, "-m", "verity.cli", *args]
+    return [sys.executable, "-m", "verity.cli.main", *args]

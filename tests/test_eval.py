@@ -3,11 +3,11 @@
 from __future__ import annotations
 
 import pytest
-from fake_engine import FakeEngine
+from helpers.fake_engine import FakeEngine
 
 from verity.eval import evaluate, majority_correct, pass_at_k
-from verity.rollout.engine import SamplingParams, Weights
-from verity.types import Completion, Item, Score
+from verity.rollout.engine import Weights
+from verity.types import Completion, Item, SamplingParams, Score
 
 
 @pytest.mark.parametrize(

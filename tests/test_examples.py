@@ -8,7 +8,7 @@ from pathlib import Path
 import pytest
 from conftest import REPO_DIR
 
-from verity.cli import main
+from verity.cli.main import main
 
 EXAMPLES = sorted((REPO_DIR / "examples").glob("*.yaml"))
 TINY = [

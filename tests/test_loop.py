@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 import torch
-from loop_tasks import share_of_sevens
+from helpers.loop_tasks import share_of_sevens
 from safetensors.torch import load_file
 
 import verity.algo.objective as objective_module
@@ -97,7 +97,7 @@ def test_a_finished_run_is_not_overwritten_silently(make_config) -> None:
 
 def test_verifier_faults_score_zero_with_reason_and_are_counted(make_config) -> None:
     """Items i = 0..3 of each step: index 1 raises, index 2 returns a string, 0 and 3 score 0.5."""
-    cfg = make_config("reward.verifiers=[loop_tasks:faulty]", "train.steps=2", "eval.every=1")
+    cfg = make_config("reward.verifiers=[helpers.loop_tasks:faulty]", "train.steps=2", "eval.every=1")
     summary = train(cfg, quiet=True)
     assert summary["status"] == "finished"
     rows = train_rows(cfg.run_dir)
@@ -110,8 +110,8 @@ def test_verifier_faults_score_zero_with_reason_and_are_counted(make_config) -> 
     reasons = {s["reason"] for s in read_jsonl(cfg.run_dir / "samples.jsonl")}
     assert reasons == {
         None,
-        "loop_tasks:faulty: raised ValueError: verifier bug",
-        "loop_tasks:faulty: returned str 'high', not a finite number",
+        "helpers.loop_tasks:faulty: raised ValueError: verifier bug",
+        "helpers.loop_tasks:faulty: returned str 'high', not a finite number",
     }
 
 

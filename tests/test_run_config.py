@@ -70,7 +70,7 @@ def test_wrong_type_names_key_line_and_value(tmp_path: Path) -> None:
 
 def test_wrong_choice_lists_the_choices() -> None:
     message = error_of({"runtime": {"kind": "cluster"}})
-    assert "<config>: runtime.kind:" in message and "'local'" in message
+    assert "<config>: runtime.kind:" in message and "Registered: local, ray" in message
 
 
 def test_source_specific_fields_are_required() -> None:

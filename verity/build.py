@@ -16,29 +16,30 @@ from torch import nn
 from verity.algo.objective import PolicyObjective, advantage_inputs
 from verity.algo.state import AlgoState
 from verity.config import Config
-from verity.data.collect import Augment, Encode
-from verity.data.guidance import add_references
 from verity.data.images import item_key
 from verity.data.prompts import TaskPrompts
-from verity.data.rethink import rethink
 from verity.data.samplers import Sampler
 from verity.data.sources import TaskSource, build_source
-from verity.envs.setup import build_episode_runner
-from verity.modeling import resolve_device
-from verity.models import BUILTINS, ensure_tiny_base, load_policy
+from verity.model.loading import load_policy
+from verity.model.lora import apply_lora
+from verity.model.modeling import resolve_device
+from verity.model.vision import freeze_vision, is_vision_config, model_processor
 from verity.rewards.executor import RewardExecutor
 from verity.rollout.engine import Engine, EngineSpec
 from verity.rollout.registry import build_engine
+from verity.rollout.workflows.base import Workflow, WorkflowSpec
+from verity.rollout.workflows.registry import resolve_workflow
+from verity.run.base import BUILTINS, ensure_tiny_base
 from verity.runtime.base import Runtime, RuntimeSpec
-from verity.runtime.factory import build_runtime
+from verity.runtime.registry import build_runtime, place_learners
+from verity.step.collect import Augment, Encode
+from verity.step.guidance import add_references
+from verity.step.rethink import rethink
 from verity.train.critic import CriticTrainer, build_critic
-from verity.train.group import LearnerGroup, group_spec
-from verity.train.group_critic import GroupCritic
+from verity.train.fsdp.group import LearnerGroup
+from verity.train.fsdp.group_critic import GroupCritic
 from verity.train.learner import Learner
-from verity.train.lora import apply_lora
-from verity.train.rank import GroupSpec
 from verity.types import Item
-from verity.vision import freeze_vision, is_vision_config, model_processor
 
 Log = Callable[[str], None]
 
@@ -53,6 +54,7 @@ class Parts:
     learner: Learner | LearnerGroup
     engine: Engine
     runtime: Runtime
+    workflow: Workflow  # the driver's copy: plans, cross-item state, held-out episodes
     sampler: Sampler
     eval_items: list[Item]
     encode: Encode  # an item's prompt token ids
@@ -71,6 +73,7 @@ class Parts:
             "engine_generator": self.engine.get_rng_state(),
             "critic": self.critic.state_dict() if self.critic is not None else None,
             "runtime": self.runtime.state_dict(),  # Ray async: items drawn but not yet trained on
+            "workflow": self.workflow.state_dict(),  # e.g. tree search's replay buffer
         }
 
     def close(self) -> None:
@@ -87,6 +90,7 @@ class Parts:
         self.runtime.sync(self.learner)
         if state.get("runtime"):
             self.runtime.load_state_dict(state["runtime"])
+        self.workflow.load_state_dict(state.get("workflow", {}))
 
 
 def seed_everything(seed: int) -> None:
@@ -100,15 +104,6 @@ def build_tasks(cfg: Config) -> tuple[list[TaskSource], list[Item]]:
     n_eval = cfg.eval.items or cfg.data.eval_items
     sources = [build_source(task, cfg.seed, n_eval) for task in cfg.data.tasks]
     return sources, [item for source in sources for item in source.eval_items(n_eval)]
-
-
-def build_group(cfg: Config, spec: GroupSpec) -> LearnerGroup:
-    """The fsdp2 learner group: spawned ranks, or with ``runtime.kind: ray`` Ray actors placed as requested."""
-    if cfg.runtime.kind == "ray":
-        from verity.runtime.ray_learners import RayLearnerGroup  # Ray is an optional dependency
-
-        return RayLearnerGroup(spec, cfg.runtime.ray)
-    return LearnerGroup(spec)
 
 
 def build_parts(cfg: Config, log: Log) -> Parts:
@@ -142,7 +137,7 @@ def build_parts(cfg: Config, log: Log) -> Parts:
     if sharded:
         # The ranks load the policy (and the reference) themselves; the engine keeps its own copy, which weight
         # syncs update. The reference is the group's handle to the copy its ranks hold sharded.
-        learner: Learner | LearnerGroup = build_group(cfg, group_spec(cfg, model_path, device))
+        learner: Learner | LearnerGroup = place_learners(cfg.runtime.kind, cfg, model_path, device)
         ref_model = learner.reference
         if learner.spec.critic:
             critic = GroupCritic(learner)
@@ -169,9 +164,9 @@ def build_parts(cfg: Config, log: Log) -> Parts:
     def supply(count: int) -> list[tuple[Item, list[int]]]:
         return [(draw.item, encode(draw.item)) for draw in sampler.sample(count)]
 
-    episodes = build_episode_runner(cfg, engine, tokenizer, processor)
+    workflow = resolve_workflow(cfg.rollout.workflow)(WorkflowSpec(cfg, tokenizer, processor))
     runtime = build_runtime(
-        cfg.runtime.kind, RuntimeSpec(cfg, model_path, engine, spec, executor, learner, episodes, supply)
+        cfg.runtime.kind, RuntimeSpec(cfg, model_path, engine, spec, executor, learner, workflow, supply)
     )
     return Parts(
         cfg,
@@ -180,10 +175,11 @@ def build_parts(cfg: Config, log: Log) -> Parts:
         learner,
         engine,
         runtime,
+        workflow,
         sampler,
         eval_items,
         encode,
-        AlgoState(cfg.algo, cfg.rollout.group_size, cfg.eval.k),
+        AlgoState(cfg.algo, cfg),
         ref_model,
         critic,
         augmentations(cfg, sampler, tokenizer, learner, runtime.executor.score),

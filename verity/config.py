@@ -15,17 +15,20 @@ from typing import Any
 import yaml
 from pydantic import BaseModel, Field, ValidationError, model_validator
 
-from verity.algo.config import AlgoConfig
+from verity.algo.config import AlgoConfig, estimator_setting_keys, estimator_setting_owners, shaping_keys
+from verity.algo.registry import resolve_estimator
 from verity.data.config import DataConfig
 from verity.envs.config import EnvConfig
 from verity.eval import EvalConfig
-from verity.model_config import ModelConfig
+from verity.model.config import ModelConfig
 from verity.rewards.config import RewardConfig
 from verity.rollout.config import RolloutConfig
 from verity.rollout.registry import ENGINES
+from verity.rollout.workflows.registry import resolve_workflow
 from verity.runtime.config import RuntimeConfig
+from verity.runtime.registry import runtime_kind
 from verity.schema import ConfigError, Section
-from verity.tracking import TrackingConfig
+from verity.tracking.config import TrackingConfig
 from verity.train.config import TrainConfig
 
 __all__ = ["Config", "ConfigError", "dump_config", "load_config"]
@@ -59,32 +62,43 @@ class Config(Section):
         return self
 
     @model_validator(mode="after")
-    def _rethink_needs_direct_rollouts(self) -> Config:
-        """Re-thinking restates prompts, so it needs rollouts generated from the prompts it gives, in the step that
-        asks: not an environment's episodes (their prompt comes from ``reset``; see ``env.guidance``), not tree
-        search, and not the asynchronous Ray runtime (whose groups come from earlier draws)."""
-        if self.data.rethink.enabled and self.env is not None:
-            raise ValueError(
-                "data.rethink needs single-turn rollouts; with an env, use env.guidance for re-attempts instead"
+    def _workflow_fits_the_run(self) -> Config:
+        """The workflow (by default episodes with an environment, else single-turn sampling) and its own checks;
+        re-thinking restates prompts, so it needs a workflow that samples from the prompts it is given, in the
+        step that asks (not a runtime whose groups may come from earlier draws)."""
+        if self.rollout.workflow is None:
+            self.rollout.workflow = "episode" if self.env is not None else "single"
+        workflow = resolve_workflow(self.rollout.workflow)
+        errors = workflow.check(self)
+        if self.data.rethink.enabled and not workflow.restates:
+            hint = "; with an env, use env.guidance for re-attempts instead" if self.env is not None else ""
+            errors.append(
+                f"data.rethink restates prompts, which rollout.workflow={self.rollout.workflow} does not sample "
+                f"from{hint}"
             )
-        if self.data.rethink.enabled and self.rollout.strategy != "sample":
-            raise ValueError("data.rethink needs rollout.strategy: sample (re-thinking restates single prompts)")
-        if self.data.rethink.enabled and self.runtime.kind == "ray" and self.runtime.ray.mode == "async":
-            raise ValueError("data.rethink needs runtime.ray.mode: sync (async groups come from earlier draws)")
+        if self.data.rethink.enabled and runtime_kind(self.runtime.kind).generates_ahead(self):
+            errors.append(
+                f"data.rethink needs rollouts of the prompts it restates in the same step; runtime.kind="
+                f"{self.runtime.kind} here generates ahead (set runtime.ray.mode: sync)"
+            )
+        if errors:
+            raise ValueError("; ".join(errors))
         return self
 
     @model_validator(mode="after")
-    def _pass_k_fits_the_group(self) -> Config:
-        if self.algo.advantage == "pass_k" and self.algo.pass_k > self.rollout.group_size:
-            raise ValueError(
-                f"algo.pass_k={self.algo.pass_k} needs at least that many samples per prompt, but "
-                f"rollout.group_size={self.rollout.group_size}: lower algo.pass_k or raise rollout.group_size"
-            )
-        if self.algo.pass_k_guard is not None and not 1 < self.eval.k <= self.rollout.group_size:
-            raise ValueError(
-                f"algo.pass_k_guard watches the training groups' pass@k at k = eval.k, which must be above 1 and "
-                f"at most rollout.group_size={self.rollout.group_size}; eval.k={self.eval.k}"
-            )
+    def _estimator_fits_the_run(self) -> Config:
+        """The configured estimator's own checks against the rest of the run, and reward shaping only beside an
+        estimator that reads the shaped rewards."""
+        estimator = resolve_estimator(self.algo.advantage)
+        errors = estimator.check(self.algo.estimator_settings, self) if estimator.check is not None else []
+        if not estimator.shaped:
+            errors += [
+                f"{key} shapes the rewards, but algo.advantage={self.algo.advantage} reads only step values and "
+                f"would ignore it: remove {key} or choose an estimator of the shaped rewards"
+                for key in shaping_keys(self.algo)
+            ]
+        if errors:
+            raise ValueError("; ".join(errors))
         return self
 
     @model_validator(mode="after")
@@ -97,17 +111,11 @@ class Config(Section):
         return self
 
     @model_validator(mode="after")
-    def _tree_strategy(self) -> Config:
-        """Tree search grows its trees in the driver's engine with the local runtime's verifiers, and is a
-        single-turn strategy."""
-        if self.rollout.strategy != "tree":
-            return self
-        if self.env is not None:
-            raise ValueError("rollout.strategy=tree is for single-turn tasks; remove env: or use strategy=sample")
-        if self.runtime.kind != "local":
+    def _runtime_places_the_learners(self) -> Config:
+        if self.train.strategy == "fsdp2" and runtime_kind(self.runtime.kind).learners is None:
             raise ValueError(
-                f"rollout.strategy=tree runs in runtime.kind=local only (got runtime.kind={self.runtime.kind}); "
-                "set runtime.kind=local or rollout.strategy=sample"
+                f"train.strategy=fsdp2 needs a runtime that places the learner ranks; runtime.kind="
+                f"{self.runtime.kind} does not (use runtime.kind local or ray, or train.strategy=single)"
             )
         return self
 
@@ -219,7 +227,14 @@ def _explain(err: ValidationError, where: str, lines: dict[tuple[str, ...], int]
         line = _nearest_line(loc, lines)
         prefix = "command-line override" if line == 0 else f"{where}:{line}" if line else where
         dotted = ".".join(loc) or "<top level>"
-        if e["type"] == "extra_forbidden":
+        owners = estimator_setting_owners(loc[-1]) if loc[:-1] == ("algo",) else []
+        if e["type"] == "extra_forbidden" and owners:
+            names = " or ".join(f"algo.advantage={name}" for name in owners)
+            messages.append(
+                f"{prefix}: {dotted!r} is a setting of {names} only; the run's estimator does not read it: remove "
+                f"it, or use that estimator"
+            )
+        elif e["type"] == "extra_forbidden":
             valid = _fields_at(loc[:-1])
             close = difflib.get_close_matches(loc[-1], valid, n=1, cutoff=0.5)
             hint = f"; did you mean {'.'.join((*loc[:-1], close[0]))!r}?" if close else ""
@@ -253,6 +268,8 @@ def _fields_at(loc: tuple[str, ...]) -> list[str]:
         if not nested:
             return []
         model = nested[0]
+    if model is AlgoConfig:  # and the estimators' own settings
+        return sorted({*model.model_fields, *estimator_setting_keys()})
     return sorted(model.model_fields)
 
 

@@ -1,4 +1,4 @@
-"""Held-out evaluation: greedy accuracy, pass@k (unbiased estimator) and maj@k."""
+"""Held-out evaluation: greedy accuracy, pass@k (unbiased estimator) and maj@k; an episodic workflow's episodes."""
 
 from __future__ import annotations
 
@@ -11,9 +11,12 @@ from pydantic import Field
 
 from verity.data.images import image_data_uri
 from verity.rewards.extract import extract_answer
-from verity.rollout.engine import Engine, SamplingParams
+from verity.rollout.engine import Engine
+from verity.rollout.turns import episode_metrics
+from verity.rollout.workflows.base import Task, Workflow
+from verity.rollout.workflows.runner import flatten, run_tasks, score_groups
 from verity.schema import Section
-from verity.types import Item, Score
+from verity.types import Item, SamplingParams, Score
 
 Scorer = Callable[[list[Item], list[str]], list[Score]]
 
@@ -94,6 +97,50 @@ def evaluate(
         result[f"maj@{k}"] = _mean([majority_correct(t, o) for t, o in zip(sample_texts, sample_ok, strict=True)])
     result["samples"] = [
         _sample(item, c.text, good) for item, c, good in list(zip(items, greedy, greedy_ok, strict=True))[:8]
+    ]
+    return result
+
+
+def evaluate_episodes(
+    workflow: Workflow,
+    engine: Engine,
+    encode: Callable[[Item], list[int]],
+    items: list[Item],
+    score: Scorer,
+    *,
+    max_new_tokens: int,
+    threshold: float = 1.0,
+) -> dict[str, Any]:
+    """Greedy held-out accuracy of an episodic workflow (one episode per item, no training-time help such as
+    hints), with the episode metrics and the accuracy of episodes with and without a tool call (where the gain of
+    tool use shows)."""
+    params = SamplingParams(max_new_tokens, temperature=0.0)
+    plans = workflow.plan(items)
+    tasks = [
+        Task(item, encode(item), params, plan, held_out=True) for item, plan in zip(items, plans, strict=True)
+    ]
+    groups = run_tasks(workflow, engine, tasks, score)
+    score_groups(groups, score)
+    rollouts = flatten(groups)
+    correct = [r.reward >= threshold for r in rollouts]
+    result: dict[str, Any] = {"accuracy": _mean(correct), "items": len(items)}
+    for task in sorted({item.task for item in items}):
+        result[f"task/{task}/accuracy"] = _mean(
+            [ok for ok, r in zip(correct, rollouts, strict=True) if r.item.task == task]
+        )
+    result.update(episode_metrics(rollouts))
+    used = [any(t.tool for t in r.turns or []) for r in rollouts]
+    result["accuracy_with_tool"] = _mean([ok for ok, u in zip(correct, used, strict=True) if u])
+    result["accuracy_without_tool"] = _mean([ok for ok, u in zip(correct, used, strict=True) if not u])
+    result["samples"] = [
+        {
+            "task": r.item.task,
+            "prompt": r.item.prompt,
+            "completion": r.completion.text,
+            "answer": r.item.answer,
+            "correct": ok,
+        }
+        for r, ok in list(zip(rollouts, correct, strict=True))[:8]
     ]
     return result
 

@@ -18,7 +18,12 @@ import torch
 
 from verity.algo.objective import advantage_inputs, compute_advantages, needs_proximal, shape_rewards
 from verity.build import Parts, build_parts
-from verity.checks import (
+from verity.config import Config
+from verity.data.metrics import field_metrics, reward_range, task_metrics
+from verity.eval import EvalConfig, evaluate, evaluate_episodes, pass_at_k
+from verity.rollout.turns import episode_metrics, turn_tensors
+from verity.run.base import BUILTINS, base_warnings
+from verity.run.checks import (
     AllScoresFailed,
     CollapseWatch,
     RewardWatch,
@@ -29,18 +34,13 @@ from verity.checks import (
     settings_warnings,
     unlogged_stage_metrics,
 )
-from verity.config import Config
-from verity.data.collect import collect_rollouts
-from verity.data.guidance import demonstration_updates
-from verity.data.metrics import task_metrics
-from verity.envs.turns import episode_metrics, evaluate_episodes, turn_tensors
-from verity.eval import EvalConfig, evaluate, pass_at_k
-from verity.models import BUILTINS, base_warnings
-from verity.progress import RunProgress
-from verity.rundir import RunDir, RunDirError
-from verity.runs import read_summary
+from verity.run.progress import RunProgress
+from verity.run.rundir import RunDir, RunDirError
+from verity.run.runs import read_summary
 from verity.runtime.base import WorkerRestart
-from verity.tracking import build_tracker, field_metrics, reward_range
+from verity.step.collect import collect_rollouts
+from verity.step.guidance import demonstration_updates
+from verity.tracking.trackers import build_tracker
 from verity.train.batching import Batch, collate
 from verity.types import Rollout
 
@@ -90,7 +90,7 @@ def rl_step(parts: Parts) -> tuple[dict[str, float], list[Rollout]]:
     metrics.update(parts.runtime.executor.stats())
     metrics.update(data_metrics)
     metrics.update(task_metrics(rollouts, cfg.eval.threshold))
-    if cfg.env is not None:  # turns also carry tree-search and process-reward steps, which are not episodes
+    if parts.workflow.episodic:  # turns also carry tree-search and process-reward steps, which are not episodes
         metrics.update(episode_metrics(rollouts))
     parts.sampler.end_step(metrics)
     metrics.update(parts.sampler.metrics())
@@ -134,8 +134,16 @@ def rollout_metrics(
 
 def run_eval(parts: Parts) -> dict[str, Any]:
     cfg = parts.cfg
-    if parts.runtime.episodes is not None:
-        return evaluate_episodes(parts.runtime.episodes, parts.eval_items, cfg.eval.threshold)
+    if parts.workflow.episodic:
+        return evaluate_episodes(
+            parts.workflow,
+            parts.engine,
+            parts.encode,
+            parts.eval_items,
+            parts.runtime.executor.score,
+            max_new_tokens=cfg.rollout.max_new_tokens,
+            threshold=cfg.eval.threshold,
+        )
     result = evaluate(
         parts.engine,
         parts.encode,
@@ -247,7 +255,7 @@ def _train_locked(cfg: Config, run: RunDir, resume: bool, quiet: bool) -> dict[s
                     tracker.log(step, metrics)
                 if cfg.tracking.samples_every and step % cfg.tracking.samples_every == 0:
                     run.append_samples(step, rollouts, cfg.tracking.samples_per_step)
-                _warn(summary, progress, collapse.observe_step(step, metrics))
+                _warn(summary, progress, parts.algo_state.take_warnings() + collapse.observe_step(step, metrics))
                 if cfg.eval.every and step % cfg.eval.every == 0 and step < cfg.train.steps:
                     result = _eval_and_log(parts, tracker, step, progress)
                     summary["best_accuracy"] = max(summary["best_accuracy"], result["accuracy"])

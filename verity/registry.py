@@ -1,6 +1,10 @@
-"""Naming pluggable parts: a ``Registry`` per kind (verifiers, environments, tools, engines, estimators, losses),
-and ``import_object`` for a user's own ``package.module:function``. Configs name either; a wrong name says what
-would have been right."""
+"""Naming pluggable parts: a ``Registry`` per kind (verifiers, environments, tools, engines, workflows,
+estimators, losses, runtimes), and ``import_object`` for a user's own ``package.module:function``. Configs name
+either; a wrong name says what would have been right.
+
+A built-in registers itself where it is defined, with its seam's decorator (``registered_as(kind, name)`` under
+another name); its registry imports the built-in modules on first lookup. So a built-in's module needs only the
+seam's contract, never the registry that lists it, and no import points back up into a registry."""
 
 from __future__ import annotations
 
@@ -12,27 +16,38 @@ from typing import Any, Generic, TypeVar
 T = TypeVar("T")
 
 
+_TABLE: dict[str, dict[str, Any]] = {}  # kind -> name -> object: every registration, whoever made it
+
+
+def registered_as(kind: str, name: str) -> Callable[[T], T]:
+    """Decorator registering ``obj`` as the ``kind`` called ``name``; a name is never silently taken over. A
+    seam's own decorators (``register_engine``, ``advantage_estimator``, ...) are this with their kind, so the
+    module that defines a built-in imports only its seam's contract, and a user's module may register its own
+    names the same way."""
+
+    def add(obj: T) -> T:
+        known = _TABLE.setdefault(kind, {}).get(name)
+        if known is not None and known is not obj:
+            owner = f"{getattr(known, '__module__', '?')}.{getattr(known, '__qualname__', known)}"
+            raise ValueError(f"{kind} name {name!r} is already registered by {owner}")
+        _TABLE[kind][name] = obj
+        return obj
+
+    return add
+
+
 class Registry(Generic[T]):
-    """Named objects of one kind. The modules that register the built-ins are imported on first lookup, so
-    importing a registry stays cheap."""
+    """Named objects of one kind: the names registered with ``registered_as(kind, ...)``. The built-in modules
+    (whose import registers the built-ins) are imported on first lookup, so importing a registry stays cheap."""
 
     def __init__(self, kind: str, builtin_modules: tuple[str, ...] = ()) -> None:
         self.kind = kind
         self._builtin_modules = builtin_modules
-        self._items: dict[str, T] = {}
+        self._items: dict[str, T] = _TABLE.setdefault(kind, {})
 
     def register(self, name: str) -> Callable[[T], T]:
-        """Decorator adding an object under ``name``; a name is never silently taken over."""
-
-        def add(obj: T) -> T:
-            known = self._items.get(name)
-            if known is not None and known is not obj:
-                owner = f"{getattr(known, '__module__', '?')}.{getattr(known, '__qualname__', known)}"
-                raise ValueError(f"{self.kind} name {name!r} is already registered by {owner}")
-            self._items[name] = obj
-            return obj
-
-        return add
+        """Decorator adding an object under ``name``."""
+        return registered_as(self.kind, name)
 
     def names(self) -> list[str]:
         self._load_builtins()
@@ -87,3 +102,13 @@ def import_object(spec: str, what: str) -> Callable[..., Any]:
     if not callable(obj):
         raise TypeError(f"{what} {spec!r}: {attr!r} is a {type(obj).__name__}, not a function")
     return obj
+
+
+def validated(resolve: Callable[[str], object], spec: str) -> str:
+    """``spec`` when ``resolve`` accepts it (a registered name or a working import path); a failed lookup becomes
+    the ``ValueError`` a config field reports, with the lookup's own message."""
+    try:
+        resolve(spec)
+    except (KeyError, ImportError, AttributeError, TypeError) as err:
+        raise ValueError(err.args[0] if err.args else str(err)) from None
+    return spec

@@ -44,7 +44,7 @@ class PromptIds(list):
     """A prompt's token ids with the extra model inputs its images need (``pixel_values`` and what else the
     model's processor returns, one entry per input, batch dimension first). It is a plain ``list[int]`` to
     every caller that only reads tokens, so image prompts travel the text prompts' paths unchanged; the engine
-    and the learner read ``media`` (``verity.vision.media_of``). ``raw`` is the prompt before expansion."""
+    and the learner read ``media`` (``verity.model.vision.media_of``). ``raw`` is the prompt before expansion."""
 
     def __init__(self, ids: list[int], media: dict[str, Any], raw: RawPrompt | None = None) -> None:
         super().__init__(ids)
@@ -129,3 +129,22 @@ class Rollout:
     @property
     def reward(self) -> float:
         return self.score.value
+
+
+@dataclass(frozen=True)
+class SamplingParams:
+    """How to sample. ``temperature == 0`` means greedy decoding (log-probs then use temperature 1). Behaviour
+    log-probs are always those of the tempered, untruncated distribution (what the learner's ratio assumes), even
+    when ``top_p``/``top_k`` restrict what is sampled. ``stop_ids`` end a completion besides the tokenizer's
+    end-of-sequence (kept as its last token, like end-of-sequence)."""
+
+    max_new_tokens: int
+    temperature: float = 1.0
+    top_p: float = 1.0
+    top_k: int = 0  # 0: no top-k restriction
+    n: int = 1
+    stop_ids: frozenset[int] = field(default_factory=frozenset)
+
+    @property
+    def greedy(self) -> bool:
+        return self.temperature == 0

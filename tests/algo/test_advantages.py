@@ -11,7 +11,6 @@ from verity.algo.advantages import (
     filter_outliers,
     gae_advantages,
     group_relative_advantages,
-    pass_at_k_advantages,
     positive_weighted,
     rareness_weights,
     reinforce_pp_advantages,
@@ -165,41 +164,6 @@ def test_broadcast_keeps_the_advantages_precision() -> None:
     out = broadcast_to_tokens(adv, torch.tensor([[1.0, 0.0], [1.0, 1.0]], dtype=torch.bfloat16))
     assert out.dtype == torch.float32
     assert out.tolist() == [[adv[0].item(), 0.0], [-1.0, -1.0]]
-
-
-def test_pass_at_k_hand_computed() -> None:
-    # Group of 8 with 2 correct, k = 4: R = 1 - C(6,4)/C(8,4) = 1 - 15/70; a wrong sample's value is
-    # 1 - C(5,3)/C(7,3) = 1 - 10/35.
-    correct = torch.tensor([1, 0, 0, 1, 0, 0, 0, 0])
-    adv = pass_at_k_advantages(correct, torch.zeros(8, dtype=torch.long), k=4, eps=0.0)
-    r = 1 - 15 / 70
-    s = (r * (1 - r)) ** 0.5
-    assert adv[0].item() == pytest.approx((1 - r) / s)
-    assert adv[1].item() == pytest.approx((1 - 10 / 35 - r) / s)
-    assert adv.sum().item() == pytest.approx(0.0, abs=1e-6)  # a group's values average to its pass@k
-
-
-def test_pass_at_k_with_k_1_is_grpo_with_the_population_std() -> None:
-    correct = torch.tensor([1, 0, 0, 1, 0, 1, 1, 1, 1, 0])
-    groups = torch.tensor([0, 0, 0, 0, 0, 1, 1, 1, 1, 1])
-    unbiased = group_relative_advantages(correct.float(), groups, eps=0.0)
-    assert_close(pass_at_k_advantages(correct, groups, k=1, eps=0.0), unbiased * (5 / (5 - 1)) ** 0.5)
-
-
-def test_pass_at_k_pushes_the_majority_less_and_ignores_solved_groups() -> None:
-    correct = torch.tensor([1] * 12 + [0] * 4 + [1] * 14 + [0] * 2)
-    groups = torch.tensor([0] * 16 + [1] * 16)
-    k1, k4 = pass_at_k_advantages(correct, groups, k=1), pass_at_k_advantages(correct, groups, k=4)
-    # 12 of 16 correct: a prompt the group already solves at k = 4 moves the policy much less than at k = 1
-    # (1 - R = 1/1820 at k = 4), in both directions.
-    assert 0 < k4[0] < k1[0] / 10 and 0 > k4[12] > k1[12] / 10
-    # 14 of 16 correct: every 4-subset holds a correct answer (n - c < k), so the group gives no signal.
-    assert k4[16:].abs().max().item() == 0.0
-
-
-def test_pass_at_k_needs_k_samples_per_group() -> None:
-    with pytest.raises(ValueError, match="at least k samples"):
-        pass_at_k_advantages(torch.tensor([1, 0, 1]), torch.tensor([0, 0, 1]), k=2)
 
 
 def test_positive_weighted_scales_only_positive_advantages() -> None:

@@ -236,7 +236,7 @@ def test_single_rollout_uses_state_baseline() -> None:
     second = compute_advantages(cfg, torch.tensor([0.0]), torch.tensor([0]), mask, item_ids=["a"], state=state)
     assert first.tolist() == [[1.0, 1.0]]  # nothing seen yet: baseline 0
     assert second.tolist() == [[-1.0, -1.0]]  # baseline after the first visit: 1.0
-    with pytest.raises(ValueError, match="needs state"):
+    with pytest.raises(ValueError, match="needs its state"):
         compute_advantages(cfg, torch.tensor([0.0]), torch.tensor([0]), mask)
 
 

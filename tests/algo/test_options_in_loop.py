@@ -71,7 +71,7 @@ def _weights(path: Path) -> dict[str, torch.Tensor]:
 @pytest.mark.parametrize("overrides", OPTIONS.values(), ids=OPTIONS.keys())
 def test_option_trains_through_the_loop(overrides, make_config, tiny_model_dir, one_thread) -> None:
     # A reward that differs between samples, so every option gets a non-zero advantage to act on.
-    reward = "reward.verifiers=[loop_tasks:distinct_characters]"
+    reward = "reward.verifiers=[helpers.loop_tasks:distinct_characters]"
     cfg = make_config("train.steps=2", "train.checkpoint_every=2", reward, *overrides)
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always")
@@ -94,7 +94,7 @@ def test_option_trains_through_the_loop(overrides, make_config, tiny_model_dir, 
 
 @pytest.mark.slow
 def test_the_pass_at_k_guard_runs_in_the_loop_and_is_checkpointed(make_config, one_thread) -> None:
-    reward = "reward.verifiers=[loop_tasks:distinct_characters]"
+    reward = "reward.verifiers=[helpers.loop_tasks:distinct_characters]"
     guard = ["algo.advantage=pass_k", "algo.pass_k=1", "algo.pass_k_guard=0.05", "eval.k=2"]
     cfg = make_config("train.steps=2", "train.checkpoint_every=1", reward, "algo.correct_threshold=0.9", *guard)
     train(cfg)

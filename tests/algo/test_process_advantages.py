@@ -8,7 +8,7 @@ import torch
 from verity.algo.advantages import process_group_advantages
 from verity.algo.config import AlgoConfig
 from verity.algo.objective import compute_advantages
-from verity.envs.turns import step_turns, turn_tensors
+from verity.rollout.turns import step_turns, turn_tensors
 from verity.types import Completion, Item, Rollout, Score, Turn
 
 S = math.sqrt(1 / 3)  # unbiased std of {1, 0, 1}

@@ -6,8 +6,7 @@ from collections.abc import Callable
 
 from verity.data.config import DataConfig, TaskConfig
 from verity.data.samplers import Sampler
-from verity.rollout.engine import SamplingParams
-from verity.types import Completion, Item, Rollout, Score
+from verity.types import Completion, Item, Rollout, SamplingParams, Score
 
 
 class CountingSource:

@@ -7,12 +7,11 @@ import pytest
 import torch
 from data_fakes import FakeRuntime, make_sampler, rollouts_for
 
-from verity.data.collect import collect_rollouts, generate_groups
-from verity.data.guidance import add_references
 from verity.data.metrics import task_metrics
 from verity.data.samplers import Draw
-from verity.rollout.engine import SamplingParams
-from verity.types import Item, Score
+from verity.step.collect import collect_rollouts, generate_groups
+from verity.step.guidance import add_references
+from verity.types import Item, SamplingParams, Score
 
 PARAMS = SamplingParams(max_new_tokens=8, n=4)
 

@@ -9,8 +9,8 @@ from data_fakes import make_sampler, rollouts_for
 
 from verity.data.config import DataConfig, ExpertIterationConfig
 from verity.data.demos import DemoBank, Demonstration, too_easy
-from verity.data.guidance import demonstration_updates, expert_update, nll_window, sequence_nll
-from verity.tokenizer import build_char_tokenizer
+from verity.model.tokenizer import build_char_tokenizer
+from verity.step.guidance import demonstration_updates, expert_update, nll_window, sequence_nll
 from verity.types import Item
 
 

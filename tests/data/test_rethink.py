@@ -9,11 +9,11 @@ import pytest
 from data_fakes import FakeRuntime, make_sampler, rollouts_for
 
 from verity.config import load_config
-from verity.data.collect import collect_rollouts
 from verity.data.config import RethinkConfig
 from verity.data.demos import Demonstration
-from verity.data.rethink import rethink
-from verity.rollout.groups import failed_groups, replace_groups, retry_prompt, template_fields
+from verity.data.groups import failed_groups, replace_groups, retry_prompt, template_fields
+from verity.step.collect import collect_rollouts
+from verity.step.rethink import rethink
 from verity.types import Item
 
 DECOMPOSE = "{prompt} | split"
@@ -129,5 +129,7 @@ def test_config_rejects_bad_templates_and_multi_turn_runs() -> None:
         load_config({"data": {"rethink": {"reflect_template": "fix {wrong}"}}})
     with pytest.raises(ValueError, match=r"data.rethink.decompose_template: .*only \['prompt'\]"):
         load_config({"data": {"rethink": {"decompose_template": "{prompt} not {wrong}"}}})
-    with pytest.raises(ValueError, match=r"data\.rethink needs single-turn rollouts"):
+    with pytest.raises(
+        ValueError, match=r"data\.rethink restates prompts, which rollout\.workflow=episode does not"
+    ):
         load_config({"data": {"rethink": {"enabled": True}}, "env": {"name": "calculator"}})

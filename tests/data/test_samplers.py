@@ -10,8 +10,7 @@ from verity.data.config import DifficultyConfig, StageConfig
 from verity.data.difficulty import PassRates, group_size_for
 from verity.data.samplers import Sampler
 from verity.data.stages import StageSchedule, condition_met
-from verity.rollout.engine import SamplingParams
-from verity.types import Item
+from verity.types import Item, SamplingParams
 
 
 def tasks_of(draws) -> list[str]:
@@ -187,7 +186,7 @@ def test_sampler_needs_a_source_per_task() -> None:
 
 def test_a_task_whose_prompts_are_all_held_out_is_an_error_not_an_endless_search() -> None:
     """The guessing game's bug: every item had the same prompt, which was also a held-out prompt."""
-    from verity.models import _fresh_items
+    from verity.run.base import _fresh_items
     from verity.schema import ConfigError
 
     class SamePrompt:

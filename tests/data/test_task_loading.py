@@ -52,7 +52,9 @@ def test_sampler_state_round_trip_continues_the_same_sequence(make_config) -> No
 
 
 def test_held_out_prompts_are_never_sampled_for_training(make_config) -> None:
-    parts = build_parts(make_config("data.tasks.0.function=loop_tasks:six_questions", "data.eval_items=3"), print)
+    parts = build_parts(
+        make_config("data.tasks.0.function=helpers.loop_tasks:six_questions", "data.eval_items=3"), print
+    )
     assert [it.prompt for it in parts.eval_items] == ["q0", "q1", "q2"]
     assert set(draws(parts, 60)) == {"q3", "q4", "q5"}
 
@@ -105,9 +107,9 @@ def test_missing_data_file(tmp_path: Path) -> None:
 @pytest.mark.parametrize(
     ("spec", "message"),
     [
-        ("loop_tasks.say_seven", "is not an import path"),
+        ("helpers.loop_tasks.say_seven", "is not an import path"),
         ("no_such_module_xyz:f", "cannot import module 'no_such_module_xyz'"),
-        ("loop_tasks:missing", "has no callable 'missing'"),
+        ("helpers.loop_tasks:missing", "has no callable 'missing'"),
     ],
 )
 def test_bad_import_paths(spec: str, message: str) -> None:

@@ -6,14 +6,45 @@ import time
 from collections.abc import Callable
 from typing import Any
 
-from fake_engine import FakeEngine
+from helpers.fake_engine import FakeEngine
 
-from verity.envs.base import StepResult
-from verity.rollout.engine import SamplingParams
-from verity.tools import register_tool
-from verity.types import Completion, Item
+from verity.envs.base import Env, StepResult
+from verity.envs.tools import register_tool
+from verity.rollout.engine import Engine
+from verity.rollout.workflows.base import Task
+from verity.rollout.workflows.episode import Budget, EpisodeWorkflow, Guidance
+from verity.rollout.workflows.runner import flatten, run_tasks
+from verity.types import Completion, Item, Rollout, SamplingParams, Score
 
 TURN_LOGPROB = -0.25
+
+
+class Player:
+    """The episode workflow run the way a runtime runs it, on ``engine``: ``run`` plays every item's group at once
+    (calls batched by round) and ``stats`` holds the batch's counts."""
+
+    def __init__(
+        self,
+        engine: Engine,
+        tokenizer: Any,
+        encode: Callable[[Item], list[int]],
+        make_env: Callable[[], Env],
+        budget: Budget,
+        guidance: Guidance | None = None,
+    ) -> None:
+        self.engine = engine
+        self.workflow = EpisodeWorkflow.of(tokenizer, encode, make_env, budget, guidance)
+        self.stats: dict[str, float] = {}
+
+    def run(self, items: list[Item], params: SamplingParams, guided: bool = True) -> list[Rollout]:
+        tasks = [Task(item, [], params, held_out=not guided) for item in items]
+        groups = run_tasks(self.workflow, self.engine, tasks, _no_verifier)
+        self.stats = self.workflow.observe(groups)
+        return flatten(groups)
+
+
+def _no_verifier(items: list[Item], texts: list[str]) -> list[Score]:
+    raise AssertionError("episodes are scored by their environment")
 
 
 class ScriptedEngine(FakeEngine):

@@ -7,14 +7,13 @@ import time
 from functools import partial
 
 import pytest
-from env_fakes import TURN_LOGPROB, Exploding, HangsOnSecondStep, NeverDone, ScriptedEngine
+from env_fakes import TURN_LOGPROB, Exploding, HangsOnSecondStep, NeverDone, Player, ScriptedEngine
 
 from verity.data.prompts import encode_prompt
 from verity.envs import env_factory
-from verity.envs.turns import episode_metrics
-from verity.rollout.engine import SamplingParams
-from verity.rollout.episode import Budget, EpisodeRunner, Guidance
-from verity.types import Item, Turn
+from verity.rollout.turns import episode_metrics
+from verity.rollout.workflows.episode import Budget, Guidance
+from verity.types import Item, SamplingParams, Turn
 
 ITEM = Item("calc/0", "calc", "What is 12 * 34?", "408", {"hint": "use <tool>calc: 12*34</tool>"})
 CALL, RESULT, ANSWER = "<tool>calc: 12*34</tool>", "<result>408</result>", "<answer>408</answer>"
@@ -26,7 +25,7 @@ DEFAULT_BUDGET = Budget(4, 96, 32)
 def runner(tok, script, make_env=None, budget=DEFAULT_BUDGET, guidance=None):
     engine = ScriptedEngine(tok, script)
     make_env = make_env or env_factory("calculator", {})
-    return EpisodeRunner(engine, tok, partial(encode_prompt, tok, system_prompt=None), make_env, budget, guidance)
+    return Player(engine, tok, partial(encode_prompt, tok, system_prompt=None), make_env, budget, guidance)
 
 
 def ids(tok, text: str) -> list[int]:

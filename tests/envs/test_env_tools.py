@@ -7,8 +7,8 @@ import pytest
 from verity.envs import env_factory
 from verity.envs.calculator import make_item
 from verity.envs.guessing import make_item as guessing_item
+from verity.envs.tools import ToolCall, ToolSyntax, run_tool
 from verity.schema import ConfigError
-from verity.tools import ToolCall, ToolSyntax, run_tool
 from verity.types import Item
 
 

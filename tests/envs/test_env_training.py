@@ -8,19 +8,18 @@ from functools import partial
 import pytest
 import torch
 from conftest import tiny_llama
-from env_fakes import CodeSum
+from env_fakes import CodeSum, Player
 
 from verity.algo.config import AlgoConfig
 from verity.algo.objective import PolicyObjective, compute_advantages
 from verity.data.prompts import encode_prompt
-from verity.envs.turns import turn_tensors
-from verity.rollout.engine import SamplingParams
-from verity.rollout.episode import Budget, EpisodeRunner
 from verity.rollout.hf import HFEngine
+from verity.rollout.turns import turn_tensors
+from verity.rollout.workflows.episode import Budget
 from verity.train.batching import collate
 from verity.train.config import TrainConfig
 from verity.train.learner import Learner
-from verity.types import Item
+from verity.types import Item, SamplingParams
 
 
 @pytest.fixture
@@ -28,7 +27,7 @@ def multi_turn(char_tokenizer, one_thread):
     model = tiny_llama(char_tokenizer, seed=1)
     engine = HFEngine(model, char_tokenizer, seed=0)
     encode = partial(encode_prompt, char_tokenizer, system_prompt=None)
-    runner = EpisodeRunner(engine, char_tokenizer, encode, CodeSum, Budget(3, 40, 5))
+    runner = Player(engine, char_tokenizer, encode, CodeSum, Budget(3, 40, 5))
     items = [Item(f"i{g}", "t", f"question {g}") for g in range(3)]
     rollouts = runner.run(items, SamplingParams(5, n=4))
     return model, rollouts, collate(rollouts, char_tokenizer.pad_token_id)

@@ -9,11 +9,10 @@ import pytest
 import torch
 from conftest import encode, sevens_model, single_thread, tiny_llama
 
-from verity.modeling import token_logprobs
-from verity.rollout.engine import SamplingParams
+from verity.model.modeling import token_logprobs
 from verity.rollout.hf import HFEngine
 from verity.train.batching import collate
-from verity.types import Completion, Item, Rollout
+from verity.types import Completion, Item, Rollout, SamplingParams
 
 pytestmark = pytest.mark.usefixtures("one_thread")
 

@@ -1,6 +1,6 @@
 """The replay buffer's rules: admission below the threshold, eviction once solved, capacity, checkpoint state."""
 
-from verity.rollout.replay import CachedSolution, ReplayBuffer
+from verity.rollout.workflows.replay import CachedSolution, ReplayBuffer
 
 SOLUTION = CachedSolution((1, 2), "12")
 

@@ -5,7 +5,7 @@ import math
 
 import pytest
 
-from verity.rollout.tree import (
+from verity.rollout.workflows.tree import (
     Node,
     back_up,
     backup_value,

@@ -2,14 +2,17 @@
 with which step values, and how the replay buffer replaces the tree for a cached problem."""
 
 from dataclasses import replace
+from types import SimpleNamespace
 
 import pytest
-from fake_engine import FakeEngine
+from helpers.fake_engine import FakeEngine
 
 from verity.rollout.config import TreeConfig
-from verity.rollout.engine import SamplingParams
-from verity.rollout.tree_search import TreeSearch
-from verity.types import Completion, Item, Score
+from verity.rollout.workflows.base import WorkflowSpec
+from verity.rollout.workflows.replay import ReplayBuffer
+from verity.rollout.workflows.runner import flatten, plan_tasks, run_tasks
+from verity.rollout.workflows.tree_search import TreeSearch
+from verity.types import Completion, Item, Rollout, SamplingParams, Score
 
 ITEM = Item("sum/0", "sum", "5 + 7 =", "12")
 
@@ -45,9 +48,28 @@ def exact(items: list[Item], texts: list[str]) -> list[Score]:
     return [Score(1.0 if text == item.answer else 0.0) for item, text in zip(items, texts, strict=True)]
 
 
-def search(engine: ScriptedEngine, **settings: object) -> TreeSearch:
-    cfg = TreeConfig(width=2, step_delimiter=None, step_tokens=1, **settings)
-    return TreeSearch(engine, exact, cfg, threshold=1.0)
+class Search:
+    """The tree workflow run the way a runtime runs it: planned, run on the engine (calls batched by round),
+    observed; ``stats`` holds the last batch's metrics."""
+
+    def __init__(self, engine: ScriptedEngine, cfg: TreeConfig) -> None:
+        run = SimpleNamespace(rollout=SimpleNamespace(tree=cfg), eval=SimpleNamespace(threshold=1.0), env=None)
+        self.workflow = TreeSearch(WorkflowSpec(run, None))
+        self.engine = engine
+        self.stats: dict[str, float] = {}
+
+    @property
+    def replay(self) -> ReplayBuffer | None:
+        return self.workflow.replay
+
+    def run(self, items: list[Item], prompts: list[list[int]], params: SamplingParams) -> list[Rollout]:
+        groups = run_tasks(self.workflow, self.engine, plan_tasks(self.workflow, items, prompts, params), exact)
+        self.stats = self.workflow.observe(groups)
+        return flatten(groups)
+
+
+def search(engine: ScriptedEngine, **settings: object) -> Search:
+    return Search(engine, TreeConfig(width=2, step_delimiter=None, step_tokens=1, **settings))
 
 
 PARAMS = SamplingParams(max_new_tokens=4, n=4)
@@ -117,7 +139,7 @@ def test_each_tree_keeps_its_own_group_and_the_root_is_sampled_again_when_nothin
         ]
     )
     cfg = TreeConfig(width=2, max_depth=1, step_delimiter=None, paths="all", replay={"enabled": False})
-    rollouts = TreeSearch(engine, exact, cfg, threshold=1.0).run([ITEM, other], [[100], [101]], PARAMS)
+    rollouts = Search(engine, cfg).run([ITEM, other], [[100], [101]], PARAMS)
     assert engine.calls[1][0] == [[100], [101]]
     assert [(r.group, r.completion.text) for r in rollouts] == [
         (0, "12"),

@@ -16,13 +16,13 @@ import torch
 from conftest import encode, loop_settings, sevens_model, single_thread
 
 from verity.config import load_config
-from verity.modeling import completion_logprobs
-from verity.rollout.engine import EngineSpec, SamplingParams
+from verity.model.modeling import completion_logprobs
+from verity.rollout.engine import EngineSpec
 from verity.rollout.hf import HFEngine
 from verity.rollout.registry import build_engine
 from verity.rollout.sync_check import StaleWeightsError, text_probe, verify_sync
 from verity.schema import ConfigError
-from verity.types import Completion
+from verity.types import Completion, SamplingParams
 
 needs_vllm = pytest.mark.skipif(
     importlib.util.find_spec("vllm") is None,
@@ -236,7 +236,7 @@ def test_segmented_generation_over_vllm_keeps_each_tokens_policy(engine, sevens,
     """Async mode's interruptible generation (SegmentedEngine): new weights arrive after the first segment; the
     tokens of that segment keep version 0 and log-probs under the old policy, later ones under the new."""
     pytest.importorskip("ray")
-    from verity.runtime.ray_workers import SegmentedEngine
+    from verity.runtime.ray.workers import SegmentedEngine
 
     old, new = sevens[0], copy.deepcopy(sevens[0])
     torch.manual_seed(2)
@@ -269,8 +269,8 @@ def test_segmented_generation_over_vllm_keeps_each_tokens_policy(engine, sevens,
 def test_lora_adapters_sync_alone_and_are_verified(sevens, char_tokenizer) -> None:
     """With model.lora the learner sends adapters only (peft names); vLLM serves each version as a LoRA request
     on the untouched base, and its log-probs follow the adapted learner."""
-    from verity.train.config import LoraConfig
-    from verity.train.lora import apply_lora, trainable_state_dict
+    from verity.model.config import LoraConfig
+    from verity.model.lora import apply_lora, trainable_state_dict
 
     lora = LoraConfig(r=4, alpha=8, target_modules=["q_proj", "v_proj", "down_proj"])
     learner = apply_lora(copy.deepcopy(sevens[0]), lora)

@@ -13,19 +13,20 @@ from functools import partial
 import pytest
 import torch
 from conftest import single_thread
-from test_vision import _rollout, encode, picture, tiny_idefics3
+from helpers.vision_models import encode, picture, rollout_of, tiny_idefics3
 
-from verity.model_config import ModelConfig
-from verity.modeling import token_logprobs
-from verity.rollout.engine import EngineSpec, SamplingParams
+from verity.model.config import ModelConfig
+from verity.model.lora import save_policy
+from verity.model.modeling import token_logprobs
+from verity.model.tiny_vl import build_tiny_vl
+from verity.model.tokenizer import build_char_tokenizer
+from verity.model.vision import media_of, placeholder_ids
+from verity.rollout.engine import EngineSpec
 from verity.rollout.registry import build_engine
 from verity.rollout.sync_check import text_probe, verify_sync
 from verity.schema import ConfigError
-from verity.tokenizer import build_char_tokenizer
 from verity.train.batching import collate
-from verity.train.lora import save_policy
-from verity.vision import media_of, placeholder_ids
-from verity.vision_base import build_tiny_vl
+from verity.types import SamplingParams
 
 pytestmark = [
     pytest.mark.skipif(importlib.util.find_spec("vllm") is None, reason="vllm is not installed (docs/vllm.md)"),
@@ -51,7 +52,7 @@ def idefics(tmp_path_factory) -> Iterator:
 def gap(model, processor, prompts, outputs, temperature: float) -> float:
     """Largest |behaviour log-prob - learner teacher-forced log-prob| over every sampled token."""
     rows = [
-        _rollout(p, c.token_ids, g) for g, (p, out) in enumerate(zip(prompts, outputs, strict=True)) for c in out
+        rollout_of(p, c.token_ids, g) for g, (p, out) in enumerate(zip(prompts, outputs, strict=True)) for c in out
     ]
     batch = collate(rows, processor.tokenizer.pad_token_id)
     with torch.no_grad():

@@ -13,6 +13,8 @@ from verity.algo.config import AlgoConfig
 from verity.algo.objective import PolicyObjective
 from verity.rollout.hf import HFEngine
 from verity.rollout.sync_check import StaleWeightsError
+from verity.rollout.workflows.base import WorkflowSpec
+from verity.rollout.workflows.single import SingleTurn
 from verity.runtime.local import LocalRuntime
 from verity.train.config import TrainConfig
 from verity.train.learner import Learner
@@ -43,7 +45,9 @@ def perturb(learner: Learner) -> None:
 
 def test_a_sync_that_loses_the_weights_is_caught(char_tokenizer) -> None:
     learner, engine = learner_and_copy(char_tokenizer, lose_weights=True)
-    runtime = LocalRuntime(engine, NoScoring(), sync_tolerance=1e-4)
+    runtime = LocalRuntime(
+        engine, NoScoring(), SingleTurn(WorkflowSpec(None, char_tokenizer)), sync_tolerance=1e-4
+    )
     perturb(learner)
     with pytest.raises(StaleWeightsError, match=r"version 1 .* rollout\.sync_tolerance"):
         runtime.sync(learner)
@@ -51,7 +55,9 @@ def test_a_sync_that_loses_the_weights_is_caught(char_tokenizer) -> None:
 
 def test_a_real_sync_passes_and_reports_its_gap(char_tokenizer) -> None:
     learner, engine = learner_and_copy(char_tokenizer, lose_weights=False)
-    runtime = LocalRuntime(engine, NoScoring(), sync_tolerance=1e-4)
+    runtime = LocalRuntime(
+        engine, NoScoring(), SingleTurn(WorkflowSpec(None, char_tokenizer)), sync_tolerance=1e-4
+    )
     perturb(learner)
     runtime.sync(learner)
     assert engine.version == 1 and runtime.timings["sync/logprob_gap"] < 1e-5
@@ -60,7 +66,9 @@ def test_a_real_sync_passes_and_reports_its_gap(char_tokenizer) -> None:
 def test_an_engine_on_the_learners_module_is_not_probed(char_tokenizer) -> None:
     learner, _ = learner_and_copy(char_tokenizer, lose_weights=False)
     engine = HFEngine(learner.model, char_tokenizer, shared=True)
-    runtime = LocalRuntime(engine, NoScoring(), sync_tolerance=1e-12)
+    runtime = LocalRuntime(
+        engine, NoScoring(), SingleTurn(WorkflowSpec(None, char_tokenizer)), sync_tolerance=1e-12
+    )
     learner.probe_logprobs = None  # type: ignore[assignment]  # would fail if called
     perturb(learner)
     runtime.sync(learner)

@@ -14,10 +14,10 @@ import torch
 import yaml
 from conftest import loop_settings
 
-from verity.cli import main
+from verity.cli.main import main
 from verity.config import load_config
 from verity.loop import train
-from verity.rundir import RunDir, RunDirError
+from verity.run.rundir import RunDir, RunDirError
 from verity.train.checkpoint import latest_checkpoint, load_checkpoint, save_checkpoint
 
 

@@ -18,11 +18,12 @@ from verity.algo.config import AlgoConfig
 from verity.algo.objective import PolicyObjective
 from verity.config import Config, load_config
 from verity.loop import train
+from verity.model.config import LoraConfig
+from verity.model.lora import apply_lora
 from verity.schema import ConfigError
-from verity.train.config import ExtrapolateConfig, LoraConfig, TrainConfig
+from verity.train.config import ExtrapolateConfig, TrainConfig
 from verity.train.extrapolate import Trajectory, extrapolation_step, fit_polynomial, rank1_trajectory
 from verity.train.learner import Learner
-from verity.train.lora import apply_lora
 
 U = torch.tensor([0.6, 0.8])  # a unit direction
 STEPS = torch.arange(5.0)  # t = 0..4

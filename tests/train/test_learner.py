@@ -11,7 +11,7 @@ from conftest import encode, tiny_llama
 
 from verity.algo.config import AlgoConfig
 from verity.algo.objective import PolicyObjective
-from verity.modeling import token_logprobs
+from verity.model.modeling import token_logprobs
 from verity.train.batching import collate
 from verity.train.config import TrainConfig
 from verity.train.learner import Learner, lr_factor

@@ -9,15 +9,15 @@ from transformers import AutoModelForCausalLM, LlamaForCausalLM
 
 from verity.algo.config import AlgoConfig
 from verity.algo.objective import PolicyObjective
-from verity.modeling import token_logprobs
-from verity.rollout.engine import SamplingParams
+from verity.model.config import LoraConfig
+from verity.model.lora import apply_lora, save_policy, trainable_state_dict
+from verity.model.modeling import token_logprobs
 from verity.rollout.hf import HFEngine
 from verity.schema import ConfigError
 from verity.train.batching import collate
-from verity.train.config import LoraConfig, TrainConfig
+from verity.train.config import TrainConfig
 from verity.train.learner import Learner
-from verity.train.lora import apply_lora, save_policy, trainable_state_dict
-from verity.types import Completion, Item, Rollout
+from verity.types import Completion, Item, Rollout, SamplingParams
 
 EOS, PAD = 2, 0
 

@@ -12,15 +12,14 @@ from transformers.integrations.sdpa_attention import sdpa_attention_forward
 import verity.rollout.attention as attention_module
 from verity.algo.config import AlgoConfig
 from verity.algo.objective import PolicyObjective
-from verity.modeling import token_logprobs
+from verity.model.modeling import token_logprobs
 from verity.rollout.attention import decode_attention, use_decode_attention
-from verity.rollout.engine import SamplingParams
 from verity.rollout.hf import HFEngine, PreallocatedLayer
 from verity.train.batching import Batch, collate, micro_batches, padding_share
 from verity.train.config import TrainConfig
 from verity.train.learner import Learner
 from verity.train.prefix import length_buckets, prompt_groups, shared_prefix_logprobs
-from verity.types import Completion, Item, Rollout
+from verity.types import Completion, Item, Rollout, SamplingParams
 
 EOS, PAD = 2, 0
 

@@ -9,8 +9,6 @@ default float dtype (see ``result_dtype``), never truncated back to integers.
 
 from __future__ import annotations
 
-import math
-
 import torch
 from torch import Tensor
 
@@ -23,7 +21,7 @@ def result_dtype(values: Tensor) -> torch.dtype:
     return values.dtype if values.is_floating_point() else torch.get_default_dtype()
 
 
-def _group_index(group_ids: Tensor) -> tuple[Tensor, Tensor]:
+def group_index(group_ids: Tensor) -> tuple[Tensor, Tensor]:
     """Dense group index per sample (N,) and the size of each group (G,)."""
     if group_ids.dim() != 1:
         raise ValueError(f"group_ids must be 1-D (N,), got shape {tuple(group_ids.shape)}")
@@ -48,7 +46,7 @@ def group_relative_advantages(
     """GRPO: ``A_i = (r_i - mean_g(r)) / (std_g(r) + eps)`` over the G samples of prompt g (DeepSeekMath,
     arXiv:2402.03300). ``scale_by_std=False`` is Dr. GRPO's ``A_i = r_i - mean_g(r)`` (arXiv:2503.20783), which
     stops the std from up-weighting prompts that are almost always solved or failed. (N,)."""
-    index, sizes = _group_index(group_ids)
+    index, sizes = group_index(group_ids)
     mean, std = _group_mean_std(rewards, index, sizes)
     centred = rewards.to(torch.float64) - mean
     adv = centred / (std + eps) if scale_by_std else centred
@@ -58,40 +56,11 @@ def group_relative_advantages(
 def rloo_advantages(rewards: Tensor, group_ids: Tensor) -> Tensor:
     """RLOO: ``A_i = r_i - (1/(G-1)) sum_{j != i} r_j`` (Ahmadian et al., arXiv:2402.14740), computed as
     ``G/(G-1) (r_i - mean_g(r))``. The baseline excludes the sample itself, so the estimate is unbiased. (N,)."""
-    index, sizes = _group_index(group_ids)
+    index, sizes = group_index(group_ids)
     mean, _ = _group_mean_std(rewards, index, sizes)
     size = sizes[index]
     adv = size / (size - 1).clamp(min=1) * (rewards.to(torch.float64) - mean)
     return torch.where(size > 1, adv, torch.zeros_like(adv)).to(result_dtype(rewards))
-
-
-def pass_at_k_advantages(correct: Tensor, group_ids: Tensor, k: int, eps: float = 1e-6) -> Tensor:
-    """Pass@k training (Chen et al., arXiv:2508.10751, analytic form): the advantages whose policy gradient is
-    that of the group's pass@k, for binary ``correct`` (N,).
-
-    A group of n samples with c correct has the unbiased pass@k ``R = 1 - C(n-c, k) / C(n, k)`` and reward
-    std ``s = sqrt(R (1 - R))``. A correct sample completes every k-subset it is in:
-    ``A_pos = (1 - R) / s``; a wrong one helps only the subsets whose other k-1 members hold a correct sample:
-    ``A_neg = (1 - R - C(n-c-1, k-1) / C(n-1, k-1)) / s``. With k = 1 this is GRPO with the population std;
-    the larger k, the less a group that already solves the prompt pushes its majority answer, and a group that
-    solves it for certain (``n - c < k``) gives 0. Groups need at least k samples. (N,)."""
-    if k < 1:
-        raise ValueError(f"pass@k advantages need k >= 1, got {k}")
-    index, sizes = _group_index(group_ids)
-    hits = torch.zeros_like(sizes).index_add_(0, index, correct.to(torch.float64))
-    adv = torch.zeros(correct.shape[0], dtype=torch.float64)
-    for g, (n, c) in enumerate(zip(sizes.long().tolist(), hits.long().tolist(), strict=True)):
-        if n < k:
-            raise ValueError(f"pass@k advantages with k={k} need groups of at least k samples; one has {n}")
-        pass_k = 1.0 - math.comb(n - c, k) / math.comb(n, k)
-        std = math.sqrt(pass_k * (1.0 - pass_k))
-        if std == 0.0:
-            continue
-        wrong_value = 1.0 - math.comb(n - c - 1, k - 1) / math.comb(n - 1, k - 1) if c < n else 0.0
-        members = index == g
-        value = torch.where(correct[members].bool(), 1.0, wrong_value).to(torch.float64)
-        adv[members] = (value - pass_k) / (std + eps)
-    return adv.to(torch.get_default_dtype())
 
 
 def positive_weighted(advantages: Tensor, weight: float) -> Tensor:
@@ -107,7 +76,7 @@ def task_normalized_advantages(rewards: Tensor, group_ids: Tensor, task_ids: Ten
     eps)`` where the std runs over all samples of task family k in the batch rather than over the group or the
     mixed batch, so a task with dense rewards does not set the scale of a task with sparse ones. (N,)."""
     centred = group_relative_advantages(rewards, group_ids, scale_by_std=False).to(torch.float64)
-    task_index, task_sizes = _group_index(task_ids)
+    task_index, task_sizes = group_index(task_ids)
     _, task_std = _group_mean_std(rewards, task_index, task_sizes)
     return (centred / (task_std + eps)).to(result_dtype(rewards))
 
@@ -186,7 +155,7 @@ def trloo_advantages(turn_rewards: Tensor, turn_mask: Tensor, group_ids: Tensor,
     gets advantage 0. Returns (N, K), zero where ``turn_mask`` is 0.
     """
     returns = discounted_returns(turn_rewards, turn_mask, gamma).double()  # (N, K)
-    index, _ = _group_index(group_ids)
+    index, _ = group_index(group_ids)
     live = turn_mask.double()
     groups = int(index.max()) + 1
     sums = torch.zeros(groups, returns.shape[1], dtype=torch.float64).index_add_(0, index, returns * live)
@@ -207,11 +176,11 @@ def process_group_advantages(
     of the normalised rewards of its own and all later steps, ``A_ik = sum_{k' >= k} r~_ik'``. A group with a
     single step in all gives 0. Returns (N, K), zero where ``step_mask`` is 0 (``turns_to_tokens`` spreads it).
     """
-    index, _ = _group_index(group_ids)
+    index, _ = group_index(group_ids)
     live = step_mask.bool()
     step_group = index.unsqueeze(-1).expand_as(step_rewards)[live]  # group of each live step
     values = step_rewards[live].to(torch.float64)
-    step_index, step_counts = _group_index(step_group)
+    step_index, step_counts = group_index(step_group)
     mean, std = _group_mean_std(values, step_index, step_counts)
     normalised = torch.where(step_counts[step_index] > 1, (values - mean) / (std + eps), torch.zeros_like(values))
     per_step = torch.zeros(step_rewards.shape, dtype=torch.float64, device=step_rewards.device)
@@ -271,7 +240,7 @@ def tree_advantages(
     positions = torch.arange(step_mask.shape[-1], device=step_mask.device)
     last = (positions * live).argmax(-1)  # (N,)
     outcomes = step_values.float()[torch.arange(step_values.shape[0], device=step_values.device), last]  # (N,)
-    index, sizes = _group_index(group_ids)
+    index, sizes = group_index(group_ids)
     mean, _ = _group_mean_std(outcomes, index, sizes)
     if not subtract_mean:
         mean = torch.zeros_like(mean)
@@ -297,7 +266,7 @@ def rareness_weights(rewards: Tensor, group_ids: Tensor, alpha: float) -> Tensor
     failures (or the one failure among successes) is the informative sample, so it moves the policy more;
     a group where all rewards agree keeps weight 1. ``alpha = 0`` gives all ones.
     """
-    index, sizes = _group_index(group_ids)
+    index, sizes = group_index(group_ids)
     same = (index.unsqueeze(0) == index.unsqueeze(1)) & (rewards.unsqueeze(0) == rewards.unsqueeze(1))
     share = same.double().sum(1) / sizes[index]
     raw = share.pow(-alpha)

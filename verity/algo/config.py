@@ -8,63 +8,36 @@ The math in ``verity.algo`` never sees this object: ``verity.algo.objective`` un
 
 from __future__ import annotations
 
-from collections.abc import Callable
 from typing import Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
+from pydantic import BaseModel, ConfigDict, Field, PrivateAttr, ValidationError, field_validator, model_validator
+from pydantic_core import InitErrorDetails
 
-from verity.algo.registry import resolve_estimator, resolve_loss
+from verity.algo.registry import ESTIMATORS, resolve_estimator, resolve_loss
+from verity.registry import validated
 
 Aggregation = Literal["token_mean", "seq_mean_token_mean", "seq_mean_token_sum", "constant"]
 
 
 class AlgoConfig(BaseModel):
-    """Algorithm settings; ``extra="forbid"`` turns a misspelt key into an error that names it."""
+    """Algorithm settings. Keys beyond these fields are the configured estimator's own settings (its
+    ``settings`` model validates them); any other key is an error that names it."""
 
-    model_config = ConfigDict(extra="forbid")
+    model_config = ConfigDict(extra="allow")
+    _estimator_settings: Any = PrivateAttr(None)
 
     # --- advantage estimation -------------------------------------------------------------------------------
     advantage: str = Field(
         "grpo",
-        description="Advantage estimator, a registered name or a user's 'package.module:estimator' (see "
-        "verity/algo/registry.py): grpo (group mean/std), dr_grpo (group mean only; Dr. GRPO also needs "
-        "aggregation=constant, which is not implied: set it yourself), rloo (leave-one-out), "
-        "reinforce_pp (batch-normalised returns), reinforce_pp_baseline (group mean, then batch-normalised), "
-        "gae (learned critic), task_norm_grpo (group mean, std within task family), single_rollout (running "
-        "per-item or per-task baseline, G = 1), trloo (turn-level leave-one-out for multi-turn episodes), "
-        "tree_grpo (step value minus the tree's mean outcome, for rollout.strategy=tree), "
-        "grpo_process (step rewards of a process verifier, normalised over the group's steps; returns-to-go), "
-        "pass_k (Pass@k training: the advantages of the group's pass@k with k = algo.pass_k; rewards above "
-        "algo.correct_threshold count as correct).",
+        description="Advantage estimator: a registered name or a user's 'package.module:estimator' (see "
+        "verity/algo/contract.py). docs/algorithms.md describes each built-in one with its paper; an estimator "
+        "with settings of its own (pass_k, single_rollout) reads them from further keys of this section, listed "
+        "under it in docs/config.md, and refuses them under another estimator.",
     )
     adv_eps: float = Field(1e-6, gt=0, description="Added to standard deviations before dividing by them.")
     gamma: float = Field(1.0, ge=0, le=1, description="Discount over tokens (gae, reinforce_pp) or turns (trloo).")
     gae_lambda: float = Field(1.0, ge=0, le=1, description="GAE lambda: 1 gives Monte-Carlo returns minus V.")
     gae_whiten: bool = Field(True, description="Whiten GAE advantages over the batch's masked tokens.")
-    baseline_key: Literal["item", "task"] = Field(
-        "item", description="single_rollout: keep one running baseline per item id or per task family."
-    )
-    baseline_decay: float = Field(
-        0.9,
-        ge=0,
-        lt=1,
-        description="single_rollout: decay d of each key's baseline, b <- d b + (1 - d) (the key's mean reward in "
-        "the batch), one step per batch (higher = slower). Unseen keys use the mean of all rewards so far.",
-    )
-    pass_k: int = Field(
-        4,
-        ge=1,
-        description="pass_k estimator: the k of the pass@k it trains for (at most rollout.group_size). 1 is GRPO "
-        "with the population std; larger k pushes a group's majority answer less and keeps other answers alive.",
-    )
-    pass_k_guard: float | None = Field(
-        None,
-        gt=0,
-        le=1,
-        description="pass_k estimator: when the policy's pass@k on its own training groups (k = eval.k, smoothed "
-        "over about 20 steps) falls this far below its best, double algo.pass_k (up to rollout.group_size). "
-        "None keeps algo.pass_k fixed.",
-    )
     positive_weight: float = Field(
         1.0,
         ge=0,
@@ -197,12 +170,12 @@ class AlgoConfig(BaseModel):
     @field_validator("advantage")
     @classmethod
     def _known_estimator(cls, spec: str) -> str:
-        return _resolved(resolve_estimator, spec)
+        return validated(resolve_estimator, spec)
 
     @field_validator("loss")
     @classmethod
     def _known_loss(cls, spec: str) -> str:
-        return _resolved(resolve_loss, spec)
+        return validated(resolve_loss, spec)
 
     @model_validator(mode="after")
     def _check_bands(self) -> AlgoConfig:
@@ -212,11 +185,6 @@ class AlgoConfig(BaseModel):
         if self.entropy_control == "mask" and low is None:
             raise ValueError(
                 "algo.entropy_control=mask needs a band: set algo.entropy_target_low and algo.entropy_target_high"
-            )
-        if self.pass_k_guard is not None and self.advantage != "pass_k":
-            raise ValueError(
-                f"algo.pass_k_guard raises the k of the pass_k estimator; with algo.advantage={self.advantage} it "
-                "would do nothing: set algo.advantage=pass_k (algo.pass_k=1 starts as GRPO) or remove it"
             )
         if self.kl_target is not None and self.kl_coef == 0:
             raise ValueError(
@@ -231,6 +199,25 @@ class AlgoConfig(BaseModel):
                 f"algo.loss={self.loss} needs a sequence-level advantage; it cannot use advantage={self.advantage}"
             )
         return self
+
+    @model_validator(mode="after")
+    def _estimator_settings_apply(self) -> AlgoConfig:
+        """The keys beyond the fields are the estimator's settings: validated by its ``settings`` model (which
+        supplies the defaults); a key it does not have is an unknown key, as in every other section."""
+        settings = resolve_estimator(self.advantage).settings
+        extra = dict(self.model_extra or {})
+        known = set(settings.model_fields) if settings is not None else set()
+        unknown = [key for key in extra if key not in known]
+        if unknown:
+            details = [InitErrorDetails(type="extra_forbidden", loc=(key,), input=extra[key]) for key in unknown]
+            raise ValidationError.from_exception_data(type(self).__name__, details)
+        self._estimator_settings = settings.model_validate(extra) if settings is not None else None
+        return self
+
+    @property
+    def estimator_settings(self) -> Any:
+        """The configured estimator's own settings (an instance of its ``settings`` model), None if it has none."""
+        return self._estimator_settings
 
     @model_validator(mode="after")
     def _aggregation_follows_the_loss(self) -> AlgoConfig:
@@ -250,10 +237,22 @@ class AlgoConfig(BaseModel):
         )
 
 
-def _resolved(resolve: Callable[[str], Any], spec: str) -> str:
-    """``spec`` when the registry resolves it; a failed lookup reads as a validation error of the field."""
-    try:
-        resolve(spec)
-    except (KeyError, ImportError, AttributeError, TypeError) as err:
-        raise ValueError(err.args[0] if err.args else str(err)) from None
-    return spec
+def shaping_keys(cfg: AlgoConfig) -> list[str]:
+    """The reward-shaping settings that are on: each adds a term to every reward before the estimator reads it."""
+    keys = ["algo.overlong_max_len"] if cfg.overlong_max_len is not None else []
+    keys += ["algo.long2short_coef"] if cfg.long2short_coef > 0 else []
+    return keys + (["algo.repetition_coef"] if cfg.repetition_coef > 0 else [])
+
+
+def estimator_setting_owners(key: str) -> list[str]:
+    """The registered estimators whose own settings include ``key`` (an ``algo:`` key beyond the fields)."""
+    return [
+        name
+        for name in ESTIMATORS.names()
+        if (settings := ESTIMATORS.get(name).settings) is not None and key in settings.model_fields
+    ]
+
+
+def estimator_setting_keys() -> set[str]:
+    """Every key of the ``algo:`` section that some registered estimator reads as its own setting."""
+    return {key for name in ESTIMATORS.names() if (m := ESTIMATORS.get(name).settings) for key in m.model_fields}

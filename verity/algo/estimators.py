@@ -1,6 +1,7 @@
-"""The built-in advantage estimators, registered by name (``algo.advantage``). Each is a thin adapter from
-``AdvantageInputs`` and the config's numbers to a pure function of ``verity.algo.advantages``, whose docstring
-names the paper."""
+"""The built-in advantage estimators without settings or state of their own, registered by name
+(``algo.advantage``). Each is a thin adapter from ``AdvantageInputs`` and the config's numbers to a pure function
+of ``verity.algo.advantages``, whose docstring names the paper. Estimators with their own settings and state have
+a module each (``verity.algo.pass_k``, ``verity.algo.single_rollout``)."""
 
 from __future__ import annotations
 
@@ -8,55 +9,32 @@ import torch
 from torch import Tensor
 
 from verity.algo import advantages as fns
-from verity.algo.config import AlgoConfig
+from verity.algo.contract import AdvantageInputs, AlgoConfig, advantage_estimator
 from verity.algo.reduce import masked_whiten
-from verity.algo.registry import AdvantageInputs, advantage_estimator
 
 
-@advantage_estimator("grpo")
+@advantage_estimator("grpo", group_relative=True)
 def grpo(x: AdvantageInputs, cfg: AlgoConfig) -> Tensor:
     return fns.group_relative_advantages(x.sequence_rewards, x.group_ids, True, cfg.adv_eps)
 
 
-@advantage_estimator("dr_grpo")
+@advantage_estimator("dr_grpo", group_relative=True)
 def dr_grpo(x: AdvantageInputs, cfg: AlgoConfig) -> Tensor:
     return fns.group_relative_advantages(x.sequence_rewards, x.group_ids, False, cfg.adv_eps)
 
 
-@advantage_estimator("rloo")
+@advantage_estimator("rloo", group_relative=True)
 def rloo(x: AdvantageInputs, cfg: AlgoConfig) -> Tensor:
     return fns.rloo_advantages(x.sequence_rewards, x.group_ids)
 
 
-@advantage_estimator("pass_k")
-def pass_k(x: AdvantageInputs, cfg: AlgoConfig) -> Tensor:
-    if x.kl_penalty is not None:
-        raise ValueError(
-            "algo.advantage=pass_k credits correct answers, not a KL in the reward; set algo.kl_in=loss"
-        )
-    correct = x.rewards > cfg.correct_threshold
-    k = cfg.pass_k if x.state is None else x.state.pass_k.k  # the guard may have raised it
-    return fns.pass_at_k_advantages(correct, x.group_ids, k, cfg.adv_eps)
-
-
-@advantage_estimator("task_norm_grpo", needs=("tasks",))
+@advantage_estimator("task_norm_grpo", needs=("tasks",), group_relative=True)
 def task_norm_grpo(x: AdvantageInputs, cfg: AlgoConfig) -> Tensor:
     tasks = x.tasks
     if tasks is None or len(tasks) != x.rewards.shape[0]:
         raise ValueError("algo.advantage=task_norm_grpo needs tasks: one task name per reward")
     task_ids = torch.tensor([sorted(set(tasks)).index(t) for t in tasks])
     return fns.task_normalized_advantages(x.sequence_rewards, x.group_ids, task_ids, cfg.adv_eps)
-
-
-@advantage_estimator("single_rollout", needs=("tasks", "item_ids"))
-def single_rollout(x: AdvantageInputs, cfg: AlgoConfig) -> Tensor:
-    keys = x.tasks if cfg.baseline_key == "task" else x.item_ids
-    if x.state is None or keys is None or len(keys) != x.rewards.shape[0]:
-        raise ValueError(
-            f"algo.advantage=single_rollout needs state (AlgoState) and one {cfg.baseline_key} key per reward "
-            f"(pass {'tasks' if cfg.baseline_key == 'task' else 'item_ids'})"
-        )
-    return x.state.baseline.advantages(keys, x.sequence_rewards)
 
 
 @advantage_estimator("trloo", needs=("turns",), level="token")
@@ -72,7 +50,7 @@ def trloo(x: AdvantageInputs, cfg: AlgoConfig) -> Tensor:
     return fns.turns_to_tokens(per_turn, token_turns).float()
 
 
-@advantage_estimator("tree_grpo", needs=("turns",), level="token")
+@advantage_estimator("tree_grpo", needs=("turns",), level="token", group_relative=True, shaped=False)
 def tree_grpo(x: AdvantageInputs, cfg: AlgoConfig) -> Tensor:
     if x.turns is None:
         raise ValueError(
@@ -82,7 +60,7 @@ def tree_grpo(x: AdvantageInputs, cfg: AlgoConfig) -> Tensor:
     return fns.tree_advantages(step_values, step_mask, token_steps, x.group_ids)
 
 
-@advantage_estimator("tree_q", needs=("turns",), level="token")
+@advantage_estimator("tree_q", needs=("turns",), level="token", shaped=False)
 def tree_q(x: AdvantageInputs, cfg: AlgoConfig) -> Tensor:
     if x.turns is None:
         raise ValueError(
@@ -92,7 +70,7 @@ def tree_q(x: AdvantageInputs, cfg: AlgoConfig) -> Tensor:
     return fns.tree_advantages(step_values, step_mask, token_steps, x.group_ids, subtract_mean=False)
 
 
-@advantage_estimator("grpo_process", needs=("turns",), level="token")
+@advantage_estimator("grpo_process", needs=("turns",), level="token", group_relative=True, shaped=False)
 def grpo_process(x: AdvantageInputs, cfg: AlgoConfig) -> Tensor:
     if x.turns is None:
         raise ValueError("algo.advantage=grpo_process needs turns: the step scores of a process verifier")
@@ -108,7 +86,7 @@ def reinforce_pp(x: AdvantageInputs, cfg: AlgoConfig) -> Tensor:
     return fns.reinforce_pp_advantages(x.token_rewards, x.mask, cfg.gamma, cfg.adv_eps)
 
 
-@advantage_estimator("reinforce_pp_baseline", level="token")
+@advantage_estimator("reinforce_pp_baseline", level="token", group_relative=True)
 def reinforce_pp_baseline(x: AdvantageInputs, cfg: AlgoConfig) -> Tensor:
     rewards = x.rewards.float()
     baseline = rewards - fns.group_relative_advantages(rewards, x.group_ids, scale_by_std=False)  # group mean

@@ -21,10 +21,11 @@ from torch import Tensor
 
 from verity.algo import advantages as adv_fns
 from verity.algo.config import AlgoConfig
+from verity.algo.contract import AdvantageInputs, LossInputs
 from verity.algo.kl import kl_estimate
 from verity.algo.losses import behaviour_weight, entropy_shaped_advantages
 from verity.algo.reduce import aggregate, masked_mean
-from verity.algo.registry import AdvantageInputs, LossInputs, resolve_estimator, resolve_loss
+from verity.algo.registry import resolve_estimator, resolve_loss
 from verity.algo.shaping import long2short_reward, repetition_penalty, soft_overlong_penalty
 from verity.algo.state import AlgoState
 
@@ -130,7 +131,8 @@ def compute_advantages(
         group_ids=group_ids,
         mask=mask,
         kl_penalty=penalty,
-        state=state,
+        settings=cfg.estimator_settings,
+        state=state.estimator if state is not None else None,
         values=values,
         turns=turns,
         tasks=tasks,

@@ -5,9 +5,8 @@ from __future__ import annotations
 
 from torch import Tensor
 
-from verity.algo.config import AlgoConfig
+from verity.algo.contract import AlgoConfig, LossInputs, policy_loss_fn
 from verity.algo.losses import clipped_surrogate, gspo_log_ratio, safe_log_ratio
-from verity.algo.registry import LossInputs, policy_loss_fn
 
 
 @policy_loss_fn("ppo_clip")

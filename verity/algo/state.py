@@ -1,8 +1,9 @@
 """``AlgoState``: the algorithm's mutable state for one run, built from the config and saved in checkpoints.
 
-The loop owns one instance. It passes ``state`` to ``compute_advantages`` (single-rollout baseline, KL in the
-reward), spreads ``state.loss_kwargs()`` into ``policy_loss`` (controlled KL/entropy coefficients) and calls
-``state.update(metrics, n_samples)`` after each optimiser step.
+The loop owns one instance. It passes ``state`` to ``compute_advantages`` (the estimator's own state, the KL
+coefficient when the KL sits in the reward), spreads ``state.loss_kwargs()`` into ``policy_loss`` (controlled
+KL/entropy coefficients), calls ``state.update(metrics, n_samples)`` after each step and reports
+``state.take_warnings()``.
 """
 
 from __future__ import annotations
@@ -11,16 +12,17 @@ from collections.abc import Mapping
 from typing import Any
 
 from verity.algo.config import AlgoConfig
-from verity.algo.control import AdaptiveKLController, EntropyController, PassAtKGuard, RunningBaseline
+from verity.algo.contract import EstimatorState, RunConfig
+from verity.algo.control import AdaptiveKLController, EntropyController
+from verity.algo.registry import resolve_estimator
 
 
 class AlgoState:
-    """KL controller, entropy controller, running baseline and pass@k guard of one training run.
+    """KL controller, entropy controller and the configured estimator's own state (``estimator``: None when it
+    keeps none) of one training run. ``run`` is the run's config, from which an estimator's state may read the
+    rest of the run (the group size, the evaluation's k)."""
 
-    ``group_size`` bounds the k the guard may reach; ``watch_k`` names the training pass@k it watches (the
-    loop's ``pass@{watch_k}`` metric)."""
-
-    def __init__(self, cfg: AlgoConfig, group_size: int | None = None, watch_k: int = 4) -> None:
+    def __init__(self, cfg: AlgoConfig, run: RunConfig = None) -> None:
         self.kl = AdaptiveKLController(cfg.kl_coef, cfg.kl_target, cfg.kl_horizon)
         self.entropy = EntropyController(
             cfg.entropy_coef,
@@ -30,11 +32,12 @@ class AlgoState:
             cfg.entropy_coef_max,
             cfg.entropy_control,
         )
-        self.baseline = RunningBaseline(cfg.baseline_decay)
-        self.tracks_k = cfg.advantage == "pass_k"
-        self.pass_k = PassAtKGuard(
-            cfg.pass_k, max(group_size or cfg.pass_k, cfg.pass_k), f"pass@{watch_k}", cfg.pass_k_guard
+        factory = resolve_estimator(cfg.advantage).state
+        self.estimator: EstimatorState | None = (
+            factory(cfg.estimator_settings, run) if factory is not None else None
         )
+        self.steps = 0  # steps folded in so far (the step number the estimator's reactions cite)
+        self._warnings: list[str] = []
 
     def loss_kwargs(self) -> dict[str, float]:
         """Keyword arguments for ``policy_loss`` carrying the controlled coefficients."""
@@ -45,33 +48,40 @@ class AlgoState:
         }
 
     def update(self, metrics: Mapping[str, float], n_samples: int) -> dict[str, float]:
-        """Feed one step's measured ``kl``, ``entropy`` and training pass@k (any may be absent) to the
-        controllers; returns the new coefficients (and the pass_k estimator's k) as metrics."""
+        """Feed one step's measured ``kl`` and ``entropy`` (either may be absent) to the controllers and its
+        metrics to the estimator's state; returns the new coefficients and the estimator's own metrics."""
+        self.steps += 1
         if "kl" in metrics:
             self.kl.update(float(metrics["kl"]), n_samples)
         if "entropy" in metrics:
             self.entropy.update(float(metrics["entropy"]))
-        self.pass_k.update(metrics)
         out = {
             "algo/kl_coef": self.kl.coef,
             "algo/entropy_coef": self.entropy.coef,
             "algo/negative_weight": self.entropy.negative_weight,
         }
-        if self.tracks_k:
-            out["algo/pass_k"] = float(self.pass_k.k)
+        if self.estimator is not None:
+            own, warnings = self.estimator.update(self.steps, metrics)
+            out.update(own)
+            self._warnings += warnings
         return out
+
+    def take_warnings(self) -> list[str]:
+        """What the estimator's state reported since the last call (e.g. the pass@k guard raising k)."""
+        warnings, self._warnings = self._warnings, []
+        return warnings
 
     def state_dict(self) -> dict[str, Any]:
         return {
+            "steps": self.steps,
             "kl": self.kl.state_dict(),
             "entropy": self.entropy.state_dict(),
-            "baseline": self.baseline.state_dict(),
-            "pass_k": self.pass_k.state_dict(),
+            "estimator": self.estimator.state_dict() if self.estimator is not None else None,
         }
 
     def load_state_dict(self, state: Mapping[str, Any]) -> None:
+        self.steps = int(state.get("steps", 0))
         self.kl.load_state_dict(state["kl"])
         self.entropy.load_state_dict(state["entropy"])
-        self.baseline.load_state_dict(state["baseline"])
-        if "pass_k" in state:  # checkpoints from before the guard
-            self.pass_k.load_state_dict(state["pass_k"])
+        if self.estimator is not None and state.get("estimator") is not None:
+            self.estimator.load_state_dict(state["estimator"])

@@ -9,7 +9,7 @@ from typing import Any, Literal
 
 from pydantic import Field, ValidationInfo, field_validator, model_validator
 
-from verity.rollout.groups import template_fields
+from verity.data.groups import template_fields
 from verity.schema import Section
 
 # "<metric> <op> <number>", e.g. "task/chain_sum/accuracy >= 0.8"

@@ -6,7 +6,7 @@
   time (BFS-Prover-V2's expert iteration, problem-level filter).
 
 Every demonstration is trained on under the item's direct prompt. The queues share one cadence rule
-(``SftFeedConfig``) and one SFT step (``verity.data.guidance.sft_update``).
+(``SftFeedConfig``) and one SFT step (``verity.step.guidance.sft_update``).
 """
 
 from __future__ import annotations

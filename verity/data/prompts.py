@@ -7,6 +7,7 @@ from collections.abc import Sequence
 from typing import Any
 
 from verity.data.config import DataConfig, FewShotExample
+from verity.data.images import load_image
 from verity.schema import ConfigError
 from verity.types import Item
 
@@ -47,9 +48,10 @@ def encode_prompt(
             f"data.tasks[{item.task}]: item {item.id} has images, but the model has no image processor; use a "
             "vision-language model (e.g. model.name: tiny-vl, or a Hugging Face image-text-to-text model)"
         )
-    from verity.vision import encode_images  # torch: not needed by text-only callers such as reward workers
+    from verity.model.vision import encode_images  # torch: not needed by text-only callers such as reward workers
 
-    return encode_images(processor, render_prompt(processor, item, system_prompt, few_shot), item.images)
+    images = [load_image(ref) for ref in item.images]
+    return encode_images(processor, render_prompt(processor, item, system_prompt, few_shot), images)
 
 
 class TaskPrompts:

@@ -17,13 +17,12 @@ from typing import Any
 from verity.data.config import DataConfig, HardFocusConfig
 from verity.data.demos import DemoBank, Demonstration
 from verity.data.difficulty import PassRates, group_size_for
+from verity.data.groups import split_groups
 from verity.data.images import item_key
 from verity.data.sources import TaskSource
 from verity.data.stages import StageSchedule
-from verity.rollout.engine import SamplingParams
-from verity.rollout.groups import split_groups
 from verity.schema import ConfigError
-from verity.types import Item, Rollout
+from verity.types import Item, Rollout, SamplingParams
 
 
 @dataclass(frozen=True)

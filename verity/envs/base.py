@@ -18,8 +18,10 @@ called (counted in metrics). One environment object runs one episode at a time; 
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from typing import Any, Protocol
 
+from verity.registry import registered_as
 from verity.types import Item
 
 StepResult = tuple[str, float, bool, dict[str, Any]]
@@ -29,3 +31,12 @@ class Env(Protocol):
     def reset(self, item: Item) -> str: ...
 
     def step(self, turn: str) -> StepResult: ...
+
+
+ENV = "environment"  # the registry's kind
+
+
+def register_env(name: str) -> Callable[[Callable[..., Env]], Callable[..., Env]]:
+    """Decorator marking an environment factory (called with ``env.settings`` as keywords, once per episode) as
+    the built-in environment ``name``."""
+    return registered_as(ENV, name)

@@ -11,10 +11,9 @@ from __future__ import annotations
 import random
 from typing import Any
 
-from verity.envs.base import StepResult
-from verity.envs.registry import register_env
+from verity.envs.base import StepResult, register_env
+from verity.envs.tools import ToolSyntax, run_tool
 from verity.rewards.extract import extract_answer, parse_number
-from verity.tools import ToolSyntax, run_tool
 from verity.types import Item
 
 

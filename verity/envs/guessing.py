@@ -7,10 +7,9 @@ import random
 import re
 from typing import Any
 
-from verity.envs.base import StepResult
-from verity.envs.registry import register_env
+from verity.envs.base import StepResult, register_env
+from verity.envs.tools import ToolSyntax
 from verity.rewards.extract import extract_answer
-from verity.tools import ToolSyntax
 from verity.types import Item
 
 _INTEGER = re.compile(r"-?\d+")

@@ -1,5 +1,5 @@
-"""Environments by name: a registered built-in (``calculator``, ``guessing``) or an import path
-``package.module:Factory``. A factory is called with ``env.settings`` as keywords, once per episode."""
+"""Environments by name: a built-in (``calculator``, ``guessing``; marked ``register_env`` in its module) or an
+import path ``package.module:Factory``. A factory is called with ``env.settings`` as keywords, once per episode."""
 
 from __future__ import annotations
 
@@ -8,15 +8,11 @@ from collections.abc import Callable
 from functools import partial
 from typing import Any
 
-from verity.envs.base import Env
+from verity.envs.base import ENV, Env
 from verity.registry import Registry
 
 EnvFactory = Callable[..., Env]
-_ENVS: Registry[EnvFactory] = Registry("environment", ("verity.envs.calculator", "verity.envs.guessing"))
-
-
-def register_env(name: str) -> Callable[[EnvFactory], EnvFactory]:
-    return _ENVS.register(name)
+_ENVS: Registry[EnvFactory] = Registry(ENV, ("verity.envs.calculator", "verity.envs.guessing"))
 
 
 def env_names() -> list[str]:

@@ -7,7 +7,8 @@ from verity.rewards.compose import Component, ComposedReward
 from verity.rewards.config import RewardConfig, VerifierSpec
 from verity.rewards.executor import RewardExecutor
 from verity.rewards.extract import extract_answer, extract_code
-from verity.rewards.registry import register_verifier, registered_verifiers, resolve_verifier
+from verity.rewards.registry import registered_verifiers, resolve_verifier
+from verity.rewards.verifier import register_verifier
 
 __all__ = [
     "Component",

@@ -20,8 +20,8 @@ from collections.abc import Sequence
 from typing import Any
 
 from verity.rewards.extract import extract_code
-from verity.rewards.registry import register_verifier
-from verity.rewards.sandbox import SandboxLimits, run_python
+from verity.rewards.sandbox.core import SandboxLimits, run_python
+from verity.rewards.verifier import register_verifier
 
 
 def split_assert(test: str) -> tuple[str, Any]:
@@ -91,7 +91,7 @@ def _call_passes(program: str, tests: Sequence[str], limits: SandboxLimits) -> i
     return passed
 
 
-@register_verifier("code", preload=("verity.rewards.sandbox_warm",))
+@register_verifier("code", preload=("verity.rewards.sandbox.warm",))
 def code_reward(
     completion: str,
     *,

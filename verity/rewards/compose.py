@@ -18,7 +18,8 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
-from verity.rewards.registry import is_batched, resolve_verifier
+from verity.rewards.registry import resolve_verifier
+from verity.rewards.verifier import is_batched
 from verity.types import Item, Score
 
 _ITEM_FIELDS = ("prompt", "answer", "task", "id")

@@ -8,7 +8,7 @@ from collections.abc import Sequence
 from typing import Any
 
 from verity.rewards.extract import extract_answer
-from verity.rewards.registry import register_verifier
+from verity.rewards.verifier import register_verifier
 
 # Optional (or required) think block, then exactly one non-empty answer block, and only whitespace around them.
 _THINK = r"<think>(?:(?!</?think>|</?answer>).)*</think>\s*"

@@ -12,7 +12,7 @@ from collections.abc import Mapping, Sequence
 from typing import Any
 
 from verity.rewards.extract import extract_answer, normalize_text
-from verity.rewards.registry import register_verifier
+from verity.rewards.verifier import register_verifier
 
 # A lone option letter, optionally wrapped as "(B)", "B)", "B.", "B:" or "[B]", at the start of the answer.
 _LETTER = re.compile(r"^[\(\[]?([A-Za-z])(?:[\)\]\.:]|\s|$)")

@@ -7,7 +7,7 @@ from typing import Any
 
 from verity.rewards.extract import extract_answer, normalize_text, parse_number
 from verity.rewards.puzzles import score_rg_answer
-from verity.rewards.registry import register_verifier
+from verity.rewards.verifier import register_verifier
 
 
 def _answer_text(completion: str, extract: bool) -> str | None:

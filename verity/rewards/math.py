@@ -11,7 +11,7 @@ import threading
 from typing import Any
 
 from verity.rewards.extract import extract_answer
-from verity.rewards.registry import register_verifier
+from verity.rewards.verifier import register_verifier
 
 
 def _as_latex(text: str) -> str:

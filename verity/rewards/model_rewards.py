@@ -23,8 +23,8 @@ from collections.abc import Sequence
 from typing import Any
 
 from verity.rewards.judging import format_violation, numbered_steps, parse_step_verdicts, parse_verdict
-from verity.rewards.registry import register_verifier
 from verity.rewards.steps import Aggregate, aggregate_steps, split_steps
+from verity.rewards.verifier import register_verifier
 from verity.types import Score
 
 _PRELOAD = ("torch", "transformers")

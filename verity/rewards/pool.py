@@ -11,7 +11,8 @@ workers.
 The time limit still applies to each completion alone: it runs from the moment the task reaches the head of its
 worker's queue. When a worker hangs or dies, its head task is scored as a failure and the tasks queued behind it
 go back to the pending queue for the replacement or another worker. Sandboxed programs a task starts end before
-its limit (``sandbox.deadline``), and any a killed worker leaves behind end with it (see ``sandbox_boot``).
+its limit (``sandbox.deadline``), and any a killed worker leaves behind end with it (see
+``verity.rewards.sandbox.boot``).
 """
 
 from __future__ import annotations
@@ -27,7 +28,7 @@ from typing import Any
 
 from verity.rewards.compose import Component, ComposedReward
 from verity.rewards.registry import preload_modules
-from verity.rewards.sandbox import clean_up_after, deadline
+from verity.rewards.sandbox.core import clean_up_after, deadline
 from verity.types import Item, Score
 
 _BOOT_TIMEOUT_S = 120.0

@@ -12,7 +12,7 @@ from collections.abc import Callable
 from typing import Any
 
 from verity.rewards.extract import extract_answer
-from verity.rewards.registry import register_verifier
+from verity.rewards.verifier import register_verifier
 
 
 @functools.cache

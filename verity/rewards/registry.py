@@ -1,18 +1,10 @@
-"""Verifier registry: built-in verifiers by name, user verifiers by import path.
-
-A verifier is a plain function ``fn(completion: str, **fields) -> float | Score | None`` (the TRL reward-function
-contract): ``fields`` are the item's ``prompt``, ``answer``, ``task``, ``id`` and every key of ``Item.meta``, plus
-the verifier's settings from the config. ``None`` means "cannot score this item".
-"""
+"""Verifier registry: built-in verifiers by name (marked ``register_verifier`` in their modules), user verifiers by
+import path. What a verifier is: ``verity.rewards.verifier``."""
 
 from __future__ import annotations
 
-from collections.abc import Callable
-from typing import Any
-
 from verity.registry import Registry
-
-Verifier = Callable[..., Any]
+from verity.rewards.verifier import VERIFIER, Verifier
 
 # Modules whose import registers the built-in verifiers. Imported on first lookup so that ``import verity.rewards``
 # stays cheap; the heavy libraries they use (math-verify, reasoning-gym) are imported inside the verifiers.
@@ -27,30 +19,7 @@ _BUILTIN_MODULES = (
     "verity.rewards.model_rewards",
 )
 
-_VERIFIERS: Registry[Verifier] = Registry("verifier", _BUILTIN_MODULES)
-_PRELOAD: dict[str, tuple[str, ...]] = {}
-
-
-def register_verifier(
-    name: str, preload: tuple[str, ...] = (), batched: bool = False
-) -> Callable[[Verifier], Verifier]:
-    """Register ``fn`` under ``name``. ``preload`` names modules a worker process imports before its first call,
-    so a slow import is not charged to the first item's timeout. ``batched`` marks a verifier called once per
-    list of completions, ``fn(completions, fields, **settings) -> list`` (``fields``: one dict per completion)."""
-
-    def decorate(fn: Verifier) -> Verifier:
-        if batched:
-            fn.batched = True  # type: ignore[attr-defined]
-        _VERIFIERS.register(name)(fn)
-        _PRELOAD[name] = preload
-        return fn
-
-    return decorate
-
-
-def is_batched(fn: Verifier) -> bool:
-    """True for a verifier that scores a list of completions per call (see ``register_verifier``)."""
-    return getattr(fn, "batched", False) is True
+_VERIFIERS: Registry[Verifier] = Registry(VERIFIER, _BUILTIN_MODULES)
 
 
 def registered_verifiers() -> list[str]:
@@ -60,8 +29,7 @@ def registered_verifiers() -> list[str]:
 
 def preload_modules(spec: str) -> tuple[str, ...]:
     """Modules worth importing before the verifier named by ``spec`` is first called."""
-    _VERIFIERS.names()  # loads the built-ins, whose registration records their preloads
-    return _PRELOAD.get(spec, ())
+    return tuple(getattr(resolve_verifier(spec), "preload", ())) if spec in _VERIFIERS else ()
 
 
 def resolve_verifier(spec: str) -> Verifier:

@@ -4,8 +4,8 @@ A process verifier scores each step of a completion (``Score.steps``). Where ste
 user sets: ``split_steps`` cuts the text at a separator pattern (a regular expression; one line per step by
 default) and keeps the non-blank pieces.
 
-``sum_steps`` is the reference process verifier of the running-sum task (``verity.spark.task``): step k of a
-solution to ``t_0 + t_1 + ... + t_n`` must read ``a+b=c`` with ``a`` the previous step's result (``t_0`` for
+``sum_steps`` is the reference process verifier of the running-sum task (``verity.recipes.spark.task``): step k
+of a solution to ``t_0 + t_1 + ... + t_n`` must read ``a+b=c`` with ``a`` the previous step's result (``t_0`` for
 the first step), ``b = t_{k+1}`` and ``c = a + b``; the final ``<answer>x</answer>`` step must repeat the last
 result. Each step is judged locally, so a correct step that follows a wrong one is still correct: the labels
 say which steps are right, not only where the first error is.
@@ -17,7 +17,7 @@ import re
 from collections.abc import Sequence
 from typing import Literal
 
-from verity.rewards.registry import register_verifier
+from verity.rewards.verifier import register_verifier
 from verity.types import Score
 
 _SUM_STEP = re.compile(r"\s*(-?\d+)\s*\+\s*(-?\d+)\s*=\s*(-?\d+)\s*")

@@ -4,42 +4,14 @@ from __future__ import annotations
 
 from typing import Any, Literal
 
-from pydantic import Field, field_validator
+from pydantic import Field, field_validator, model_validator
 
-from verity.rollout.engine import SamplingParams
+from verity.registry import validated
+from verity.rollout.registry import ENGINES
+from verity.rollout.vllm_config import VLLMConfig
+from verity.rollout.workflows.registry import resolve_workflow
 from verity.schema import Section
-
-
-class VLLMConfig(Section):
-    """Settings of the vLLM engine (``rollout.engine: vllm``); see docs/vllm.md."""
-
-    gpu_memory_utilization: float = Field(
-        0.5,
-        gt=0,
-        le=1,
-        description="Share of each GPU's memory vLLM may take (weights, KV cache), beside the learner.",
-    )
-    tensor_parallel_size: int = Field(1, ge=1, description="GPUs one engine shards the model over.")
-    enable_sleep_mode: bool = Field(
-        False,
-        description="Free the engine's GPU memory while the learner trains (colocation); woken before rollouts.",
-    )
-    enforce_eager: bool = Field(False, description="Run without CUDA graphs (slower decode, faster start-up).")
-    max_model_len: int | None = Field(
-        None, gt=0, description="Longest prompt + completion (default: the model's)."
-    )
-    kv_cache_gib: float | None = Field(
-        None,
-        gt=0,
-        description="KV-cache size in GiB; None: 1 GiB on CPU, and on a GPU what gpu_memory_utilization leaves.",
-    )
-    max_num_seqs: int | None = Field(
-        None, gt=0, description="Most sequences decoded together (vLLM's default: 256 on GPU, 128 on CPU)."
-    )
-    enable_prefix_caching: bool = Field(
-        True, description="Reuse a prompt's KV cache across its group's samples and across requests."
-    )
-    sync_timeout_s: float = Field(120.0, gt=0, description="Longest wait for the engine to take new weights.")
+from verity.types import SamplingParams
 
 
 class ReplayConfig(Section):
@@ -109,23 +81,34 @@ class RolloutConfig(Section):
         default_factory=dict, description="Settings a user's own engine reads (its factory gets this section)."
     )
     vllm: VLLMConfig = Field(default_factory=VLLMConfig, description="Settings of the vLLM engine.")
-    strategy: Literal["sample", "tree"] = Field(
-        "sample",
-        description="'sample': group_size independent completions per prompt; 'tree': group_size root-to-leaf "
-        "paths of a search tree over reasoning steps (DeepSearch; see docs/tree-search.md).",
+    workflow: str | None = Field(
+        None,
+        description="Rollout workflow, what turns an item into its group of rollouts: 'single' (group_size "
+        "completions of the prompt, scored by the verifiers), 'episode' (multi-turn episodes with the env: "
+        "section's environment, which scores them), 'tree' (group_size root-to-leaf paths of a search tree over "
+        "reasoning steps, DeepSearch; see docs/tree-search.md), or a user's own Workflow class by import path "
+        "'package.module:Class' (see verity/rollout/workflows/base.py). None: 'episode' with an env: section, "
+        "else 'single'.",
     )
-    tree: TreeConfig = Field(default_factory=TreeConfig, description="Settings of tree-search rollouts.")
+    tree: TreeConfig = Field(default_factory=TreeConfig, description="Settings of the tree workflow.")
+
+    @model_validator(mode="before")
+    @classmethod
+    def _renamed_strategy(cls, data: Any) -> Any:
+        if isinstance(data, dict) and "strategy" in data:
+            was = {"sample": "single", "tree": "tree"}.get(str(data["strategy"]), "single")
+            raise ValueError(f"rollout.strategy is now rollout.workflow: write rollout.workflow: {was}")
+        return data
 
     @field_validator("engine")
     @classmethod
     def _known_engine(cls, spec: str) -> str:
-        from verity.rollout.registry import ENGINES  # the registry imports the engines' contract: keep this light
+        return validated(ENGINES.resolve, spec)
 
-        try:
-            ENGINES.resolve(spec)
-        except (KeyError, ImportError, AttributeError, TypeError) as err:
-            raise ValueError(err.args[0] if err.args else str(err)) from None
-        return spec
+    @field_validator("workflow")
+    @classmethod
+    def _known_workflow(cls, spec: str | None) -> str | None:
+        return spec if spec is None else validated(resolve_workflow, spec)
 
     def sampling(self) -> SamplingParams:
         """The run's sampling parameters (a curriculum stage may change the length and group size)."""

@@ -1,42 +1,30 @@
 """The Engine seam: turn prompts (token ids) into sampled completions (token ids) with behaviour log-probs.
 
-A backend is one file that implements ``Engine`` and registers a factory in ``ENGINES`` (``verity/rollout/
-registry.py``): ``@ENGINES.register("name")`` over ``def build(spec: EngineSpec) -> Engine``. Configs pick it with
-``rollout.engine`` (a registered name or a user's ``package.module:factory``). Callers use nothing but what the
-protocol names. A factory may carry ``default_tis_cap``: the ``algo.tis_cap`` a run with that engine gets unless
-its config sets one (an engine whose log-probs come from other kernels than the learner's).
+A backend is one file that implements ``Engine`` and marks its factory ``@register_engine("name")`` over
+``def build(spec: EngineSpec) -> Engine`` (``verity/rollout/registry.py`` lists the built-in files). Configs pick
+it with ``rollout.engine`` (a registered name or a user's ``package.module:factory``). Callers use nothing but
+what the protocol names. A factory may carry ``default_tis_cap``: the ``algo.tis_cap`` a run with that engine gets
+unless its config sets one (an engine whose log-probs come from other kernels than the learner's).
 """
 
 from __future__ import annotations
 
 from collections.abc import Iterable
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any, Protocol
 
 import torch
 
-from verity.types import Completion
+from verity.registry import registered_as
+from verity.types import Completion, SamplingParams
 
 Weights = Iterable[tuple[str, torch.Tensor]]
+ENGINE = "rollout engine"  # the registry's kind
 
 
-@dataclass(frozen=True)
-class SamplingParams:
-    """How to sample. ``temperature == 0`` means greedy decoding (log-probs then use temperature 1). Behaviour
-    log-probs are always those of the tempered, untruncated distribution (what the learner's ratio assumes), even
-    when ``top_p``/``top_k`` restrict what is sampled. ``stop_ids`` end a completion besides the tokenizer's
-    end-of-sequence (kept as its last token, like end-of-sequence)."""
-
-    max_new_tokens: int
-    temperature: float = 1.0
-    top_p: float = 1.0
-    top_k: int = 0  # 0: no top-k restriction
-    n: int = 1
-    stop_ids: frozenset[int] = field(default_factory=frozenset)
-
-    @property
-    def greedy(self) -> bool:
-        return self.temperature == 0
+def register_engine(name: str) -> Any:
+    """Decorator marking an engine factory ``(EngineSpec) -> Engine`` as the built-in backend ``name``."""
+    return registered_as(ENGINE, name)
 
 
 @dataclass(frozen=True)

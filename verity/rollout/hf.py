@@ -14,22 +14,21 @@ import torch
 from transformers import PreTrainedModel
 from transformers.cache_utils import Cache, DynamicCache, DynamicLayer
 
-from verity.modeling import autocast, cache_keyword, completion_logprobs, full_attention_only
+from verity.model.modeling import autocast, cache_keyword, completion_logprobs, full_attention_only
+from verity.model.vision import exclude_placeholders, media_of, media_positions, placeholder_ids, stack_media
 from verity.rollout.attention import use_decode_attention
-from verity.rollout.engine import EngineSpec, SamplingParams, Weights
-from verity.rollout.registry import ENGINES
-from verity.types import Completion
-from verity.vision import exclude_placeholders, media_of, media_positions, placeholder_ids, stack_media
+from verity.rollout.engine import EngineSpec, Weights, register_engine
+from verity.types import Completion, SamplingParams
 
 
-@ENGINES.register("hf")
+@register_engine("hf")
 def build_hf_engine(spec: EngineSpec) -> HFEngine:
     """The learner's own module when the spec offers it (a sync then moves only the version), else a copy of the
     policy loaded from ``spec.model_path`` (with fresh adapters when the learner trains LoRA)."""
     if spec.model is not None:
         return HFEngine(spec.model, spec.tokenizer, batch_size=spec.batch_size, seed=spec.seed, shared=True)
-    from verity.models import load_policy
-    from verity.train.lora import apply_lora
+    from verity.model.loading import load_policy
+    from verity.model.lora import apply_lora
 
     model, tokenizer = load_policy(spec.model_path, spec.dtype, spec.device)
     if spec.lora is not None:

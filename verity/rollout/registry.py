@@ -6,11 +6,11 @@ from __future__ import annotations
 from collections.abc import Callable
 
 from verity.registry import Registry
-from verity.rollout.engine import Engine, EngineSpec
+from verity.rollout.engine import ENGINE, Engine, EngineSpec
 
 EngineFactory = Callable[[EngineSpec], Engine]
 
-ENGINES: Registry[EngineFactory] = Registry("rollout engine", ("verity.rollout.hf", "verity.rollout.vllm"))
+ENGINES: Registry[EngineFactory] = Registry(ENGINE, ("verity.rollout.hf", "verity.rollout.vllm"))
 
 
 def build_engine(name: str, spec: EngineSpec) -> Engine:

@@ -11,7 +11,7 @@ from typing import Any
 
 from torch import nn
 
-from verity.modeling import completion_logprobs
+from verity.model.modeling import completion_logprobs
 from verity.rollout.engine import Engine, Weights
 
 PROBE_TEXT = "Verity checks that the rollout engine samples from the weights the learner has trained: 1 + 2 = 3"

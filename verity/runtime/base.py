@@ -1,7 +1,8 @@
-"""The Runtime seam: where rollouts are generated and scored, and how weights reach the engines.
+"""The Runtime seam: where a run's workflow is run and its rollouts scored, and how weights reach the engines.
 
-One protocol, built by one factory (``verity.runtime.factory.build_runtime``) from a ``RuntimeSpec``. A runtime
-never imports the builder: what it needs arrives in the spec.
+One protocol; each runtime is registered with what it can do (``verity.runtime.registry``) and built from a
+``RuntimeSpec``. A runtime never imports the builder: what it needs arrives in the spec. Every runtime runs every
+workflow (``verity.rollout.workflows``).
 """
 
 from __future__ import annotations
@@ -12,10 +13,10 @@ from typing import Any, Protocol
 
 import torch
 
-from verity.rollout.engine import Engine, EngineSpec, SamplingParams
-from verity.rollout.episode import EpisodeRunner
+from verity.rollout.engine import Engine, EngineSpec
 from verity.rollout.sync_check import Probe
-from verity.types import Item, Rollout, Score
+from verity.rollout.workflows.base import Workflow
+from verity.types import Item, Rollout, SamplingParams, Score
 
 Supply = Callable[[int], list[tuple[Item, list[int]]]]
 
@@ -53,7 +54,8 @@ class WorkerRestart:
 @dataclass
 class RuntimeSpec:
     """Everything a runtime is built from. ``engine`` is the driver's (evaluation, and the random state that
-    sync-mode rollouts continue); ``supply`` draws more items from the run's sampler (the async lead)."""
+    sync-mode rollouts continue); ``workflow`` is the driver's copy of the run's workflow (its plans, its
+    cross-item state); ``supply`` draws more items from the run's sampler (the async lead)."""
 
     cfg: Any  # the run's Config
     model_path: str
@@ -61,20 +63,19 @@ class RuntimeSpec:
     engine_spec: EngineSpec  # how the driver's engine was built; a runtime builds its workers' engines alike
     executor: Scoring
     learner: WeightSource
-    episodes: EpisodeRunner | None
+    workflow: Workflow
     supply: Supply
 
 
 class Runtime(Protocol):
-    """Generates and scores rollouts, moves weights to the engines; ``timings`` holds the last call's phase times
-    (``time/generate``, ``time/score``, ``time/sync``, ...)."""
+    """Runs the workflow and scores its rollouts, moves weights to the engines; ``timings`` holds the last call's
+    phase times (``time/generate``, ``time/score``, ``time/sync``, ...) and the workflow's metrics."""
 
     executor: Scoring
-    episodes: EpisodeRunner | None
     timings: dict[str, float]
 
     def rollout(self, items: list[Item], prompt_ids: list[list[int]], params: SamplingParams) -> list[Rollout]:
-        """Scored rollouts: ``params.n`` per item, group i for item i."""
+        """Scored rollouts of the workflow: ``params.n`` per item, group i for item i."""
         ...
 
     def sync(self, learner: WeightSource) -> None:
@@ -86,7 +87,7 @@ class Runtime(Protocol):
         ...
 
     def state_dict(self) -> dict[str, Any]:
-        """What a resumed run needs (e.g. items drawn but not yet trained on)."""
+        """What a resumed run needs of the runtime itself (e.g. items drawn but not yet trained on)."""
         ...
 
     def load_state_dict(self, state: dict[str, Any]) -> None: ...

@@ -5,63 +5,43 @@ copy (vLLM) takes the weights streamed from the learner."""
 from __future__ import annotations
 
 import time
-from dataclasses import replace
 from typing import Any
 
-from verity.rollout.engine import Engine, SamplingParams
-from verity.rollout.episode import EpisodeRunner, single_turn_rollouts
+from verity.rollout.engine import Engine
 from verity.rollout.sync_check import SyncCheck, synced, text_probe
-from verity.rollout.tree_search import TreeSearch
+from verity.rollout.workflows.base import Workflow
+from verity.rollout.workflows.runner import flatten, plan_tasks, run_tasks, score_groups
 from verity.runtime.base import RuntimeSpec, Scoring, WeightSource, WorkerRestart
-from verity.types import Item, Rollout
+from verity.types import Item, Rollout, SamplingParams
 
 
 def build_local_runtime(spec: RuntimeSpec) -> LocalRuntime:
-    cfg = spec.cfg
-    tree = None
-    if cfg.rollout.strategy == "tree":
-        tree = TreeSearch(spec.engine, spec.executor.score, cfg.rollout.tree, cfg.eval.threshold)
-    return LocalRuntime(spec.engine, spec.executor, spec.episodes, cfg.rollout.sync_tolerance, tree)
+    return LocalRuntime(spec.engine, spec.executor, spec.workflow, spec.cfg.rollout.sync_tolerance)
 
 
 class LocalRuntime:
     def __init__(
-        self,
-        engine: Engine,
-        executor: Scoring,
-        episodes: EpisodeRunner | None = None,
-        sync_tolerance: float = 0.05,
-        tree: TreeSearch | None = None,
+        self, engine: Engine, executor: Scoring, workflow: Workflow, sync_tolerance: float = 0.05
     ) -> None:
         self.engine = engine
         self.executor = executor
-        self.episodes = episodes
-        self.tree = tree
+        self.workflow = workflow
         self.sync_tolerance = sync_tolerance
         self.timings: dict[str, float] = {}
 
     def rollout(self, items: list[Item], prompt_ids: list[list[int]], params: SamplingParams) -> list[Rollout]:
-        """Generate ``params.n`` completions per item and score them; phase times land in ``timings``. With an
-        environment, the episodes are played (the environment scores them) and ``prompt_ids`` are unused: each
-        episode's prompt comes from its environment's ``reset``. With tree search (``rollout.strategy: tree``) each
-        item's group is the paths of its search tree, scored as the tree grows."""
+        """Run the workflow on every item at once (a workflow that scores as it goes, such as an environment's
+        episodes or tree search, uses the run's verifiers in this process), then score what it left unscored;
+        phase times and the workflow's metrics land in ``timings``."""
         start = time.perf_counter()
-        if self.tree is not None:
-            rollouts = self.tree.run(items, prompt_ids, params)
-            self.timings.update({"time/generate": time.perf_counter() - start, "time/score": 0.0})
-            self.timings.update(self.tree.stats)
-            return rollouts
-        if self.episodes is not None:
-            rollouts = self.episodes.run(items, params)
-            self.timings.update({"time/generate": time.perf_counter() - start, "time/score": 0.0})
-            self.timings.update(self.episodes.stats)
-            return rollouts
-        rollouts = single_turn_rollouts(self.engine, items, prompt_ids, params)
-        scored = time.perf_counter()
-        scores = self.executor.score([r.item for r in rollouts], [r.completion.text for r in rollouts])
-        self.timings["time/generate"] = scored - start
-        self.timings["time/score"] = time.perf_counter() - scored
-        return [replace(r, score=s) for r, s in zip(rollouts, scores, strict=True)]
+        tasks = plan_tasks(self.workflow, items, prompt_ids, params)
+        groups = run_tasks(self.workflow, self.engine, tasks, self.executor.score)
+        generated = time.perf_counter()
+        scored = score_groups(groups, self.executor.score)
+        self.timings["time/generate"] = generated - start
+        self.timings["time/score"] = time.perf_counter() - generated if scored else 0.0
+        self.timings.update(self.workflow.observe(groups))
+        return flatten(groups)
 
     def sync(self, learner: WeightSource) -> None:
         """Move the learner's weights to the engine; an engine with its own copy is verified on the probe."""
@@ -79,14 +59,10 @@ class LocalRuntime:
         return []  # no workers
 
     def state_dict(self) -> dict[str, Any]:
-        """Nothing is in flight between steps; tree search keeps its replay buffer here."""
-        if self.tree is not None and self.tree.replay is not None:
-            return {"replay": self.tree.replay.state_dict()}
-        return {}
+        return {}  # nothing is in flight between steps
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
-        if "replay" in state and self.tree is not None and self.tree.replay is not None:
-            self.tree.replay.load_state_dict(state["replay"])
+        return None
 
     def close(self) -> None:
         self.executor.close()

@@ -7,8 +7,8 @@ from typing import Any
 
 import torch
 
+from verity.model.vision import media_of
 from verity.types import Rollout
-from verity.vision import media_of
 
 
 @dataclass

@@ -134,23 +134,3 @@ class TrainConfig(Section):
                 "train)"
             )
         return self
-
-
-class LoraConfig(Section):
-    """Low-rank adapters (Hu et al. 2021, LoRA) via peft: W x + (alpha / r) B A x, with only A and B trained."""
-
-    r: int = Field(16, gt=0, description="Rank of each adapter.")
-    alpha: float = Field(32.0, gt=0, description="Scale numerator: the update is multiplied by alpha / r.")
-    dropout: float = Field(0.0, ge=0, lt=1, description="Dropout on the adapter's input.")
-    target_modules: list[str] | str = Field(
-        "all-linear",
-        description="Module names to adapt (e.g. [q_proj, v_proj]), or 'all-linear' for every linear layer.",
-    )
-    save: Literal["merged", "adapter"] = Field(
-        "merged", description="Final model: adapters merged into a plain model, or the adapter alone."
-    )
-    vision: Literal["frozen", "lora", "full"] = Field(
-        "frozen",
-        description="A vision-language model's vision tower and projector: kept fixed (adapters on the language "
-        "model only), given adapters too, or trained in full beside the language model's adapters.",
-    )

@@ -16,13 +16,13 @@ import torch
 from torch import nn
 
 from verity.algo.objective import PolicyObjective
-from verity.modeling import autocast, full_attention_only, token_logprobs
+from verity.model.lora import load_trainable_state, save_policy, trainable_state_dict
+from verity.model.modeling import autocast, full_attention_only, token_logprobs
 from verity.rollout.sync_check import Probe, learner_logprobs
 from verity.train.batching import Batch, micro_batches, split_indices
 from verity.train.checkpoint import ShardedPart
 from verity.train.config import TrainConfig
 from verity.train.extrapolate import Trajectory
-from verity.train.lora import load_trainable_state, save_policy, trainable_state_dict
 from verity.train.prefix import prompt_groups, shared_prefix_logprobs
 
 

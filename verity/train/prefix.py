@@ -14,9 +14,9 @@ import torch
 from torch import nn
 from transformers.cache_utils import DynamicCache
 
-from verity.modeling import DEFAULT_LOGIT_CHUNK_TOKENS, cache_keyword, decoder_states, head_logprobs
+from verity.model.modeling import DEFAULT_LOGIT_CHUNK_TOKENS, cache_keyword, decoder_states, head_logprobs
+from verity.model.vision import media_positions, stack_media
 from verity.train.batching import Batch
-from verity.vision import media_positions, stack_media
 
 
 def prompt_groups(batch: Batch) -> tuple[torch.Tensor, torch.Tensor, list[tuple[int, ...]]] | None:

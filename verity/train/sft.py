@@ -5,7 +5,7 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-from verity.modeling import token_logprobs
+from verity.model.modeling import token_logprobs
 from verity.train.batching import Batch, collate
 from verity.types import Completion, Item, Rollout
 

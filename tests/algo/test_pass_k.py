@@ -1,0 +1,128 @@
+"""The pass_k estimator's module: its math (hand-computed values), its guard (state), its checks and settings."""
+
+import pytest
+import torch
+from pydantic import ValidationError
+from torch.testing import assert_close
+
+from verity.algo.advantages import group_relative_advantages
+from verity.algo.config import AlgoConfig
+from verity.algo.objective import compute_advantages
+from verity.algo.pass_k import PassAtKGuard, pass_at_k_advantages
+from verity.algo.state import AlgoState
+from verity.config import load_config
+from verity.schema import ConfigError
+
+
+def test_pass_at_k_hand_computed() -> None:
+    # Group of 8 with 2 correct, k = 4: R = 1 - C(6,4)/C(8,4) = 1 - 15/70; a wrong sample's value is
+    # 1 - C(5,3)/C(7,3) = 1 - 10/35.
+    correct = torch.tensor([1, 0, 0, 1, 0, 0, 0, 0])
+    adv = pass_at_k_advantages(correct, torch.zeros(8, dtype=torch.long), k=4, eps=0.0)
+    r = 1 - 15 / 70
+    s = (r * (1 - r)) ** 0.5
+    assert adv[0].item() == pytest.approx((1 - r) / s)
+    assert adv[1].item() == pytest.approx((1 - 10 / 35 - r) / s)
+    assert adv.sum().item() == pytest.approx(0.0, abs=1e-6)  # a group's values average to its pass@k
+
+
+def test_pass_at_k_with_k_1_is_grpo_with_the_population_std() -> None:
+    correct = torch.tensor([1, 0, 0, 1, 0, 1, 1, 1, 1, 0])
+    groups = torch.tensor([0, 0, 0, 0, 0, 1, 1, 1, 1, 1])
+    unbiased = group_relative_advantages(correct.float(), groups, eps=0.0)
+    assert_close(pass_at_k_advantages(correct, groups, k=1, eps=0.0), unbiased * (5 / (5 - 1)) ** 0.5)
+
+
+def test_pass_at_k_pushes_the_majority_less_and_ignores_solved_groups() -> None:
+    correct = torch.tensor([1] * 12 + [0] * 4 + [1] * 14 + [0] * 2)
+    groups = torch.tensor([0] * 16 + [1] * 16)
+    k1, k4 = pass_at_k_advantages(correct, groups, k=1), pass_at_k_advantages(correct, groups, k=4)
+    # 12 of 16 correct: a prompt the group already solves at k = 4 moves the policy much less than at k = 1
+    # (1 - R = 1/1820 at k = 4), in both directions.
+    assert 0 < k4[0] < k1[0] / 10 and 0 > k4[12] > k1[12] / 10
+    # 14 of 16 correct: every 4-subset holds a correct answer (n - c < k), so the group gives no signal.
+    assert k4[16:].abs().max().item() == 0.0
+
+
+def test_pass_at_k_needs_k_samples_per_group() -> None:
+    with pytest.raises(ValueError, match="at least k samples"):
+        pass_at_k_advantages(torch.tensor([1, 0, 1]), torch.tensor([0, 0, 1]), k=2)
+
+
+def test_pass_at_k_guard_doubles_k_only_after_a_real_drop() -> None:
+    guard = PassAtKGuard(1, 16, "pass@4", drop=0.05, decay=0.5, patience=3)
+    for _ in range(10):
+        guard.update(0, {"pass@4": 0.60})
+    guard.update(0, {"pass@4": 0.57})  # smoothed 0.585: within the allowed drop
+    assert guard.k == 1
+    guard.update(0, {"pass@4": 0.50})  # smoothed 0.5425 < 0.60 - 0.05
+    assert guard.k == 2
+    guard.update(0, {"pass@4": 0.30})  # patience: no second raise right after the first
+    guard.update(0, {"pass@4": 0.30})
+    assert guard.k == 2
+    for _ in range(3):  # after patience the best restarts from the current level, then it must fall again
+        guard.update(0, {"pass@4": 0.30})
+    assert guard.k == 2
+    for value in (0.1, 0.1, 0.1):
+        guard.update(0, {"pass@4": value})
+    assert guard.k == 4
+    restored = PassAtKGuard(1, 16, "pass@4", drop=0.05)
+    restored.load_state_dict(guard.state_dict())
+    assert restored.state_dict() == guard.state_dict()
+
+
+def test_pass_at_k_guard_stops_at_the_group_size_and_ignores_other_metrics() -> None:
+    guard = PassAtKGuard(8, 16, "pass@4", drop=0.05, decay=0.0, patience=1)
+    for value in (0.9, 0.5, 0.9, 0.5, 0.9, 0.5):
+        guard.update(0, {"pass@4": value, "pass@8": 0.0})
+    assert guard.k == 16
+    off = PassAtKGuard(2, 16, "pass@4", drop=None, decay=0.0, patience=1)
+    for value in (0.9, 0.1, 0.9, 0.1):
+        off.update(0, {"pass@4": value})
+    assert off.k == 2
+
+
+def test_the_pass_k_estimator_trains_with_the_guards_k() -> None:
+    run = load_config(
+        {}, ["algo.advantage=pass_k", "algo.pass_k=1", "algo.pass_k_guard=0.05", "rollout.group_size=8"]
+    )
+    state = AlgoState(run.algo, run)
+    assert isinstance(state.estimator, PassAtKGuard) and (state.estimator.max_k, state.estimator.watch) == (
+        8,
+        "pass@4",
+    )
+    state.estimator.k = 4
+    correct = torch.tensor([1.0, 0, 0, 1, 0, 0, 0, 0])
+    groups, mask = torch.zeros(8, dtype=torch.long), torch.ones(8, 2)
+    adv = compute_advantages(run.algo, correct, groups, mask, state=state)
+    assert_close(adv[:, 0], pass_at_k_advantages(correct, groups, k=4).float())
+    assert state.update({"pass@4": 0.5}, 8)["algo/pass_k"] == 4.0
+    assert "algo/pass_k" not in AlgoState(AlgoConfig()).update({}, 8)
+
+
+def test_the_guards_raise_is_a_warning_of_the_run_and_its_state_is_checkpointed() -> None:
+    run = load_config({}, ["algo.advantage=pass_k", "algo.pass_k=1", "algo.pass_k_guard=0.05", "eval.k=4"])
+    state = AlgoState(run.algo, run)
+    state.estimator.decay, state.estimator.patience = 0.0, 1
+    for value in (0.60, 0.58):  # within the allowed drop
+        state.update({"pass@4": value}, 8)
+    assert state.take_warnings() == []
+    assert state.update({"pass@4": 0.48}, 8)["algo/pass_k"] == 2.0
+    (warning,) = state.take_warnings()
+    assert warning.startswith("step 3: training pass@4 fell (now 0.480)") and "from 1 to 2" in warning
+    assert state.take_warnings() == []
+    resumed = AlgoState(run.algo, run)
+    resumed.load_state_dict(state.state_dict())
+    assert (resumed.steps, resumed.estimator.state_dict()) == (3, state.estimator.state_dict())
+
+
+def test_the_guard_and_k_need_the_pass_k_estimator() -> None:
+    with pytest.raises(ConfigError, match=r"'algo.pass_k_guard' is a setting of algo\.advantage=pass_k only"):
+        load_config({}, ["algo.pass_k_guard=0.05"])
+    with pytest.raises(ValidationError, match="pass_k"):
+        AlgoConfig(advantage="grpo", pass_k=2)
+
+
+def test_the_pass_k_estimator_refuses_a_kl_in_the_reward() -> None:
+    with pytest.raises(ConfigError, match="kl_in=loss"):
+        load_config({}, ["algo.advantage=pass_k", "algo.kl_coef=0.1", "algo.kl_in=reward"])

@@ -1,0 +1,1 @@
+"""Fakes and fixtures shared by the tests: engines, tasks, run directories and user plugins."""

@@ -1,0 +1,179 @@
+"""Pass@k training (Chen et al., arXiv:2508.10751) as one estimator module: its math, its settings, its checks
+against the rest of a run, and its state (the pass@k guard), registered as ``algo.advantage: pass_k``.
+
+Settings (keys of the ``algo:`` section, read only under ``algo.advantage: pass_k``): ``pass_k``, the k of the
+pass@k it trains for, and ``pass_k_guard``, the fall of the training groups' pass@k that doubles k.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Mapping
+from typing import Any
+
+import torch
+from pydantic import BaseModel, ConfigDict, Field
+from torch import Tensor
+
+from verity.algo.advantages import group_index
+from verity.algo.contract import AdvantageInputs, AlgoConfig, RunConfig, advantage_estimator
+
+
+class PassKSettings(BaseModel):
+    """The pass_k estimator's keys in the ``algo:`` section."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    pass_k: int = Field(
+        4,
+        ge=1,
+        description="pass_k estimator: the k of the pass@k it trains for (at most rollout.group_size). 1 is GRPO "
+        "with the population std; larger k pushes a group's majority answer less and keeps other answers alive.",
+    )
+    pass_k_guard: float | None = Field(
+        None,
+        gt=0,
+        le=1,
+        description="pass_k estimator: when the policy's pass@k on its own training groups (k = eval.k, smoothed "
+        "over about 20 steps) falls this far below its best, double algo.pass_k (up to rollout.group_size). "
+        "None keeps algo.pass_k fixed.",
+    )
+
+
+def pass_at_k_advantages(correct: Tensor, group_ids: Tensor, k: int, eps: float = 1e-6) -> Tensor:
+    """Pass@k training (Chen et al., arXiv:2508.10751, analytic form): the advantages whose policy gradient is
+    that of the group's pass@k, for binary ``correct`` (N,).
+
+    A group of n samples with c correct has the unbiased pass@k ``R = 1 - C(n-c, k) / C(n, k)`` and reward
+    std ``s = sqrt(R (1 - R))``. A correct sample completes every k-subset it is in:
+    ``A_pos = (1 - R) / s``; a wrong one helps only the subsets whose other k-1 members hold a correct sample:
+    ``A_neg = (1 - R - C(n-c-1, k-1) / C(n-1, k-1)) / s``. With k = 1 this is GRPO with the population std;
+    the larger k, the less a group that already solves the prompt pushes its majority answer, and a group that
+    solves it for certain (``n - c < k``) gives 0. Groups need at least k samples. (N,)."""
+    if k < 1:
+        raise ValueError(f"pass@k advantages need k >= 1, got {k}")
+    index, sizes = group_index(group_ids)
+    hits = torch.zeros_like(sizes).index_add_(0, index, correct.to(torch.float64))
+    adv = torch.zeros(correct.shape[0], dtype=torch.float64)
+    for g, (n, c) in enumerate(zip(sizes.long().tolist(), hits.long().tolist(), strict=True)):
+        if n < k:
+            raise ValueError(f"pass@k advantages with k={k} need groups of at least k samples; one has {n}")
+        pass_k = 1.0 - math.comb(n - c, k) / math.comb(n, k)
+        std = math.sqrt(pass_k * (1.0 - pass_k))
+        if std == 0.0:
+            continue
+        wrong_value = 1.0 - math.comb(n - c - 1, k - 1) / math.comb(n - 1, k - 1) if c < n else 0.0
+        members = index == g
+        value = torch.where(correct[members].bool(), 1.0, wrong_value).to(torch.float64)
+        adv[members] = (value - pass_k) / (std + eps)
+    return adv.to(torch.get_default_dtype())
+
+
+class PassAtKGuard:
+    """Raises the ``pass_k`` estimator's k when exploration starts to collapse.
+
+    It watches the policy's pass@k on its own training groups (``watch``, e.g. ``pass@4``: the unbiased pass@k
+    of each prompt's G samples, averaged over the batch's prompts), smoothed as ``s <- d s + (1 - d) x`` from the
+    first step's value. Once ``s`` falls ``drop`` below the best smoothed value seen since the last change,
+    k doubles (up to ``max_k``): the objective then credits a group for finding a correct answer at all rather
+    than for agreeing on it, which stops sharpening the majority answer (Pass@k Training, arXiv:2508.10751).
+    ``patience`` steps must pass after the start and after each raise, so the smoothed value has settled.
+    """
+
+    def __init__(
+        self, k: int, max_k: int, watch: str, drop: float | None, decay: float = 0.95, patience: int = 20
+    ) -> None:
+        if not 1 <= k <= max_k:
+            raise ValueError(f"pass@k guard needs 1 <= k <= max_k, got k={k}, max_k={max_k}")
+        self.k, self.max_k, self.watch, self.drop = k, max_k, watch, drop
+        self.decay, self.patience = decay, patience
+        self.smoothed: float | None = None
+        self.best = -math.inf
+        self.since_change = 0
+
+    def update(self, step: int, metrics: Mapping[str, float]) -> tuple[dict[str, float], list[str]]:
+        """Fold in one step's training pass@k; returns the k in force (``algo/pass_k``) and, when the guard raised
+        it, a warning saying why."""
+        before = self.k
+        self._observe(metrics.get(self.watch))
+        warnings = []
+        if self.k != before:
+            warnings.append(
+                f"step {step}: training {self.watch} fell (now {metrics[self.watch]:.3f}): exploration is "
+                f"collapsing, so the pass@k guard raised algo.pass_k from {before} to {self.k}"
+            )
+        return {"algo/pass_k": float(self.k)}, warnings
+
+    def _observe(self, value: float | None) -> None:
+        if self.drop is None or value is None or not math.isfinite(value):
+            return
+        x = float(value)
+        self.smoothed = x if self.smoothed is None else self.decay * self.smoothed + (1 - self.decay) * x
+        self.since_change += 1
+        if self.since_change < self.patience:
+            return
+        self.best = max(self.best, self.smoothed)
+        if self.smoothed < self.best - self.drop and self.k < self.max_k:
+            self.k = min(2 * self.k, self.max_k)
+            self.best, self.since_change = -math.inf, 0
+
+    def state_dict(self) -> dict[str, Any]:
+        return {"k": self.k, "smoothed": self.smoothed, "best": self.best, "since_change": self.since_change}
+
+    def load_state_dict(self, state: Mapping[str, Any]) -> None:
+        self.k = int(state["k"])
+        self.smoothed = None if state["smoothed"] is None else float(state["smoothed"])
+        self.best = float(state["best"])
+        self.since_change = int(state["since_change"])
+
+
+def guard_of(settings: PassKSettings, run: RunConfig) -> PassAtKGuard:
+    """The run's guard: it starts at ``algo.pass_k``, watches the training groups' ``pass@{eval.k}`` and may
+    double k up to the group size."""
+    group_size = run.rollout.group_size
+    return PassAtKGuard(
+        settings.pass_k, max(group_size, settings.pass_k), f"pass@{run.eval.k}", settings.pass_k_guard
+    )
+
+
+def check_run(settings: PassKSettings, run: RunConfig) -> list[str]:
+    """k fits the groups; the guard can watch the training pass@k; no KL sits in the reward (pass@k credits
+    correct answers, not a reward less a KL charge)."""
+    errors = []
+    group_size = run.rollout.group_size
+    if settings.pass_k > group_size:
+        errors.append(
+            f"algo.pass_k={settings.pass_k} needs at least that many samples per prompt, but "
+            f"rollout.group_size={group_size}: lower algo.pass_k or raise rollout.group_size"
+        )
+    if settings.pass_k_guard is not None and not 1 < run.eval.k <= group_size:
+        errors.append(
+            f"algo.pass_k_guard watches the training groups' pass@k at k = eval.k, which must be above 1 and at "
+            f"most rollout.group_size={group_size}; eval.k={run.eval.k}"
+        )
+    if run.algo.kl_in == "reward" and (run.algo.kl_coef > 0 or run.algo.kl_target is not None):
+        errors.append("algo.advantage=pass_k credits correct answers, not a KL in the reward; set algo.kl_in=loss")
+    return errors
+
+
+def remedy(settings: PassKSettings) -> str:
+    if settings.pass_k_guard is None:
+        return f"a larger algo.pass_k (now {settings.pass_k}) or algo.pass_k_guard"
+    return f"a larger algo.pass_k (starts at {settings.pass_k})"
+
+
+@advantage_estimator(
+    "pass_k",
+    group_relative=True,
+    explores=True,
+    settings=PassKSettings,
+    check=check_run,
+    state=guard_of,
+    remedy=remedy,
+)
+def pass_k(x: AdvantageInputs, cfg: AlgoConfig) -> Tensor:
+    """Rewards above ``algo.correct_threshold`` count as correct; k is the guard's (``algo.pass_k`` unless the
+    guard raised it)."""
+    correct = x.rewards > cfg.correct_threshold
+    k = x.settings.pass_k if x.state is None else x.state.k
+    return pass_at_k_advantages(correct, x.group_ids, k, cfg.adv_eps)
