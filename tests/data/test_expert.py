@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import pytest
 import torch
-from data_fakes import make_sampler, rollouts_for
+from helpers.data_fakes import make_sampler, rollouts_for
 
 from verity.data.config import DataConfig, ExpertIterationConfig
 from verity.data.demos import DemoBank, Demonstration, too_easy

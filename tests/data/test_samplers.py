@@ -4,7 +4,7 @@ ReLIFT queue, and an exact resume from state_dict."""
 from __future__ import annotations
 
 import pytest
-from data_fakes import CountingSource, data_config, make_sampler, rollouts_for
+from helpers.data_fakes import CountingSource, data_config, make_sampler, rollouts_for
 
 from verity.data.config import DifficultyConfig, StageConfig
 from verity.data.difficulty import PassRates, group_size_for

@@ -6,7 +6,7 @@ from __future__ import annotations
 from functools import partial
 
 import pytest
-from data_fakes import FakeRuntime, make_sampler, rollouts_for
+from helpers.data_fakes import FakeRuntime, make_sampler, rollouts_for
 
 from verity.config import load_config
 from verity.data.config import RethinkConfig

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import pytest
 import torch
-from data_fakes import FakeRuntime, make_sampler, rollouts_for
+from helpers.data_fakes import FakeRuntime, make_sampler, rollouts_for
 
 from verity.data.metrics import task_metrics
 from verity.data.samplers import Draw
