@@ -29,7 +29,7 @@ class ReplayConfig(Section):
 
 
 class TreeConfig(Section):
-    """Tree-search rollouts (``rollout.strategy: tree``, DeepSearch); see docs/tree-search.md."""
+    """Tree-search rollouts (``rollout.workflow: tree``, DeepSearch); see docs/tree-search.md."""
 
     width: int = Field(4, gt=0, description="Branches grown per expansion, each run to its end.")
     max_depth: int = Field(8, gt=0, description="d_T: most steps on a path; the last step holds the rest.")

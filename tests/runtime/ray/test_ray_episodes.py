@@ -83,7 +83,7 @@ def test_async_episodes_survive_a_raising_a_hanging_and_a_dying_environment(make
                 want = {1: (2, 0.25), 2: (1, 0.0)}.get(index % 4, (3, 0.75))
                 assert (len(r.turns), r.reward) == want, r.item.id
             trained.extend({r.item.id for r in rollouts})
-        queued = [item.id for item, _, _ in runtime.state_dict()["queued"]]
+        queued = [task.item.id for task in runtime.state_dict()["queued"]]
         restarts = runtime.restarts()
     finally:
         runtime.close()

@@ -176,7 +176,7 @@ def test_async_run_survives_killed_actors_and_driver(tiny_model_dir: Path, tmp_p
     samples = rows_by_step(run_dir / "samples.jsonl")  # every rollout of every step
     assert sorted(samples) == list(range(1, STEPS + 1))
     trained = [item_index(p) for rows in samples.values() for p in {r["prompt"] for r in rows[-PROMPTS * GROUP :]}]
-    queued = [item_index(item.prompt) for item, _, _ in state["runtime"]["queued"]]
+    queued = [item_index(task.item.prompt) for task in state["runtime"]["queued"]]
     assert len(trained) == len(set(trained)) == STEPS * PROMPTS
     assert not set(trained) & set(queued)
     held_out = 4  # data.eval_items: the first items of the task's stream, which the sampler skips

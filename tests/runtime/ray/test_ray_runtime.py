@@ -111,7 +111,7 @@ def test_killed_workers_lose_and_repeat_nothing(make_config) -> None:
                 kill_when_busy(runtime.reward_workers)
             _, rollouts = rl_step(parts)
             trained.extend({r.item.id for r in rollouts})
-        queued = [item.id for item, _, _ in runtime.state_dict()["queued"]]
+        queued = [task.item.id for task in runtime.state_dict()["queued"]]
         assert runtime.rollout_workers.restarts == [1, 0]
         assert runtime.reward_workers.restarts == [1]
     finally:

@@ -111,7 +111,7 @@ def test_async_image_run_checkpoints_its_queue_and_resumes(vl_settings: dict) ->
     assert (summary["status"], summary["steps"]) == ("finished", 2)
     run_dir = Path(settings["output_dir"]) / "vl_async"
     state = load_checkpoint(latest_checkpoint(run_dir / "checkpoints"))
-    queued = [ids for _, ids, _ in state["runtime"]["queued"]]
+    queued = [task.prompt_ids for task in state["runtime"]["queued"]]
     assert queued and all(media_of(ids) for ids in queued)
     resumed = train(load_config(settings, [*overrides, "train.steps=3"]), resume=True, quiet=True)
     assert (resumed["status"], resumed["steps"]) == ("finished", 3)
