@@ -1,4 +1,4 @@
-"""Multi-turn episodes on the Ray runtime: rollout actors play them with the local runtime's EpisodeRunner (in
+"""Multi-turn episodes on the Ray runtime: rollout actors play them with the episode workflow, as locally (in
 sync mode with one actor, exactly the local episodes), and in async mode an environment that raises, hangs or
 kills its actor mid-episode loses no item and trains none twice."""
 

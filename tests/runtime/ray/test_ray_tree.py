@@ -19,14 +19,16 @@ from verity.train.checkpoint import latest_checkpoint, load_checkpoint  # noqa: 
 
 pytestmark = [pytest.mark.ray, pytest.mark.usefixtures("one_thread", "cluster")]
 
-# Rewards are the share of 7s: with eval.threshold 0.25 the tiny policy solves some paths, so the buffer fills.
+# Rewards are the share of distinct characters: at eval.threshold 0.9 the tiny policy solves some paths of a tree
+# and not all, so the replay buffer caches a solution within two steps.
 TREE = (
     "rollout.workflow=tree",
     "rollout.tree.width=2",
     "rollout.tree.step_tokens=1",
     "rollout.tree.replay.threshold=1.0",
     "algo.advantage=tree_grpo",
-    "eval.threshold=0.25",
+    "eval.threshold=0.9",
+    "reward.verifiers=[helpers.loop_tasks:distinct_characters]",
 )
 
 
