@@ -8,8 +8,10 @@ from collections.abc import Callable
 from functools import partial
 from typing import Any
 
+from verity.data.sources import resolve_callable
 from verity.envs.base import ENV, Env
 from verity.registry import Registry
+from verity.schema import ConfigError
 
 EnvFactory = Callable[..., Env]
 _ENVS: Registry[EnvFactory] = Registry(ENV, ("verity.envs.calculator", "verity.envs.guessing"))
@@ -25,8 +27,6 @@ def env_factory(
     """A no-argument maker of fresh environments. ``defaults`` fill keywords the factory takes and ``settings``
     do not give. A bad name or bad settings is a ``ConfigError`` naming ``key``; one environment is built here
     so that settings errors surface before the run starts."""
-    from verity.data.sources import resolve_callable
-    from verity.schema import ConfigError
 
     if ":" in spec:
         factory = resolve_callable(spec, f"{key}.name")

@@ -14,6 +14,7 @@ from types import TracebackType
 from verity.rewards.compose import ComposedReward
 from verity.rewards.config import RewardConfig
 from verity.rewards.pool import WorkerPool
+from verity.schema import ConfigError
 from verity.types import Item, Score
 
 # Counted in ``stats()``; each failure reason starts with the label of its kind, see ``_kind``.
@@ -36,8 +37,6 @@ class RewardExecutor:
         try:
             self._reward = ComposedReward(cfg.components())
         except (ImportError, AttributeError, KeyError, TypeError, ValueError) as err:
-            from verity.schema import ConfigError  # here: verity.config imports this package
-
             message = err.args[0] if isinstance(err, KeyError) and err.args else str(err)
             if isinstance(err, ImportError):
                 message += (

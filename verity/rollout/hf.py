@@ -14,6 +14,8 @@ import torch
 from transformers import PreTrainedModel
 from transformers.cache_utils import Cache, DynamicCache, DynamicLayer
 
+from verity.model.loading import load_policy
+from verity.model.lora import apply_lora
 from verity.model.modeling import autocast, cache_keyword, completion_logprobs, full_attention_only
 from verity.model.vision import exclude_placeholders, media_of, media_positions, placeholder_ids, stack_media
 from verity.rollout.attention import use_decode_attention
@@ -27,8 +29,6 @@ def build_hf_engine(spec: EngineSpec) -> HFEngine:
     policy loaded from ``spec.model_path`` (with fresh adapters when the learner trains LoRA)."""
     if spec.model is not None:
         return HFEngine(spec.model, spec.tokenizer, batch_size=spec.batch_size, seed=spec.seed, shared=True)
-    from verity.model.loading import load_policy
-    from verity.model.lora import apply_lora
 
     model, tokenizer = load_policy(spec.model_path, spec.dtype, spec.device)
     if spec.lora is not None:

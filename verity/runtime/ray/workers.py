@@ -58,6 +58,14 @@ class SegmentedEngine:
     def version(self) -> int:
         return self.engine.version
 
+    @property
+    def tokenizer(self) -> Any:
+        return self.engine.tokenizer
+
+    @property
+    def shared(self) -> bool:
+        return self.engine.shared
+
     def close(self) -> None:
         """Release the engine (a vLLM engine's worker processes) before the actor is killed."""
         self.engine.close()
@@ -65,8 +73,19 @@ class SegmentedEngine:
     def load_weights(self, weights: dict[str, Any], version: int) -> None:
         self.engine.load_weights(weights, version)
 
+    def logprobs(
+        self, prompts: list[list[int]], completions: list[list[int]], temperature: float
+    ) -> list[list[float]]:
+        return self.engine.logprobs(prompts, completions, temperature)
+
     def decode(self, ids: list[int]) -> str:
         return self.engine.decode(ids)
+
+    def get_rng_state(self) -> Any:
+        return self.engine.get_rng_state()
+
+    def set_rng_state(self, state: Any) -> None:
+        self.engine.set_rng_state(state)
 
     def generate(self, prompts: list[list[int]], params: SamplingParams) -> list[list[Completion]]:
         first = self.engine.generate(

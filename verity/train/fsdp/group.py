@@ -23,6 +23,7 @@ from typing import Any, NoReturn, Protocol
 import torch
 import torch.multiprocessing as mp
 
+from verity.algo.objective import advantage_inputs
 from verity.rollout.sync_check import Probe
 from verity.schema import ConfigError
 from verity.train.batching import Batch
@@ -292,7 +293,6 @@ def free_port() -> int:
 def group_spec(cfg: Any, model_path: str, device: str, threads: int) -> GroupSpec:
     """The group's spec from a run's ``Config``, its ranks on ``device`` with ``threads`` torch threads each; a
     setting the group does not support is a ``ConfigError``."""
-    from verity.algo.objective import advantage_inputs
 
     unsupported = {
         "LoRA (model.lora; adapters already make the trained state small: remove model.lora)": cfg.model.lora
