@@ -104,6 +104,14 @@ def _build_view(cfg: dict) -> None:
     m = _Mounts()
     root = cfg["root"]
     m.mount("tmpfs", root, "tmpfs", _MS_NOSUID | _MS_NODEV, "size=1m,mode=0755")
+    # The private writable places first: the interpreter, its environment or the checkout may live under one of
+    # them (/tmp, /dev/shm), and binding it creates its directories, which a later mount would hide.
+    owner = f"uid={cfg['uid']},gid={cfg['uid']}"
+    os.makedirs(root + SCRATCH)
+    m.mount("tmpfs", root + SCRATCH, "tmpfs", _MS_NOSUID | _MS_NODEV, f"size={cfg['fsize']},mode=0700,{owner}")
+    for path in ("/tmp", "/dev/shm"):
+        os.makedirs(root + path)
+        m.mount("tmpfs", root + path, "tmpfs", _MS_NOSUID | _MS_NODEV, f"size={cfg['fsize']},mode=1777")
     for path in cfg["expose"]:
         _bind(m, root, path, _MS_RDONLY | _MS_NODEV)
     for path in cfg["links"]:
@@ -114,18 +122,12 @@ def _build_view(cfg: dict) -> None:
         _bind(m, root, f"/dev/{name}", 0)
     for name, target in (("fd", "/proc/self/fd"), ("stdin", "fd/0"), ("stdout", "fd/1"), ("stderr", "fd/2")):
         os.symlink(target, f"{root}/dev/{name}")
-    os.makedirs(root + SCRATCH)
-    owner = f"uid={cfg['uid']},gid={cfg['uid']}"
-    m.mount("tmpfs", root + SCRATCH, "tmpfs", _MS_NOSUID | _MS_NODEV, f"size={cfg['fsize']},mode=0700,{owner}")
     with (
         open(os.path.join(cfg["workdir"], "solution.py"), "rb") as src,
         open(root + SCRATCH + "/solution.py", "wb") as dst,
     ):
         dst.write(src.read())
     os.chown(root + SCRATCH + "/solution.py", cfg["uid"], cfg["uid"])
-    for path in ("/tmp", "/dev/shm"):
-        os.makedirs(root + path)
-        m.mount("tmpfs", root + path, "tmpfs", _MS_NOSUID | _MS_NODEV, f"size={cfg['fsize']},mode=1777")
     os.makedirs(root + "/proc")
     m.mount("proc", root + "/proc", "proc", _MS_NOSUID | _MS_NODEV | _MS_NOEXEC)
     m.mount("", root, "", _MS_REMOUNT | _MS_RDONLY | _MS_NOSUID | _MS_NODEV, "size=1m,mode=0755")
