@@ -78,14 +78,16 @@ open("/tmp/{secret}", "w").write("x")
 def outside_venv(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[Path]:
     """A virtual environment made by this interpreter under /tmp, under /dev/shm, or reached through a symlink
     (its python), the places CI runners and quick experiments put one."""
-    parent = Path(tempfile.mkdtemp(prefix="verity-venv-", dir="/dev/shm")) if request.param == "dev-shm" else tmp_path
+    shm = request.param == "dev-shm"
+    parent = Path(tempfile.mkdtemp(prefix="verity-venv-", dir="/dev/shm")) if shm else tmp_path
     venv = parent / "venv"
-    subprocess.run([sys.executable, "-m", "venv", "--without-pip", "--system-site-packages", str(venv)], check=True)
+    make = [sys.executable, "-m", "venv", "--without-pip", "--system-site-packages", str(venv)]
+    subprocess.run(make, check=True)
     if request.param == "behind-a-symlink":
         (parent / "link").symlink_to(venv)
         venv = parent / "link"
     yield venv
-    if request.param == "dev-shm":
+    if shm:
         shutil.rmtree(parent)
 
 
