@@ -18,7 +18,7 @@ TINY = [
     "data.eval_items=4",
     "rollout.prompts_per_step=2",
     "rollout.group_size=2",
-    "algo.pass_k=2",  # the quickstart's pass@k estimator needs k <= group_size
+    "algo.pass_k=1",  # the quickstart's pass@k estimator needs k below group_size
     "model.tiny.hidden_size=32",
     "model.tiny.num_layers=1",
     "model.tiny.num_heads=2",
