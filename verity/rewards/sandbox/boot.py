@@ -33,6 +33,10 @@ _MNT_DETACH = 2
 SCRATCH = "/scratch"
 _DEVICES = ("null", "zero", "random", "urandom")
 _MAX_LINKS = 40  # symlinks followed while resolving one path, like the kernel's limit
+_PR_SET_NO_NEW_PRIVS, _PR_SET_SECCOMP, _SECCOMP_MODE_FILTER = 38, 22, 2
+_RET_KILL_PROCESS, _RET_ERRNO_EPERM, _RET_ALLOW = 0x80000000, 0x00050000 | 1, 0x7FFF0000
+_LD_W_ABS, _JEQ_K, _JGE_K, _RET_K = 0x20, 0x15, 0x35, 0x06  # classic BPF opcodes
+_X32_SYSCALL_BIT = 0x40000000
 
 
 class _Mounts:
@@ -147,6 +151,38 @@ def _limit(cfg: dict) -> None:
         resource.setrlimit(getattr(resource, name), (value, hard))
 
 
+def _deny_syscalls(arch: int, denied: list[int], x32: bool) -> None:
+    """Install a seccomp filter: the ``denied`` system calls fail with EPERM (as container runtimes' default
+    profiles have it for the keyring calls), a call from another ABI than ``arch`` kills the process (it would
+    reach the same kernel objects under other numbers), and so does, with ``x32``, an x32-ABI call."""
+    import ctypes
+
+    program = [(_LD_W_ABS, 0, 0, 4), (_JEQ_K, 1, 0, arch), (_RET_K, 0, 0, _RET_KILL_PROCESS), (_LD_W_ABS, 0, 0, 0)]
+    if x32:  # jumps over the checks below, ALLOW and EPERM, to the last KILL
+        program.append((_JGE_K, len(denied) + 2, 0, _X32_SYSCALL_BIT))
+    program += [(_JEQ_K, len(denied) - i, 0, nr) for i, nr in enumerate(denied)]  # each jumps to EPERM
+    program += [(_RET_K, 0, 0, _RET_ALLOW), (_RET_K, 0, 0, _RET_ERRNO_EPERM), (_RET_K, 0, 0, _RET_KILL_PROCESS)]
+
+    class Instruction(ctypes.Structure):
+        _fields_ = [
+            ("code", ctypes.c_uint16),
+            ("jt", ctypes.c_uint8),
+            ("jf", ctypes.c_uint8),
+            ("k", ctypes.c_uint32),
+        ]
+
+    class Program(ctypes.Structure):
+        _fields_ = [("len", ctypes.c_ushort), ("filter", ctypes.POINTER(Instruction))]
+
+    filters = (Instruction * len(program))(*(Instruction(*i) for i in program))
+    libc = ctypes.CDLL(None, use_errno=True)
+    fprog = Program(len(program), filters)
+    if libc.prctl(_PR_SET_NO_NEW_PRIVS, 1, 0, 0, 0) != 0 or libc.prctl(
+        _PR_SET_SECCOMP, _SECCOMP_MODE_FILTER, ctypes.byref(fprog), 0, 0
+    ):
+        raise OSError(ctypes.get_errno(), "sandbox_boot: installing the seccomp filter failed")
+
+
 def _drop_privileges(uid: int | None) -> None:
     if uid is not None:
         os.setgroups([])
@@ -178,6 +214,8 @@ def _run_program(cfg: dict, cgroup_fds: list[int]) -> None:
         os.write(fd, b"0")
         os.close(fd)
     _limit(cfg)
+    if cfg["seccomp"] is not None:  # before the uid changes: ctypes may sit where the run's uid cannot read
+        _deny_syscalls(*cfg["seccomp"])
     _drop_privileges(cfg["uid"])
     os.environ["HOME"] = os.getcwd()
     with open("solution.py") as f:
