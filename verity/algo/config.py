@@ -31,19 +31,20 @@ class AlgoConfig(BaseModel):
         "grpo",
         description="Advantage estimator: a registered name or a user's 'package.module:estimator' (see "
         "verity/algo/contract.py). docs/algorithms.md describes each built-in one with its paper; an estimator "
-        "with settings of its own (pass_k, single_rollout) reads them from further keys of this section, listed "
-        "under it in docs/config.md, and refuses them under another estimator.",
+        "with settings of its own (pass_k, single_rollout, w_reinforce) reads them from further keys of this "
+        "section, listed under it in docs/config.md, and refuses them under another estimator.",
     )
     adv_eps: float = Field(1e-6, gt=0, description="Added to standard deviations before dividing by them.")
     gamma: float = Field(1.0, ge=0, le=1, description="Discount over tokens (gae, reinforce_pp) or turns (trloo).")
     gae_lambda: float = Field(1.0, ge=0, le=1, description="GAE lambda: 1 gives Monte-Carlo returns minus V.")
     gae_whiten: bool = Field(True, description="Whiten GAE advantages over the batch's masked tokens.")
-    positive_weight: float = Field(
+    positive_scale: float = Field(
         1.0,
         ge=0,
-        description="W-REINFORCE: scale of positive advantages (negative ones keep theirs), after any estimator. "
-        "Below 1, learning comes mostly from pushing down wrong answers (0.1 in the paper); on the tiny base this "
-        "collapsed every run to its majority answer (docs/families.md). 1 disables it.",
+        description="Scale of positive advantages (negative ones keep theirs), after any estimator: below 1, "
+        "learning comes mostly from pushing down wrong answers. Not the paper's W-REINFORCE, which is "
+        "algo.advantage=w_reinforce (no baseline); at 0.1 beside GRPO this collapsed every run on the tiny base "
+        "to its majority answer (docs/families.md). 1 disables it.",
     )
     adv_outlier_sigma: float | None = Field(
         None,
@@ -206,6 +207,12 @@ class AlgoConfig(BaseModel):
         supplies the defaults); a key it does not have is an unknown key, as in every other section."""
         settings = resolve_estimator(self.advantage).settings
         extra = dict(self.model_extra or {})
+        if "positive_weight" in extra:
+            raise ValueError(
+                "algo.positive_weight is now algo.positive_scale (it scales the positive advantages of any "
+                "estimator); the paper's W-REINFORCE (+lambda / -1, no baseline) is algo.advantage=w_reinforce "
+                "with algo.w_reinforce_lambda"
+            )
         known = set(settings.model_fields) if settings is not None else set()
         unknown = [key for key in extra if key not in known]
         if unknown:
