@@ -170,3 +170,18 @@ def test_the_guard_and_k_need_the_pass_k_estimator() -> None:
 def test_the_pass_k_estimator_refuses_a_kl_in_the_reward() -> None:
     with pytest.raises(ConfigError, match="kl_in=loss"):
         load_config({}, ["algo.advantage=pass_k", "algo.kl_coef=0.1", "algo.kl_in=reward"])
+
+
+def test_fractional_correctness_is_refused_not_counted_one_way_and_credited_another() -> None:
+    # [0.7, 0.7, 0, 0] once summed to 1 hit while both 0.7s got the correct sample's advantage.
+    with pytest.raises(ValueError, match="correctness of 0 or 1"):
+        pass_at_k_advantages(torch.tensor([0.7, 0.7, 0.0, 0.0]), torch.zeros(4, dtype=torch.long), k=2)
+    # Through the estimator, rewards are thresholded first: both 0.7s are correct (c = 2 of n = 4, k = 2):
+    # R = 1 - C(2,2)/C(4,2) = 5/6, s = sqrt(5)/6; A_pos = (1/6)/s = 1/sqrt(5); A_neg = (1/6 - C(1,1)/C(3,1))/s.
+    cfg = load_config({}, ["algo.advantage=pass_k", "algo.pass_k=2", "rollout.group_size=4"]).algo
+    rewards, groups = torch.tensor([0.7, 0.7, 0.0, 0.0]), torch.zeros(4, dtype=torch.long)
+    adv = compute_advantages(cfg, rewards, groups, torch.ones(4, 1))[:, 0]
+    s = 5**0.5 / 6
+    assert_close(
+        adv, torch.tensor([1 / 5**0.5, 1 / 5**0.5, (1 / 6 - 1 / 3) / s, (1 / 6 - 1 / 3) / s]), atol=1e-4, rtol=1e-4
+    )

@@ -63,6 +63,14 @@ def rloo_advantages(rewards: Tensor, group_ids: Tensor) -> Tensor:
     return torch.where(size > 1, adv, torch.zeros_like(adv)).to(result_dtype(rewards))
 
 
+def binary(correct: Tensor, what: str) -> None:
+    """Refuse a correctness vector that is not 0/1: a fractional 0.7 would count as a miss where hits are summed
+    and as a hit where it is tested for truth, so a group's count and its credit would disagree. Threshold the
+    rewards first (``rewards > correct_threshold``)."""
+    if not correct.dtype == torch.bool and not bool(((correct == 0) | (correct == 1)).all()):
+        raise ValueError(f"{what} need correctness of 0 or 1 per sample; threshold fractional rewards first")
+
+
 def positive_scaled(advantages: Tensor, scale: float) -> Tensor:
     """Positive advantages scaled by ``scale``, negative ones kept, so pushing down wrong answers dominates. The
     balance of positive and negative sample reinforcement of Zhu et al. (arXiv:2506.01347) applied to another

@@ -16,7 +16,7 @@ import torch
 from pydantic import BaseModel, ConfigDict, Field
 from torch import Tensor
 
-from verity.algo.advantages import group_index
+from verity.algo.advantages import binary, group_index
 from verity.algo.contract import AdvantageInputs, AlgoConfig, RunConfig, advantage_estimator
 
 
@@ -57,6 +57,7 @@ def pass_at_k_advantages(correct: Tensor, group_ids: Tensor, k: int, eps: float 
     ``correct``'s dtype when it is a float tensor, else the default dtype. (N,)."""
     if k < 1:
         raise ValueError(f"pass@k advantages need k >= 1, got {k}")
+    binary(correct, "pass@k advantages")
     index, sizes = group_index(group_ids)
     hits = torch.zeros_like(sizes).index_add_(0, index, correct.to(torch.float64))
     adv = torch.zeros(correct.shape[0], dtype=torch.float64)

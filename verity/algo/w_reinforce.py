@@ -15,6 +15,7 @@ import torch
 from pydantic import BaseModel, ConfigDict, Field
 from torch import Tensor
 
+from verity.algo.advantages import binary
 from verity.algo.contract import AdvantageInputs, AlgoConfig, RunConfig, advantage_estimator
 
 
@@ -35,6 +36,7 @@ def w_reinforce_advantages(correct: Tensor, lam: float) -> Tensor:
     """W-REINFORCE (Zhu et al., arXiv:2506.01347): ``A_i = lambda`` for a correct sample, ``-1`` for a wrong one;
     no baseline and no normalisation. ``correct`` (N,) boolean or 0/1; the result has its dtype when it is a
     float tensor, else the default dtype. (N,)."""
+    binary(correct, "W-REINFORCE advantages")
     dtype = correct.dtype if correct.is_floating_point() else torch.get_default_dtype()
     return torch.where(correct.bool(), torch.tensor(lam, dtype=dtype), torch.tensor(-1.0, dtype=dtype))
 
