@@ -154,3 +154,20 @@ def test_pass_k_larger_than_the_group_is_refused() -> None:
     message = error_of({}, ["algo.advantage=pass_k", "algo.pass_k=16", "rollout.group_size=8"])
     assert "algo.pass_k=16" in message and "rollout.group_size=8" in message
     assert load_config({}, ["algo.advantage=pass_k", "algo.pass_k=7", "rollout.group_size=8"]).algo.pass_k == 7
+
+
+@pytest.mark.parametrize("estimator", ["tree_grpo", "tree_q", "grpo_process"])
+@pytest.mark.parametrize(
+    ("setting", "key"),
+    [
+        (["algo.overlong_max_len=100"], "algo.overlong_max_len"),
+        (["algo.long2short_coef=0.1"], "algo.long2short_coef"),
+        (["algo.repetition_coef=0.1"], "algo.repetition_coef"),
+        (["algo.kl_coef=0.1", "algo.kl_in=reward"], "algo.kl_in=reward"),
+    ],
+)
+def test_a_reward_setting_an_estimator_would_ignore_is_refused_naming_both(
+    estimator: str, setting: list[str], key: str
+) -> None:
+    message = error_of({}, [f"algo.advantage={estimator}", *setting])
+    assert key in message and f"algo.advantage={estimator}" in message

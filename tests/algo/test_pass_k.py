@@ -185,3 +185,11 @@ def test_fractional_correctness_is_refused_not_counted_one_way_and_credited_anot
     assert_close(
         adv, torch.tensor([1 / 5**0.5, 1 / 5**0.5, (1 / 6 - 1 / 3) / s, (1 / 6 - 1 / 3) / s]), atol=1e-4, rtol=1e-4
     )
+
+
+def test_k_must_fit_every_group_size_of_the_run() -> None:
+    stage = {"data": {"stages": [{"name": "small", "group_size": 4}]}}
+    with pytest.raises(ConfigError, match=r"algo.pass_k=4 must be below data.stages.0.group_size=4"):
+        load_config(stage, ["algo.advantage=pass_k", "algo.pass_k=4", "rollout.group_size=8"])
+    run = load_config(stage, ["algo.advantage=pass_k", "algo.pass_k=2", "algo.pass_k_guard=0.05", "eval.k=4"])
+    assert AlgoState(run.algo, run).estimator.max_k == 3  # the stage's groups of 4 bound the guard

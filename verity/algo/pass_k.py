@@ -138,26 +138,44 @@ class PassAtKGuard:
         self.since_change = int(state["since_change"])
 
 
+def group_sizes(run: RunConfig) -> list[tuple[str, int]]:
+    """Every group size the run can sample, with its key: the rollout's, each curriculum stage's and its hard
+    pool's, and the smallest adaptive one."""
+    sizes = [("rollout.group_size", run.rollout.group_size)]
+    for i, stage in enumerate(run.data.stages):
+        sizes += [(f"data.stages.{i}.group_size", stage.group_size)] if stage.group_size is not None else []
+        hard = stage.hard_focus
+        sizes += [(f"data.stages.{i}.hard_focus.group_size", hard.group_size)] if hard is not None else []
+    if run.data.adaptive_group.enabled:
+        sizes.append(("data.adaptive_group.min_size", run.data.adaptive_group.min_size))
+    return sizes
+
+
 def guard_of(settings: PassKSettings, run: RunConfig) -> PassAtKGuard:
     """The run's guard: it starts at ``algo.pass_k``, watches the training groups' ``pass@{eval.k}`` and may
-    double k up to one below the group size (at k = G no group has a nonzero advantage)."""
-    return PassAtKGuard(settings.pass_k, run.rollout.group_size - 1, f"pass@{run.eval.k}", settings.pass_k_guard)
+    double k up to one below the smallest group size (at k = G no group has a nonzero advantage)."""
+    max_k = min(size for _, size in group_sizes(run)) - 1
+    return PassAtKGuard(settings.pass_k, max_k, f"pass@{run.eval.k}", settings.pass_k_guard)
 
 
 def check_run(settings: PassKSettings, run: RunConfig) -> list[str]:
-    """k is below the group size; the guard can watch the training pass@k; no KL sits in the reward (pass@k
+    """k is below every group size; the guard can watch the training pass@k; no KL sits in the reward (pass@k
     credits correct answers, not a reward less a KL charge)."""
     errors = []
+    k = settings.pass_k
+    for key, size in group_sizes(run):
+        if k == size:
+            errors.append(
+                f"algo.pass_k={k} must be below {key}={size}: every k-subset of a group of {size} is the whole "
+                f"group, so pass@{k} is the same for all its samples and every advantage is 0 (lower algo.pass_k "
+                f"or raise {key})"
+            )
+        elif k > size:
+            errors.append(
+                f"algo.pass_k={k} needs more samples per prompt, but {key}={size}: lower algo.pass_k below it or "
+                f"raise {key}"
+            )
     group_size = run.rollout.group_size
-    if settings.pass_k >= group_size:
-        errors.append(
-            f"algo.pass_k={settings.pass_k} must be below rollout.group_size={group_size}: every k-subset of a "
-            f"group of {group_size} is the whole group, so pass@{settings.pass_k} is the same for all its samples "
-            f"and every advantage is 0 (lower algo.pass_k or raise rollout.group_size)"
-            if settings.pass_k == group_size
-            else f"algo.pass_k={settings.pass_k} needs more samples per prompt, but "
-            f"rollout.group_size={group_size}: lower algo.pass_k below it or raise rollout.group_size"
-        )
     if settings.pass_k_guard is not None and not 1 < run.eval.k <= group_size:
         errors.append(
             f"algo.pass_k_guard watches the training groups' pass@k at k = eval.k, which must be above 1 and at "
