@@ -5,11 +5,12 @@ dump). It imports nothing from Verity and only built-in modules on the common pa
 the fixed cost of every run.
 
 This process is the supervisor. It forks once: the child joins the run's cgroups (if any), applies the limits,
-drops to the run's uid and runs the program; the supervisor keeps its privileges (so the program cannot signal
-it) and waits until the child exits, the wall limit passes, or the watch pipe reaches end of file. The worker
-that started the run holds the pipe's only write end, so however that worker dies, the supervisor ends the run:
-in a pid namespace it is pid 1 and the kernel kills every process of the namespace when it exits; without one it
-first kills every process of the run's uid.
+installs a seccomp filter (the keyring calls, and without namespaces System V IPC and POSIX message queues, fail
+with EPERM; ctypes is imported for it only then), drops to the run's uid and runs the program; the supervisor
+keeps its privileges (so the program cannot signal it) and waits until the child exits, the wall limit passes,
+or the watch pipe reaches end of file. The worker that started the run holds the pipe's only write end, so
+however that worker dies, the supervisor ends the run: in a pid namespace it is pid 1 and the kernel kills every
+process of the namespace when it exits; without one it first kills every process of the run's uid.
 
 In a mount namespace the supervisor builds the view from nothing (an allow-list): a read-only tmpfs root holding
 only the interpreter's executable, its standard library (site-packages covered by an empty directory) and the
