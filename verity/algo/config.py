@@ -13,6 +13,7 @@ from typing import Any, Literal
 from pydantic import BaseModel, ConfigDict, Field, PrivateAttr, ValidationError, field_validator, model_validator
 from pydantic_core import InitErrorDetails
 
+from verity.algo.contract import ESTIMATOR_KEYS
 from verity.algo.registry import ESTIMATORS, resolve_estimator, resolve_loss
 from verity.registry import validated
 
@@ -219,6 +220,32 @@ class AlgoConfig(BaseModel):
             details = [InitErrorDetails(type="extra_forbidden", loc=(key,), input=extra[key]) for key in unknown]
             raise ValidationError.from_exception_data(type(self).__name__, details)
         self._estimator_settings = settings.model_validate(extra) if settings is not None else None
+        return self
+
+    @model_validator(mode="after")
+    def _shared_keys_are_read(self) -> AlgoConfig:
+        """A shared key only some estimators read (``gamma``, ``gae_lambda``, ``gae_whiten``,
+        ``correct_threshold``) set to other than its default must be read by this run's estimator
+        (``correct_threshold`` also by long2short), or it would be dropped without a word."""
+        estimator = resolve_estimator(self.advantage)
+        fields = type(self).model_fields
+        ignored = [
+            key
+            for key in sorted(ESTIMATOR_KEYS - estimator.reads)
+            if getattr(self, key) != fields[key].default
+            and not (key == "correct_threshold" and self.long2short_coef > 0)
+        ]
+        if ignored:
+            readers = {key: [n for n in ESTIMATORS.names() if key in ESTIMATORS.get(n).reads] for key in ignored}
+            raise ValueError(
+                "; ".join(
+                    f"algo.{key}={getattr(self, key)} is read by algo.advantage in {readers[key]}"
+                    f"{' or by algo.long2short_coef' if key == 'correct_threshold' else ''}, not by "
+                    f"algo.advantage={self.advantage}, which would ignore it: remove algo.{key} or choose one of "
+                    f"them"
+                    for key in ignored
+                )
+            )
         return self
 
     @property

@@ -200,6 +200,7 @@ def remedy(settings: PassKSettings) -> str:
     check=check_run,
     state=guard_of,
     remedy=remedy,
+    reads=("correct_threshold",),
 )
 def pass_k(x: AdvantageInputs, cfg: AlgoConfig) -> Tensor:
     """Rewards above ``algo.correct_threshold`` count as correct; k is the guard's (``algo.pass_k`` unless the

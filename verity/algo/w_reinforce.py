@@ -48,7 +48,7 @@ def check_run(settings: WReinforceSettings, run: RunConfig) -> list[str]:
     return []
 
 
-@advantage_estimator("w_reinforce", settings=WReinforceSettings, check=check_run)
+@advantage_estimator("w_reinforce", settings=WReinforceSettings, check=check_run, reads=("correct_threshold",))
 def w_reinforce(x: AdvantageInputs, cfg: AlgoConfig) -> Tensor:
     """Shaped rewards above ``algo.correct_threshold`` count as correct."""
     correct = (x.rewards > cfg.correct_threshold).to(x.rewards.dtype)
