@@ -57,7 +57,8 @@ _deadline: ContextVar[float | None] = ContextVar("verity_sandbox_deadline", defa
 
 @dataclass(frozen=True)
 class SandboxLimits:
-    """Limits of one sandboxed run."""
+    """Limits of one sandboxed run. ``cpu_s`` bounds each process (rlimit) and, where the run's cgroup has the cpu
+    controller, all of them together: the run gets ``cpu_s / wall_s`` CPUs for at most ``wall_s`` seconds."""
 
     wall_s: float = 5.0
     cpu_s: int = 5
