@@ -137,7 +137,7 @@ def test_dump_and_reload_gives_the_same_config(tmp_path: Path) -> None:
 def test_quickstart_example_is_valid() -> None:
     cfg = load_config(Path(__file__).parent.parent / "examples" / "quickstart.yaml")
     assert cfg.model.name == "tiny" and cfg.algo.advantage == "pass_k"
-    assert cfg.algo.pass_k <= cfg.rollout.group_size
+    assert cfg.algo.pass_k < cfg.rollout.group_size
 
 
 def test_a_key_given_twice_names_both_lines(tmp_path: Path) -> None:
@@ -153,4 +153,21 @@ def test_a_key_given_twice_names_both_lines(tmp_path: Path) -> None:
 def test_pass_k_larger_than_the_group_is_refused() -> None:
     message = error_of({}, ["algo.advantage=pass_k", "algo.pass_k=16", "rollout.group_size=8"])
     assert "algo.pass_k=16" in message and "rollout.group_size=8" in message
-    assert load_config({}, ["algo.advantage=pass_k", "algo.pass_k=8", "rollout.group_size=8"]).algo.pass_k == 8
+    assert load_config({}, ["algo.advantage=pass_k", "algo.pass_k=7", "rollout.group_size=8"]).algo.pass_k == 7
+
+
+@pytest.mark.parametrize("estimator", ["tree_grpo", "tree_q", "grpo_process"])
+@pytest.mark.parametrize(
+    ("setting", "key"),
+    [
+        (["algo.overlong_max_len=100"], "algo.overlong_max_len"),
+        (["algo.long2short_coef=0.1"], "algo.long2short_coef"),
+        (["algo.repetition_coef=0.1"], "algo.repetition_coef"),
+        (["algo.kl_coef=0.1", "algo.kl_in=reward"], "algo.kl_in=reward"),
+    ],
+)
+def test_a_reward_setting_an_estimator_would_ignore_is_refused_naming_both(
+    estimator: str, setting: list[str], key: str
+) -> None:
+    message = error_of({}, [f"algo.advantage={estimator}", *setting])
+    assert key in message and f"algo.advantage={estimator}" in message

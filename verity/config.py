@@ -87,8 +87,8 @@ class Config(Section):
 
     @model_validator(mode="after")
     def _estimator_fits_the_run(self) -> Config:
-        """The configured estimator's own checks against the rest of the run, and reward shaping only beside an
-        estimator that reads the shaped rewards."""
+        """The configured estimator's own checks against the rest of the run, and reward shaping or a KL in the
+        reward only beside an estimator that reads the rewards."""
         estimator = resolve_estimator(self.algo.advantage)
         errors = estimator.check(self.algo.estimator_settings, self) if estimator.check is not None else []
         if not estimator.shaped:
@@ -97,6 +97,12 @@ class Config(Section):
                 f"would ignore it: remove {key} or choose an estimator of the shaped rewards"
                 for key in shaping_keys(self.algo)
             ]
+            if self.algo.kl_in == "reward" and (self.algo.kl_coef > 0 or self.algo.kl_target is not None):
+                errors.append(
+                    f"algo.kl_in=reward subtracts the KL from the rewards, but "
+                    f"algo.advantage={self.algo.advantage} reads only step values and would ignore it: set "
+                    f"algo.kl_in=loss"
+                )
         if errors:
             raise ValueError("; ".join(errors))
         return self

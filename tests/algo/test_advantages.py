@@ -11,7 +11,7 @@ from verity.algo.advantages import (
     filter_outliers,
     gae_advantages,
     group_relative_advantages,
-    positive_weighted,
+    positive_scaled,
     rareness_weights,
     reinforce_pp_advantages,
     rloo_advantages,
@@ -166,6 +166,6 @@ def test_broadcast_keeps_the_advantages_precision() -> None:
     assert out.tolist() == [[adv[0].item(), 0.0], [-1.0, -1.0]]
 
 
-def test_positive_weighted_scales_only_positive_advantages() -> None:
+def test_positive_scaled_scales_only_positive_advantages() -> None:
     adv = torch.tensor([[1.5, -0.5], [0.0, -2.0]])
-    assert_close(positive_weighted(adv, 0.1), torch.tensor([[0.15, -0.5], [0.0, -2.0]]))
+    assert_close(positive_scaled(adv, 0.1), torch.tensor([[0.15, -0.5], [0.0, -2.0]]))

@@ -52,3 +52,27 @@ def test_gspo_refuses_a_length_weighted_aggregation(aggregation: str) -> None:
         AlgoConfig(loss="gspo", aggregation=aggregation)
     with pytest.raises(ConfigError, match="set it to seq_mean_token_mean"):
         load_config(overrides=["algo.loss=gspo", f"algo.aggregation={aggregation}"])
+
+
+@pytest.mark.parametrize(
+    ("setting", "readers"),
+    [
+        ("algo.gamma=0.9", "['gae', 'reinforce_pp', 'reinforce_pp_baseline', 'trloo']"),
+        ("algo.gae_lambda=0.5", "['gae']"),
+        ("algo.gae_whiten=false", "['gae']"),
+        ("algo.correct_threshold=0.9", "['pass_k', 'w_reinforce'] or by algo.long2short_coef"),
+    ],
+)
+def test_a_shared_key_the_estimator_would_ignore_is_refused(setting: str, readers: str) -> None:
+    with pytest.raises(ConfigError) as info:
+        load_config({}, ["algo.advantage=rloo", setting])
+    key = setting.split("=")[0]
+    assert f"{key}=" in str(info.value) and f"read by algo.advantage in {readers}" in str(info.value)
+    assert "not by algo.advantage=rloo" in str(info.value)
+
+
+def test_a_shared_key_is_accepted_where_it_is_read() -> None:
+    assert load_config({}, ["algo.advantage=trloo", "algo.gamma=0.9"]).algo.gamma == 0.9
+    assert load_config({}, ["algo.advantage=gae", "algo.gae_whiten=false"]).algo.gae_whiten is False
+    long2short = load_config({}, ["algo.long2short_coef=0.5", "algo.correct_threshold=0.9"])
+    assert long2short.algo.correct_threshold == 0.9

@@ -95,7 +95,8 @@ OPTIONS: dict[str, tuple[tuple[str, ...], tuple[str, ...], Check]] = {
             differs(w, base_w) and [r["algo/pass_k"] for r in rows] == [2, 2]
         ),
     ),
-    "positive_weight": (("algo.positive_weight=0.1",), (), MOVES),
+    "positive_scale": (("algo.positive_scale=0.1",), (), MOVES),
+    "w_reinforce": (("algo.advantage=w_reinforce", "algo.w_reinforce_lambda=0.1"), (), MOVES),
     "single_rollout": (  # one sample per prompt, and its running baseline saw 2 steps x 4 rewards
         ("algo.advantage=single_rollout", "rollout.group_size=1"),
         (),

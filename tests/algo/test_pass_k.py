@@ -44,6 +44,28 @@ def test_pass_at_k_pushes_the_majority_less_and_ignores_solved_groups() -> None:
     assert k4[16:].abs().max().item() == 0.0
 
 
+def test_pass_at_k_is_exact_in_float64_where_the_two_ratios_nearly_cancel() -> None:
+    # n = 32, c = 16, k = 16: 1 - R = 1/C(32,16) and the wrong sample's ratio C(15,15)/C(31,15) = 2/C(32,16), so
+    # A_neg = (1/C - 2/C) / (s + eps) = -A_pos exactly.
+    correct = torch.tensor([1.0] * 16 + [0.0] * 16, dtype=torch.float64)
+    adv = pass_at_k_advantages(correct, torch.zeros(32, dtype=torch.long), k=16, eps=1e-6)
+    p = 1 / 601080390
+    a_pos = p / ((p * (1 - p)) ** 0.5 + 1e-6)  # 3.9812e-05
+    assert adv.dtype == torch.float64
+    assert adv[0].item() == pytest.approx(a_pos, rel=1e-12)
+    assert adv[16].item() == pytest.approx(-a_pos, rel=1e-12)
+    assert pass_at_k_advantages(correct.float(), torch.zeros(32, dtype=torch.long), k=16).dtype == torch.float32
+
+
+def test_pass_at_k_signs_are_right_for_every_group_up_to_48() -> None:
+    for n in range(2, 49):
+        for c in range(1, n):
+            for k in range(1, n - c + 1):  # groups where n - c >= k, so the group has a signal
+                correct = torch.tensor([1.0] * c + [0.0] * (n - c), dtype=torch.float64)
+                adv = pass_at_k_advantages(correct, torch.zeros(n, dtype=torch.long), k=k, eps=0.0)
+                assert adv[0] > 0 and adv[-1] < 0, (n, c, k)
+
+
 def test_pass_at_k_needs_k_samples_per_group() -> None:
     with pytest.raises(ValueError, match="at least k samples"):
         pass_at_k_advantages(torch.tensor([1, 0, 1]), torch.tensor([0, 0, 1]), k=2)
@@ -82,13 +104,35 @@ def test_pass_at_k_guard_stops_at_the_group_size_and_ignores_other_metrics() -> 
     assert off.k == 2
 
 
+def test_the_guard_keeps_k_below_the_group_size_so_groups_still_learn() -> None:
+    # G = 8, k = 4: a fall in pass@4 raises k to 7 (not 8, where every group's advantages are 0). At k = 7 a
+    # group with 1 of 8 correct has R = 1 - 1/8, s = sqrt(7)/8: A_pos = 1/sqrt(7), A_neg = (1/8 - 1/7) / s.
+    run = load_config({}, ["algo.advantage=pass_k", "algo.pass_k=4", "algo.pass_k_guard=0.05", "eval.k=4"])
+    state = AlgoState(run.algo, run)
+    state.estimator.decay, state.estimator.patience = 0.0, 1
+    for value in (0.9, 0.5, 0.9, 0.5, 0.9, 0.5):
+        state.update({"pass@4": value}, 8)
+    assert state.estimator.k == 7
+    correct = torch.tensor([1.0, 0, 0, 0, 0, 0, 0, 0], dtype=torch.float64)
+    adv = pass_at_k_advantages(correct, torch.zeros(8, dtype=torch.long), k=7, eps=0.0)
+    assert adv[0].item() == pytest.approx(1 / 7**0.5)
+    assert adv[1].item() == pytest.approx(-1 / (7 * 7**0.5))
+
+
+def test_k_equal_to_the_group_size_is_refused_with_the_reason() -> None:
+    reason = r"algo.pass_k=8 must be below rollout.group_size=8.*every advantage is 0"
+    with pytest.raises(ConfigError, match=reason):
+        load_config({}, ["algo.advantage=pass_k", "algo.pass_k=8", "rollout.group_size=8"])
+    assert load_config({}, ["algo.advantage=pass_k", "algo.pass_k=7", "rollout.group_size=8"]).algo.pass_k == 7
+
+
 def test_the_pass_k_estimator_trains_with_the_guards_k() -> None:
     run = load_config(
         {}, ["algo.advantage=pass_k", "algo.pass_k=1", "algo.pass_k_guard=0.05", "rollout.group_size=8"]
     )
     state = AlgoState(run.algo, run)
     assert isinstance(state.estimator, PassAtKGuard) and (state.estimator.max_k, state.estimator.watch) == (
-        8,
+        7,
         "pass@4",
     )
     state.estimator.k = 4
@@ -126,3 +170,26 @@ def test_the_guard_and_k_need_the_pass_k_estimator() -> None:
 def test_the_pass_k_estimator_refuses_a_kl_in_the_reward() -> None:
     with pytest.raises(ConfigError, match="kl_in=loss"):
         load_config({}, ["algo.advantage=pass_k", "algo.kl_coef=0.1", "algo.kl_in=reward"])
+
+
+def test_fractional_correctness_is_refused_not_counted_one_way_and_credited_another() -> None:
+    # [0.7, 0.7, 0, 0] once summed to 1 hit while both 0.7s got the correct sample's advantage.
+    with pytest.raises(ValueError, match="correctness of 0 or 1"):
+        pass_at_k_advantages(torch.tensor([0.7, 0.7, 0.0, 0.0]), torch.zeros(4, dtype=torch.long), k=2)
+    # Through the estimator, rewards are thresholded first: both 0.7s are correct (c = 2 of n = 4, k = 2):
+    # R = 1 - C(2,2)/C(4,2) = 5/6, s = sqrt(5)/6; A_pos = (1/6)/s = 1/sqrt(5); A_neg = (1/6 - C(1,1)/C(3,1))/s.
+    cfg = load_config({}, ["algo.advantage=pass_k", "algo.pass_k=2", "rollout.group_size=4"]).algo
+    rewards, groups = torch.tensor([0.7, 0.7, 0.0, 0.0]), torch.zeros(4, dtype=torch.long)
+    adv = compute_advantages(cfg, rewards, groups, torch.ones(4, 1))[:, 0]
+    s = 5**0.5 / 6
+    assert_close(
+        adv, torch.tensor([1 / 5**0.5, 1 / 5**0.5, (1 / 6 - 1 / 3) / s, (1 / 6 - 1 / 3) / s]), atol=1e-4, rtol=1e-4
+    )
+
+
+def test_k_must_fit_every_group_size_of_the_run() -> None:
+    stage = {"data": {"stages": [{"name": "small", "group_size": 4}]}}
+    with pytest.raises(ConfigError, match=r"algo.pass_k=4 must be below data.stages.0.group_size=4"):
+        load_config(stage, ["algo.advantage=pass_k", "algo.pass_k=4", "rollout.group_size=8"])
+    run = load_config(stage, ["algo.advantage=pass_k", "algo.pass_k=2", "algo.pass_k_guard=0.05", "eval.k=4"])
+    assert AlgoState(run.algo, run).estimator.max_k == 3  # the stage's groups of 4 bound the guard

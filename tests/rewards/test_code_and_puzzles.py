@@ -2,6 +2,7 @@ import pytest
 import reasoning_gym
 
 from verity.rewards.code import code_reward, same_value, split_assert
+from verity.rewards.match import accuracy, numeric_match
 from verity.rewards.puzzles import reasoning_gym_verifier
 
 ADD_STDIO = [{"input": "1 2\n", "output": "3\n"}, {"input": "5 5\n", "output": "10"}]
@@ -45,10 +46,25 @@ def test_unsupported_assert_forms(test: str, message: str) -> None:
         (True, 1, False),
         ([1, 2], (1, 2), False),
         ({"a": 1.0}, {"a": 1}, True),
+        pytest.param(10**400, 1.5, False, id="int-beyond-the-float-range"),
+        ([10**400], [float("inf")], False),
+        ({"a": -(10**400)}, {"a": 0.0}, False),
     ],
 )
 def test_same_value(got: object, want: object, same: bool) -> None:
     assert same_value(got, want) is same
+
+
+def test_a_value_beyond_the_float_range_fails_its_test_and_keeps_the_others() -> None:
+    # f(1) returns 10**400 where 2.5 is expected: that test fails; the other two pass, so 2/3, not 0.
+    solution = "```python\ndef f(x):\n    return 10**400 if x == 1 else x + 0.5\n```"
+    tests = ["assert f(1) == 2.5", "assert f(2) == 2.5", "assert f(3) == 3.5"]
+    assert code_reward(solution, tests=tests, partial_credit=True) == pytest.approx(2 / 3)
+
+
+def test_numeric_match_of_an_answer_beyond_the_float_range_is_wrong_not_an_error() -> None:
+    assert numeric_match("<answer>" + "1" + "0" * 400 + "/3</answer>", answer="3") == 0.0
+    assert accuracy("<answer>1e400</answer>", answer="1e500") == 0.0
 
 
 @pytest.mark.parametrize(

@@ -42,6 +42,9 @@ def test_extract_answer(completion: str, expected: str | None) -> None:
         ("4 apples", None),
         ("", None),
         ("1,23", None),
+        ("1e400", None),
+        ("-1e400", None),
+        ("1" + "0" * 400 + "/3", None),
     ],
 )
 def test_parse_number(text: str, expected: float | None) -> None:

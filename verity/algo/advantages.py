@@ -63,12 +63,20 @@ def rloo_advantages(rewards: Tensor, group_ids: Tensor) -> Tensor:
     return torch.where(size > 1, adv, torch.zeros_like(adv)).to(result_dtype(rewards))
 
 
-def positive_weighted(advantages: Tensor, weight: float) -> Tensor:
-    """W-REINFORCE's balance of positive and negative sample reinforcement (Zhu et al., arXiv:2506.01347):
-    positive advantages scaled by ``weight`` (0.1 in the paper), negative ones kept, so pushing down wrong
-    answers dominates and probability mass spreads over the other answers the model already considers instead
-    of piling onto the sampled correct one. ``weight = 1`` leaves the advantages unchanged. Any shape."""
-    return torch.where(advantages > 0, advantages * weight, advantages)
+def binary(correct: Tensor, what: str) -> None:
+    """Refuse a correctness vector that is not 0/1: a fractional 0.7 would count as a miss where hits are summed
+    and as a hit where it is tested for truth, so a group's count and its credit would disagree. Threshold the
+    rewards first (``rewards > correct_threshold``)."""
+    if not correct.dtype == torch.bool and not bool(((correct == 0) | (correct == 1)).all()):
+        raise ValueError(f"{what} need correctness of 0 or 1 per sample; threshold fractional rewards first")
+
+
+def positive_scaled(advantages: Tensor, scale: float) -> Tensor:
+    """Positive advantages scaled by ``scale``, negative ones kept, so pushing down wrong answers dominates. The
+    balance of positive and negative sample reinforcement of Zhu et al. (arXiv:2506.01347) applied to another
+    estimator's advantages; their W-REINFORCE itself (``+lambda`` / ``-1``, no baseline) is
+    ``verity.algo.w_reinforce``. ``scale = 1`` leaves the advantages unchanged. Any shape."""
+    return torch.where(advantages > 0, advantages * scale, advantages)
 
 
 def task_normalized_advantages(rewards: Tensor, group_ids: Tensor, task_ids: Tensor, eps: float = 1e-6) -> Tensor:

@@ -13,6 +13,7 @@ from typing import Any, Literal
 from pydantic import BaseModel, ConfigDict, Field, PrivateAttr, ValidationError, field_validator, model_validator
 from pydantic_core import InitErrorDetails
 
+from verity.algo.contract import ESTIMATOR_KEYS
 from verity.algo.registry import ESTIMATORS, resolve_estimator, resolve_loss
 from verity.registry import validated
 
@@ -31,19 +32,20 @@ class AlgoConfig(BaseModel):
         "grpo",
         description="Advantage estimator: a registered name or a user's 'package.module:estimator' (see "
         "verity/algo/contract.py). docs/algorithms.md describes each built-in one with its paper; an estimator "
-        "with settings of its own (pass_k, single_rollout) reads them from further keys of this section, listed "
-        "under it in docs/config.md, and refuses them under another estimator.",
+        "with settings of its own (pass_k, single_rollout, w_reinforce) reads them from further keys of this "
+        "section, listed under it in docs/config.md, and refuses them under another estimator.",
     )
     adv_eps: float = Field(1e-6, gt=0, description="Added to standard deviations before dividing by them.")
     gamma: float = Field(1.0, ge=0, le=1, description="Discount over tokens (gae, reinforce_pp) or turns (trloo).")
     gae_lambda: float = Field(1.0, ge=0, le=1, description="GAE lambda: 1 gives Monte-Carlo returns minus V.")
     gae_whiten: bool = Field(True, description="Whiten GAE advantages over the batch's masked tokens.")
-    positive_weight: float = Field(
+    positive_scale: float = Field(
         1.0,
         ge=0,
-        description="W-REINFORCE: scale of positive advantages (negative ones keep theirs), after any estimator. "
-        "Below 1, learning comes mostly from pushing down wrong answers (0.1 in the paper); on the tiny base this "
-        "collapsed every run to its majority answer (docs/families.md). 1 disables it.",
+        description="Scale of positive advantages (negative ones keep theirs), after any estimator: below 1, "
+        "learning comes mostly from pushing down wrong answers. Not the paper's W-REINFORCE, which is "
+        "algo.advantage=w_reinforce (no baseline); at 0.1 beside GRPO this collapsed every run on the tiny base "
+        "to its majority answer (docs/families.md). 1 disables it.",
     )
     adv_outlier_sigma: float | None = Field(
         None,
@@ -206,12 +208,44 @@ class AlgoConfig(BaseModel):
         supplies the defaults); a key it does not have is an unknown key, as in every other section."""
         settings = resolve_estimator(self.advantage).settings
         extra = dict(self.model_extra or {})
+        if "positive_weight" in extra:
+            raise ValueError(
+                "algo.positive_weight is now algo.positive_scale (it scales the positive advantages of any "
+                "estimator); the paper's W-REINFORCE (+lambda / -1, no baseline) is algo.advantage=w_reinforce "
+                "with algo.w_reinforce_lambda"
+            )
         known = set(settings.model_fields) if settings is not None else set()
         unknown = [key for key in extra if key not in known]
         if unknown:
             details = [InitErrorDetails(type="extra_forbidden", loc=(key,), input=extra[key]) for key in unknown]
             raise ValidationError.from_exception_data(type(self).__name__, details)
         self._estimator_settings = settings.model_validate(extra) if settings is not None else None
+        return self
+
+    @model_validator(mode="after")
+    def _shared_keys_are_read(self) -> AlgoConfig:
+        """A shared key only some estimators read (``gamma``, ``gae_lambda``, ``gae_whiten``,
+        ``correct_threshold``) set to other than its default must be read by this run's estimator
+        (``correct_threshold`` also by long2short), or it would be dropped without a word."""
+        estimator = resolve_estimator(self.advantage)
+        fields = type(self).model_fields
+        ignored = [
+            key
+            for key in sorted(ESTIMATOR_KEYS - estimator.reads)
+            if getattr(self, key) != fields[key].default
+            and not (key == "correct_threshold" and self.long2short_coef > 0)
+        ]
+        if ignored:
+            readers = {key: [n for n in ESTIMATORS.names() if key in ESTIMATORS.get(n).reads] for key in ignored}
+            raise ValueError(
+                "; ".join(
+                    f"algo.{key}={getattr(self, key)} is read by algo.advantage in {readers[key]}"
+                    f"{' or by algo.long2short_coef' if key == 'correct_threshold' else ''}, not by "
+                    f"algo.advantage={self.advantage}, which would ignore it: remove algo.{key} or choose one of "
+                    f"them"
+                    for key in ignored
+                )
+            )
         return self
 
     @property

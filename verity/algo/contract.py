@@ -36,6 +36,8 @@ RunConfig = Any
 
 ESTIMATOR, LOSS = "advantage estimator", "policy loss"  # the registries' kinds
 ESTIMATOR_INPUTS = frozenset({"values", "turns", "tasks", "item_ids"})
+# The algo keys only some estimators read; one set to other than its default must be read by the run's estimator.
+ESTIMATOR_KEYS = frozenset({"gamma", "gae_lambda", "gae_whiten", "correct_threshold"})
 LOSS_INPUTS = frozenset({"prox_logprobs", "sequence_advantage"})
 
 
@@ -103,7 +105,9 @@ class Estimator:
     - ``explores``: it keeps a group's other answers alive where a group-relative estimator collapses onto one
       (collapse warnings suggest it); ``remedy(settings)`` is its own suggestion when a run under it collapses.
     - ``settings``: a pydantic model of its own keys in the ``algo:`` section; ``check(settings, run)`` returns
-      errors against the rest of the run's config; ``state(settings, run)`` builds its per-run state."""
+      errors against the rest of the run's config; ``state(settings, run)`` builds its per-run state.
+    - ``reads``: the shared ``algo:`` keys of ``ESTIMATOR_KEYS`` it reads (``gamma``, ``gae_lambda``, ...); the
+      config refuses one of them set to other than its default beside an estimator that does not read it."""
 
     fn: Callable[[AdvantageInputs, AlgoConfig], Tensor]
     needs: frozenset[str]
@@ -116,6 +120,7 @@ class Estimator:
     check: RunCheck | None = None
     state: StateFactory | None = None
     remedy: Callable[[Any], str] | None = None
+    reads: frozenset[str] = frozenset()
 
     def __call__(self, inputs: AdvantageInputs, cfg: AlgoConfig) -> Tensor:
         return self.fn(inputs, cfg)
@@ -151,6 +156,7 @@ def advantage_estimator(
     check: RunCheck | None = None,
     state: StateFactory | None = None,
     remedy: Callable[[Any], str] | None = None,
+    reads: Sequence[str] = (),
 ) -> Callable[[Callable[..., Tensor]], Estimator]:
     """Decorator making ``fn`` an estimator with the traits, settings, checks and state ``Estimator`` describes;
     with a ``name`` it is also registered under it (a user's own estimator, named in the config by its import
@@ -169,6 +175,7 @@ def advantage_estimator(
             check,
             state,
             remedy,
+            _checked(reads, ESTIMATOR_KEYS, f"estimator {fn.__qualname__}"),
         )
         return registered_as(ESTIMATOR, name)(estimator) if name else estimator
 

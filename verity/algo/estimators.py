@@ -37,7 +37,7 @@ def task_norm_grpo(x: AdvantageInputs, cfg: AlgoConfig) -> Tensor:
     return fns.task_normalized_advantages(x.sequence_rewards, x.group_ids, task_ids, cfg.adv_eps)
 
 
-@advantage_estimator("trloo", needs=("turns",), level="token")
+@advantage_estimator("trloo", needs=("turns",), level="token", reads=("gamma",))
 def trloo(x: AdvantageInputs, cfg: AlgoConfig) -> Tensor:
     if x.turns is None:
         raise ValueError(
@@ -81,19 +81,19 @@ def grpo_process(x: AdvantageInputs, cfg: AlgoConfig) -> Tensor:
     return fns.turns_to_tokens(per_step, token_steps).float()
 
 
-@advantage_estimator("reinforce_pp", level="token")
+@advantage_estimator("reinforce_pp", level="token", reads=("gamma",))
 def reinforce_pp(x: AdvantageInputs, cfg: AlgoConfig) -> Tensor:
     return fns.reinforce_pp_advantages(x.token_rewards, x.mask, cfg.gamma, cfg.adv_eps)
 
 
-@advantage_estimator("reinforce_pp_baseline", level="token", group_relative=True)
+@advantage_estimator("reinforce_pp_baseline", level="token", group_relative=True, reads=("gamma",))
 def reinforce_pp_baseline(x: AdvantageInputs, cfg: AlgoConfig) -> Tensor:
     rewards = x.rewards.float()
     baseline = rewards - fns.group_relative_advantages(rewards, x.group_ids, scale_by_std=False)  # group mean
     return fns.reinforce_pp_advantages(x.token_rewards, x.mask, cfg.gamma, cfg.adv_eps, baseline)
 
 
-@advantage_estimator("gae", needs=("values",), level="token")
+@advantage_estimator("gae", needs=("values",), level="token", reads=("gamma", "gae_lambda", "gae_whiten"))
 def gae(x: AdvantageInputs, cfg: AlgoConfig) -> Tensor:
     if x.values is None:
         raise ValueError("algo.advantage=gae needs values (N, T) from the critic")

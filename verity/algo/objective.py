@@ -145,8 +145,8 @@ def compute_advantages(
         token_adv = token_adv * adv_fns.rareness_weights(compared, group_ids, cfg.rareness_alpha)[:, None]
     if cfg.adv_outlier_sigma is not None:
         token_adv = adv_fns.filter_outliers(token_adv, cfg.adv_outlier_sigma, mask)
-    if cfg.positive_weight != 1.0:
-        token_adv = adv_fns.positive_weighted(token_adv, cfg.positive_weight)
+    if cfg.positive_scale != 1.0:
+        token_adv = adv_fns.positive_scaled(token_adv, cfg.positive_scale)
     return token_adv * mask
 
 

@@ -10,7 +10,8 @@ from verity.algo.contract import ESTIMATOR, LOSS, Estimator, PolicyLoss
 from verity.registry import Registry
 
 ESTIMATORS: Registry[Estimator] = Registry(
-    ESTIMATOR, ("verity.algo.estimators", "verity.algo.pass_k", "verity.algo.single_rollout")
+    ESTIMATOR,
+    ("verity.algo.estimators", "verity.algo.pass_k", "verity.algo.single_rollout", "verity.algo.w_reinforce"),
 )
 LOSSES: Registry[PolicyLoss] = Registry(LOSS, ("verity.algo.policy_losses",))
 

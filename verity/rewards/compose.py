@@ -107,6 +107,19 @@ def checked_value(result: Any) -> tuple[float | None, str | None]:
     return 0.0, f"returned {type(result).__name__} {str(result)[:60]!r}, not a finite number"
 
 
+def finite_score(score: Score) -> Score:
+    """``score`` itself when its value and step scores are finite numbers; else a failure worth 0.0 whose reason
+    says so (step scores zeroed), so a NaN or infinite reward is counted and warned as a verifier failure and no
+    estimator ever reads it (a NaN would count as wrong in a threshold and make a whole group's mean NaN)."""
+    steps_finite = all(math.isfinite(v) for _, v in score.steps)
+    if math.isfinite(score.value) and steps_finite:
+        return score
+    what = f"reward {score.value!r}" if not math.isfinite(score.value) else "step scores"
+    reason = f"non-finite {what}, scored 0" + (f"; {score.reason}" if score.reason else "")
+    steps = tuple((end, 0.0) for end, _ in score.steps)
+    return Score(0.0, reason=reason, components=score.components, steps=steps)
+
+
 class ComposedReward:
     """The reward of a list of components, as a function ``(item, completion) -> Score`` that never raises;
     ``score_batch`` scores many completions at once (batched verifiers see them all in one call)."""
@@ -158,4 +171,4 @@ class ComposedReward:
             if c.label in steps and len(steps) == 1:
                 scale = c.weight if c.label in counted else 0.0
                 weighted = tuple((end, scale * float(v)) for end, v in steps[c.label])
-        return Score(total, reason="; ".join(reasons) or None, components=values, steps=weighted)
+        return finite_score(Score(total, reason="; ".join(reasons) or None, components=values, steps=weighted))

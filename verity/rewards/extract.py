@@ -9,6 +9,7 @@ answers, a revision cut off) give none, so a policy cannot learn to stutter tags
 
 from __future__ import annotations
 
+import math
 import re
 from fractions import Fraction
 
@@ -50,16 +51,19 @@ def normalize_text(text: str) -> str:
 
 def parse_number(text: str) -> float | None:
     """A number written as an integer, decimal, scientific, ``a/b`` fraction, with thousands separators or a
-    leading ``$``; ``None`` when ``text`` is not exactly one number."""
+    leading ``$``; ``None`` when ``text`` is not exactly one number, or is one beyond the float range (``1e400``,
+    ``10**400 / 3``), which no tolerance can compare."""
     cleaned = _THOUSANDS.sub("", text.strip().strip("$").strip())
     if "/" in cleaned:
         num, _, den = cleaned.partition("/")
-        if _NUMBER.fullmatch(num.strip()) and _NUMBER.fullmatch(den.strip()):
-            try:
-                return float(Fraction(num.strip()) / Fraction(den.strip()))
-            except ZeroDivisionError:
-                return None
+        if not (_NUMBER.fullmatch(num.strip()) and _NUMBER.fullmatch(den.strip())):
+            return None
+        try:
+            value = float(Fraction(num.strip()) / Fraction(den.strip()))
+        except (ZeroDivisionError, OverflowError):
+            return None
+    elif _NUMBER.fullmatch(cleaned):
+        value = float(cleaned)
+    else:
         return None
-    if _NUMBER.fullmatch(cleaned):
-        return float(cleaned)
-    return None
+    return value if math.isfinite(value) else None

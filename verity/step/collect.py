@@ -11,6 +11,7 @@ from functools import partial
 
 from verity.data.groups import split_groups
 from verity.data.samplers import Draw, Sampler
+from verity.rewards.compose import finite_score
 from verity.runtime.base import Runtime
 from verity.types import Item, Rollout, SamplingParams
 
@@ -27,7 +28,9 @@ def generate_groups(
     params: SamplingParams,
     totals: dict[str, float] | None = None,
 ) -> list[Rollout]:
-    """Scored rollouts of ``draws``; the engine takes one ``n`` per call, so draws are grouped by group size.
+    """Scored rollouts of ``draws``; the engine takes one ``n`` per call, so draws are grouped by group size. A
+    non-finite reward (from an environment or a workflow's own scoring) becomes a failed score here, before the
+    dynamic-sampling filter or any estimator reads it; the run's reward watch counts and warns about it.
     Group ids are the draws' positions, and rollouts come back in draw order. Phase times are summed into
     ``totals`` (a step's running sums; a fresh one by default) and ``runtime.timings`` reports them."""
     by_size: dict[int, list[int]] = {}
@@ -38,7 +41,7 @@ def generate_groups(
     for size, positions in by_size.items():
         items = [draws[p].item for p in positions]
         rollouts = runtime.rollout(items, [encode(it) for it in items], replace(params, n=size))
-        out += [replace(r, group=positions[r.group]) for r in rollouts]
+        out += [replace(r, group=positions[r.group], score=finite_score(r.score)) for r in rollouts]
         for key, seconds in runtime.timings.items():
             totals[key] = totals.get(key, 0.0) + seconds
     # Several generate calls per step: report their summed phase times, not the last call's.

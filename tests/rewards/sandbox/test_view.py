@@ -2,6 +2,8 @@
 
 import os
 import secrets
+import shutil
+import subprocess
 import sys
 import sysconfig
 import tempfile
@@ -42,6 +44,10 @@ for path in ({str(world_readable_dataset)!r}, {str(world_readable_dataset.parent
     assert (result.returncode, result.stdout) == (0, "")
 
 
+def _top_level(path: str) -> set[str]:
+    return {name.split("/")[1] for name in (path, os.path.realpath(path))}
+
+
 @needs_namespaces
 def test_only_the_interpreter_and_scratch_are_visible() -> None:
     install = sys.base_prefix
@@ -56,12 +62,58 @@ open("/tmp/{secret}", "w").write("x")
 """
     result, _ = run_python(program, limits=SandboxLimits(wall_s=10, cpu_s=10))
     top, scratch, install_rest, system = result.stdout.splitlines()
-    allowed = {"bin", "dev", "etc", "lib", "lib64", "proc", "root", "scratch", "tmp", "usr", install.split("/")[1]}
+    # Wherever Python was installed: the tops of its executable and standard library (as named and as resolved),
+    # the system's library directories and the loader's cache, and the view's own places.
+    interpreter = {sys.executable, *(sysconfig.get_path(k) for k in ("stdlib", "platstdlib"))}
+    allowed = {"dev", "proc", "scratch", "tmp", "etc", "lib", "lib64", "usr"}
+    allowed |= set().union(*(_top_level(path) for path in interpreter))
     assert set(eval(top)) <= allowed
     assert scratch == "/scratch ['solution.py']"
     assert install_rest == "False False"
     assert system == "False False False"
     assert not os.path.exists(f"/tmp/{secret}")
+
+
+@pytest.fixture(params=["tmp", "dev-shm", "behind-a-symlink"])
+def outside_venv(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[Path]:
+    """A virtual environment made by this interpreter under /tmp, under /dev/shm, or reached through a symlink
+    (its python), the places CI runners and quick experiments put one."""
+    shm = request.param == "dev-shm"
+    parent = Path(tempfile.mkdtemp(prefix="verity-venv-", dir="/dev/shm")) if shm else tmp_path
+    venv = parent / "venv"
+    make = [sys.executable, "-m", "venv", "--without-pip", "--system-site-packages", str(venv)]
+    subprocess.run(make, check=True)
+    if request.param == "behind-a-symlink":
+        (parent / "link").symlink_to(venv)
+        venv = parent / "link"
+    yield venv
+    if shm:
+        shutil.rmtree(parent)
+
+
+@needs_namespaces
+def test_programs_run_through_an_interpreter_in_a_temporary_virtual_environment(outside_venv: Path) -> None:
+    completion = program("def f(x):\n    return x + 1")
+    script = f"""
+import sys
+from verity.rewards.code import code_reward
+from verity.rewards.sandbox.core import run_python
+result, _ = run_python("import sys; print(sys.version_info[:2], sum(range(10)))")
+print(repr(result.stdout), result.returncode, repr(result.stderr[-300:]))
+print(code_reward({completion!r}, tests=["assert f(1) == 2", "assert f(2) == 3"]))
+print(sys.executable)
+"""
+    paths = [str(Path(__file__).resolve().parents[3]), *(p for p in sys.path if p.endswith("site-packages"))]
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join(paths)}
+    out = subprocess.run(
+        [str(outside_venv / "bin" / "python"), "-c", script], capture_output=True, text=True, env=env, timeout=120
+    )
+    lines = out.stdout.splitlines()
+    assert len(lines) == 3, out.stderr[-1000:]
+    version = f"({sys.version_info[0]}, {sys.version_info[1]})"
+    assert lines[0] == f"'{version} 45\\n' 0 ''"
+    assert lines[1] == "1.0"
+    assert lines[2] == str(outside_venv / "bin" / "python")
 
 
 def program(body: str) -> str:

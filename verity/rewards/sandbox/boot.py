@@ -5,11 +5,12 @@ dump). It imports nothing from Verity and only built-in modules on the common pa
 the fixed cost of every run.
 
 This process is the supervisor. It forks once: the child joins the run's cgroups (if any), applies the limits,
-drops to the run's uid and runs the program; the supervisor keeps its privileges (so the program cannot signal
-it) and waits until the child exits, the wall limit passes, or the watch pipe reaches end of file. The worker
-that started the run holds the pipe's only write end, so however that worker dies, the supervisor ends the run:
-in a pid namespace it is pid 1 and the kernel kills every process of the namespace when it exits; without one it
-first kills every process of the run's uid.
+installs a seccomp filter (the keyring calls, and without namespaces System V IPC and POSIX message queues, fail
+with EPERM; ctypes is imported for it only then), drops to the run's uid and runs the program; the supervisor
+keeps its privileges (so the program cannot signal it) and waits until the child exits, the wall limit passes,
+or the watch pipe reaches end of file. The worker that started the run holds the pipe's only write end, so
+however that worker dies, the supervisor ends the run: in a pid namespace it is pid 1 and the kernel kills every
+process of the namespace when it exits; without one it first kills every process of the run's uid.
 
 In a mount namespace the supervisor builds the view from nothing (an allow-list): a read-only tmpfs root holding
 only the interpreter's executable, its standard library (site-packages covered by an empty directory) and the
@@ -33,6 +34,10 @@ _MNT_DETACH = 2
 SCRATCH = "/scratch"
 _DEVICES = ("null", "zero", "random", "urandom")
 _MAX_LINKS = 40  # symlinks followed while resolving one path, like the kernel's limit
+_PR_SET_NO_NEW_PRIVS, _PR_SET_SECCOMP, _SECCOMP_MODE_FILTER = 38, 22, 2
+_RET_KILL_PROCESS, _RET_ERRNO_EPERM, _RET_ALLOW = 0x80000000, 0x00050000 | 1, 0x7FFF0000
+_LD_W_ABS, _JEQ_K, _JGE_K, _RET_K = 0x20, 0x15, 0x35, 0x06  # classic BPF opcodes
+_X32_SYSCALL_BIT = 0x40000000
 
 
 class _Mounts:
@@ -104,6 +109,14 @@ def _build_view(cfg: dict) -> None:
     m = _Mounts()
     root = cfg["root"]
     m.mount("tmpfs", root, "tmpfs", _MS_NOSUID | _MS_NODEV, "size=1m,mode=0755")
+    # The private writable places first: the interpreter, its environment or the checkout may live under one of
+    # them (/tmp, /dev/shm), and binding it creates its directories, which a later mount would hide.
+    owner = f"uid={cfg['uid']},gid={cfg['uid']}"
+    os.makedirs(root + SCRATCH)
+    m.mount("tmpfs", root + SCRATCH, "tmpfs", _MS_NOSUID | _MS_NODEV, f"size={cfg['fsize']},mode=0700,{owner}")
+    for path in ("/tmp", "/dev/shm"):
+        os.makedirs(root + path)
+        m.mount("tmpfs", root + path, "tmpfs", _MS_NOSUID | _MS_NODEV, f"size={cfg['fsize']},mode=1777")
     for path in cfg["expose"]:
         _bind(m, root, path, _MS_RDONLY | _MS_NODEV)
     for path in cfg["links"]:
@@ -114,18 +127,12 @@ def _build_view(cfg: dict) -> None:
         _bind(m, root, f"/dev/{name}", 0)
     for name, target in (("fd", "/proc/self/fd"), ("stdin", "fd/0"), ("stdout", "fd/1"), ("stderr", "fd/2")):
         os.symlink(target, f"{root}/dev/{name}")
-    os.makedirs(root + SCRATCH)
-    owner = f"uid={cfg['uid']},gid={cfg['uid']}"
-    m.mount("tmpfs", root + SCRATCH, "tmpfs", _MS_NOSUID | _MS_NODEV, f"size={cfg['fsize']},mode=0700,{owner}")
     with (
         open(os.path.join(cfg["workdir"], "solution.py"), "rb") as src,
         open(root + SCRATCH + "/solution.py", "wb") as dst,
     ):
         dst.write(src.read())
     os.chown(root + SCRATCH + "/solution.py", cfg["uid"], cfg["uid"])
-    for path in ("/tmp", "/dev/shm"):
-        os.makedirs(root + path)
-        m.mount("tmpfs", root + path, "tmpfs", _MS_NOSUID | _MS_NODEV, f"size={cfg['fsize']},mode=1777")
     os.makedirs(root + "/proc")
     m.mount("proc", root + "/proc", "proc", _MS_NOSUID | _MS_NODEV | _MS_NOEXEC)
     m.mount("", root, "", _MS_REMOUNT | _MS_RDONLY | _MS_NOSUID | _MS_NODEV, "size=1m,mode=0755")
@@ -143,6 +150,38 @@ def _limit(cfg: dict) -> None:
     ):
         hard = value + 1 if name == "RLIMIT_CPU" else value  # SIGXCPU at the soft limit, SIGKILL one second later
         resource.setrlimit(getattr(resource, name), (value, hard))
+
+
+def _deny_syscalls(arch: int, denied: list[int], x32: bool) -> None:
+    """Install a seccomp filter: the ``denied`` system calls fail with EPERM (as container runtimes' default
+    profiles have it for the keyring calls), a call from another ABI than ``arch`` kills the process (it would
+    reach the same kernel objects under other numbers), and so does, with ``x32``, an x32-ABI call."""
+    import ctypes
+
+    program = [(_LD_W_ABS, 0, 0, 4), (_JEQ_K, 1, 0, arch), (_RET_K, 0, 0, _RET_KILL_PROCESS), (_LD_W_ABS, 0, 0, 0)]
+    if x32:  # jumps over the checks below, ALLOW and EPERM, to the last KILL
+        program.append((_JGE_K, len(denied) + 2, 0, _X32_SYSCALL_BIT))
+    program += [(_JEQ_K, len(denied) - i, 0, nr) for i, nr in enumerate(denied)]  # each jumps to EPERM
+    program += [(_RET_K, 0, 0, _RET_ALLOW), (_RET_K, 0, 0, _RET_ERRNO_EPERM), (_RET_K, 0, 0, _RET_KILL_PROCESS)]
+
+    class Instruction(ctypes.Structure):
+        _fields_ = [
+            ("code", ctypes.c_uint16),
+            ("jt", ctypes.c_uint8),
+            ("jf", ctypes.c_uint8),
+            ("k", ctypes.c_uint32),
+        ]
+
+    class Program(ctypes.Structure):
+        _fields_ = [("len", ctypes.c_ushort), ("filter", ctypes.POINTER(Instruction))]
+
+    filters = (Instruction * len(program))(*(Instruction(*i) for i in program))
+    libc = ctypes.CDLL(None, use_errno=True)
+    fprog = Program(len(program), filters)
+    if libc.prctl(_PR_SET_NO_NEW_PRIVS, 1, 0, 0, 0) != 0 or libc.prctl(
+        _PR_SET_SECCOMP, _SECCOMP_MODE_FILTER, ctypes.byref(fprog), 0, 0
+    ):
+        raise OSError(ctypes.get_errno(), "sandbox_boot: installing the seccomp filter failed")
 
 
 def _drop_privileges(uid: int | None) -> None:
@@ -176,6 +215,8 @@ def _run_program(cfg: dict, cgroup_fds: list[int]) -> None:
         os.write(fd, b"0")
         os.close(fd)
     _limit(cfg)
+    if cfg["seccomp"] is not None:  # before the uid changes: ctypes may sit where the run's uid cannot read
+        _deny_syscalls(*cfg["seccomp"])
     _drop_privileges(cfg["uid"])
     os.environ["HOME"] = os.getcwd()
     with open("solution.py") as f:

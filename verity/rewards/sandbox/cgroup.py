@@ -1,10 +1,12 @@
 """A control group per sandbox run, where the machine lets Verity make one.
 
-rlimits bound each process on its own: a run of 32 processes of 512 MB each could hold 16 GB. A cgroup bounds the
-run as a whole: ``memory`` for every process together (the kernel's OOM killer acts inside the group alone) and
-``pids`` for how many exist at once. Both cgroup v2 (when the caller's own group delegates the two controllers to
-its children) and v1 (separate ``memory`` and ``pids`` hierarchies, as many containers mount them) are used; the
-program's process joins the group before it drops its privileges, so everything it starts is inside.
+rlimits bound each process on its own: a run of 32 processes of 512 MB each could hold 16 GB, and 32 busy ones
+32 times the CPU time of one. A cgroup bounds the run as a whole: ``memory`` for every process together (the
+kernel's OOM killer acts inside the group alone), ``pids`` for how many exist at once and, where the ``cpu``
+controller is available, how many CPUs all of them use together (``cpu.max``, or v1's ``cpu.cfs_quota_us``).
+Both cgroup v2 (when the caller's own group delegates the controllers to its children) and v1 (separate
+hierarchies, as many containers mount them) are used; the program's process joins the groups before it drops its
+privileges, so everything it starts is inside.
 """
 
 from __future__ import annotations
@@ -18,6 +20,8 @@ from pathlib import Path
 
 _ROOT = Path("/sys/fs/cgroup")
 _REMOVE_TIMEOUT_S = 5.0
+_CPU_PERIOD_US = 100_000
+_MIN_CPU_QUOTA_US = 1_000  # the kernel's smallest quota
 
 
 def _own_groups() -> dict[str, str]:
@@ -42,7 +46,8 @@ def _usable(directory: Path) -> bool:
 
 @functools.cache
 def parents() -> tuple[Path, ...]:
-    """The directories to make a run's groups in: one for v2, a memory and a pids one for v1; () when none."""
+    """The directories to make a run's groups in: one for v2, a memory, a pids and (if usable) a cpu one for v1;
+    () when none."""
     try:
         own = _own_groups()
     except (OSError, ValueError):
@@ -53,16 +58,30 @@ def parents() -> tuple[Path, ...]:
     ):
         return (v2,) if _usable(v2) else ()
     v1 = tuple(_ROOT / name / own.get(name, "/").lstrip("/") for name in ("memory", "pids"))
-    return v1 if all(_usable(p) for p in v1) else ()
+    if not all(_usable(p) for p in v1):
+        return ()
+    cpu = _ROOT / "cpu" / own.get("cpu", "/").lstrip("/")
+    return (*v1, cpu) if (cpu / "cpu.cfs_quota_us").exists() and _usable(cpu) else v1
+
+
+def bounds_cpu() -> bool:
+    """Whether the run's groups bound the CPUs the whole run uses (the cpu controller is delegated to them)."""
+    groups = parents()
+    if len(groups) == 1:
+        control = groups[0] / "cgroup.subtree_control"
+        return control.exists() and "cpu" in control.read_text().split()
+    return len(groups) == 3
 
 
 def _prefix(pid: int) -> str:
     return f"verity-sandbox-{pid}-"
 
 
-def create(memory_bytes: int, processes: int) -> list[str]:
-    """Make the run's groups, limited to ``memory_bytes`` and ``processes`` in all; their directories. Their name
-    carries this process's pid, so whoever kills this process can remove them (``remove_left_by``)."""
+def create(memory_bytes: int, processes: int, cpus: float) -> list[str]:
+    """Make the run's groups, limited to ``memory_bytes``, ``processes`` and ``cpus`` CPUs in all (the last where
+    ``bounds_cpu()``); their directories. Their name carries this process's pid, so whoever kills this process can
+    remove them (``remove_left_by``)."""
+    quota = max(_MIN_CPU_QUOTA_US, round(cpus * _CPU_PERIOD_US))
     name = _prefix(os.getpid()) + secrets.token_hex(6)
     made: list[str] = []
     try:
@@ -76,6 +95,9 @@ def create(memory_bytes: int, processes: int) -> list[str]:
                 "memory.limit_in_bytes": memory_bytes,
                 "memory.memsw.limit_in_bytes": memory_bytes,
                 "pids.max": processes,
+                "cpu.max": f"{quota} {_CPU_PERIOD_US}",
+                "cpu.cfs_period_us": _CPU_PERIOD_US,
+                "cpu.cfs_quota_us": quota,
             }
             for key, value in limits.items():
                 if (group / key).exists():

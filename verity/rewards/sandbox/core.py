@@ -6,7 +6,11 @@ whole process group is killed on timeout, a supervisor that ends the run when th
 ``verity.rewards.sandbox.boot``), and stdout/stderr captured to files read back up to a limit. Where the machine
 allows it, it also gets Linux namespaces via ``unshare`` (no network, a private process tree that dies with its
 supervisor, a file view holding only the interpreter and the scratch directory) and, when Verity runs as root, a
-throw-away uid.
+throw-away uid. A seccomp filter denies the kernel keyring calls (keys outlive every process of a uid and are
+not separated but by user namespace), and without namespaces also System V IPC and POSIX message queues; without
+namespaces what a private uid left in the host's shared places is removed after the call
+(``verity.rewards.sandbox.leftovers``). Where the cgroup's cpu controller is available, the whole run may use
+``cpu_s / wall_s`` CPUs, so all its processes together get at most about ``cpu_s`` CPU-seconds.
 ``isolation()`` reports which protections hold; docs/security.md has the threat model.
 """
 
@@ -32,10 +36,19 @@ from pathlib import Path
 
 import verity.rewards.sandbox.cgroup as sandbox_cgroup
 from verity.rewards.sandbox.fs import interpreter_view, remove_tree
+from verity.rewards.sandbox.leftovers import remove_left_by_uid
 
 _BOOT = str(Path(__file__).with_name("boot.py"))
 _NAMESPACES = ["--net", "--pid", "--fork", "--kill-child", "--mount", "--ipc", "--uts"]  # boot mounts /proc
 _SYS_PIVOT_ROOT = {"x86_64": 155, "aarch64": 41, "riscv64": 41}  # the kernel's syscall numbers, per machine
+# Per machine: its audit arch, then the numbers of add_key, request_key and keyctl, then those of the System V
+# IPC calls (msg*, sem*, shm*) and POSIX message queues (mq_*), denied too where no IPC namespace holds them.
+_GENERIC = ([217, 218, 219], [*range(180, 198)])  # the asm-generic table: mq_open .. shmdt
+_SYSCALLS = {
+    "x86_64": (0xC000003E, [248, 249, 250], [29, 30, 31, 64, 65, 66, 67, 68, 69, 70, 71, 220, *range(240, 246)]),
+    "aarch64": (0xC00000B7, *_GENERIC),
+    "riscv64": (0xC00000F3, *_GENERIC),
+}
 _UID_RANGE = (3_000_000, 4_000_000)  # uids no account uses, one drawn per run
 _KILL_WAIT_S = 10.0  # for killed processes to be reaped: instant unless the kernel is stuck
 _SUPERVISOR_SLACK_S = 1.0  # the supervisor's own wall limit trails the caller's, which normally acts first
@@ -44,7 +57,8 @@ _deadline: ContextVar[float | None] = ContextVar("verity_sandbox_deadline", defa
 
 @dataclass(frozen=True)
 class SandboxLimits:
-    """Limits of one sandboxed run."""
+    """Limits of one sandboxed run. ``cpu_s`` bounds each process (rlimit) and, where the run's cgroup has the cpu
+    controller, all of them together: the run gets ``cpu_s / wall_s`` CPUs for at most ``wall_s`` seconds."""
 
     wall_s: float = 5.0
     cpu_s: int = 5
@@ -80,6 +94,8 @@ class Isolation:
     private_uid: bool  # a throw-away uid (needs root): host files readable by others only, own process budget
     parent_death: bool  # setpriv: --no-new-privs, and --pdeathsig for unshare
     cgroup: bool  # a cgroup per run bounds the memory and processes of the whole run, not only of each process
+    cpu_bound: bool  # the run's cgroup also bounds the CPUs all its processes use together
+    seccomp: bool  # a seccomp filter denies the keyring calls (and, without namespaces, SysV IPC and mqueues)
 
 
 def _probe(cmd: list[str]) -> bool:
@@ -101,7 +117,20 @@ def isolation() -> Isolation:
         and _probe(["unshare", *_NAMESPACES, "true"])
     )
     setpriv = shutil.which("setpriv") is not None
-    return Isolation(namespaces, os.geteuid() == 0, setpriv, bool(sandbox_cgroup.parents()))
+    cgroup = bool(sandbox_cgroup.parents())
+    seccomp = platform.machine() in _SYSCALLS and "Seccomp:" in Path("/proc/self/status").read_text()
+    return Isolation(
+        namespaces, os.geteuid() == 0, setpriv, cgroup, cgroup and sandbox_cgroup.bounds_cpu(), seccomp
+    )
+
+
+def _seccomp(iso: Isolation) -> tuple[int, list[int], bool] | None:
+    """The boot script's filter: the keyring calls always; SysV IPC and mqueues unless an IPC namespace holds
+    them."""
+    if not iso.seccomp:
+        return None
+    arch, keyring, ipc = _SYSCALLS[platform.machine()]
+    return arch, keyring if iso.namespaces else keyring + ipc, platform.machine() == "x86_64"
 
 
 @contextlib.contextmanager
@@ -206,7 +235,8 @@ def run_python(
             os.chown(workdir / "solution.py", uid, uid)
         (base / "stdin").write_text(stdin)
         (base / "root").mkdir()
-        groups = sandbox_cgroup.create(limits.memory_mb << 20, limits.processes) if iso.cgroup else []
+        cpus = limits.cpu_s / wall  # so the whole run gets about cpu_s CPU-seconds before the wall limit
+        groups = sandbox_cgroup.create(limits.memory_mb << 20, limits.processes, cpus) if iso.cgroup else []
         try:
             limits = SandboxLimits(**{**vars(limits), "wall_s": wall})
             return _execute(base, workdir, limits, iso, uid, calls, groups)
@@ -253,6 +283,7 @@ def _execute(
             "nproc": nproc,
             "calls": calls,
             "results_fd": res_f.fileno(),
+            "seccomp": _seccomp(iso),
         }
         (base / "config").write_bytes(marshal.dumps(cfg))
         env = {"PATH": "/usr/local/bin:/usr/bin:/bin", "LANG": "C.UTF-8", "PYTHONDONTWRITEBYTECODE": "1"}
@@ -273,6 +304,8 @@ def _execute(
                 os.close(watch_fd)
             timed_out = not _wait_exit(proc, limits.wall_s)
             _kill_everything(proc, uid, iso)
+            if uid is not None and not iso.namespaces:
+                remove_left_by_uid(uid)
         finally:
             os.close(keep_alive_fd)
         wall = time.perf_counter() - start
