@@ -30,6 +30,7 @@ from verity.rollout.registry import build_engine
 from verity.rollout.workflows.base import Workflow, WorkflowSpec
 from verity.rollout.workflows.registry import resolve_workflow
 from verity.run.base import BUILTINS, ensure_tiny_base
+from verity.run.held_out import check_held_out
 from verity.runtime.base import Runtime, RuntimeSpec
 from verity.runtime.registry import build_runtime, place_learners
 from verity.step.collect import Augment, Encode
@@ -116,6 +117,8 @@ def build_parts(cfg: Config, log: Log) -> Parts:
     model_path = cfg.model.name
     if model_path in BUILTINS:
         model_path = str(ensure_tiny_base(cfg, sources, held_out, executor.score, log))
+    else:
+        check_held_out(model_path, held_out)
     device = resolve_device(cfg.runtime.device)
     model, tokenizer = load_policy(model_path, cfg.model.dtype, device)
     seed_everything(cfg.seed)
