@@ -270,9 +270,10 @@ def base_warnings(info: dict[str, Any] | Path | str) -> list[str]:
         )
     if not info.get("competent", True):
         warnings.append(
-            f"the tiny base is no better than always giving the most frequent answer (check accuracy "
-            f"{info['warmup_accuracy']:.2f} against {info['majority_baseline']:.2f} for the majority answer, after "
-            f"{info['warmup_steps']} warm-up steps): RL would only sharpen that guess. Raise model.warmup.max_steps, "
+            "the tiny base is no better than always giving the most frequent answer (check accuracy "
+            f"{info['warmup_accuracy']:.2f} against {info['majority_baseline']:.2f} for the majority answer, "
+            f"after {info['warmup_steps']} warm-up steps): RL would only sharpen that guess. Raise "
+            "model.warmup.max_steps, "
             "or give the task more varied answers"
         )
     return warnings
