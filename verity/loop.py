@@ -263,7 +263,7 @@ def _train_locked(cfg: Config, run: RunDir, resume: bool, quiet: bool) -> dict[s
                 metrics.update(signal)
                 try:
                     if group_relative:
-                        _warn(summary, progress, no_signal.observe(step, signal, metrics.get("entropy")))
+                        _warn(summary, progress, no_signal.observe(step, signal))
                 except NoSignal as err:
                     raise TrainingStopped(str(err)) from None
                 _warn(summary, progress, gap.observe_step(step, metrics["accuracy"]))

@@ -29,11 +29,13 @@ def group_signal(rollouts: list[Rollout], threshold: float) -> dict[str, float]:
     flat = [g for g in sized if len({r.reward for r in g}) == 1]
     right = sum(g[0].reward >= threshold for g in flat)
     distinct = [(len({tuple(r.completion.token_ids) for r in g}) - 1) / (len(g) - 1) for g in sized]
+    logprobs = [lp for r in rollouts for lp in r.completion.logprobs]
     return {
         "signal/flat_groups": len(flat) / len(sized),
         "signal/all_right": right / len(sized),
         "signal/all_wrong": (len(flat) - right) / len(sized),
         "signal/distinct_samples": sum(distinct) / len(distinct),
+        "signal/entropy": -sum(logprobs) / max(len(logprobs), 1),
     }
 
 
@@ -54,10 +56,10 @@ class SignalWatch:
         self.recent: deque[dict[str, float]] = deque(maxlen=WINDOW)
         self.warned = False
 
-    def observe(self, step: int, signal: dict[str, float], entropy: float | None) -> list[str]:
+    def observe(self, step: int, signal: dict[str, float]) -> list[str]:
         if not signal or self.warned:
             return []
-        self.recent.append({**signal, "entropy": entropy if entropy is not None else float("nan")})
+        self.recent.append(signal)
         if len(self.recent) < WINDOW:
             return []
         mean = {k: sum(s[k] for s in self.recent) / WINDOW for k in self.recent[0]}
@@ -67,8 +69,8 @@ class SignalWatch:
         message = (
             f"steps {step - WINDOW + 1}-{step}: {mean['signal/flat_groups']:.0%} of groups had all-equal rewards "
             f"({mean['signal/all_right']:.0%} all right, {mean['signal/all_wrong']:.0%} all wrong; distinct "
-            f"samples {mean['signal/distinct_samples']:.2f}, sampling entropy {mean['entropy']:.3f}): their "
-            f"advantages are zero, so these steps teach almost nothing. {self._cause(mean)}"
+            f"samples {mean['signal/distinct_samples']:.2f}, sampling entropy {mean['signal/entropy']:.3f}): "
+            f"their advantages are zero, so these steps teach almost nothing. {self._cause(mean)}"
         )
         if self.stop:
             raise NoSignal(f"{message} (stopped: train.stop_without_signal is set)")
