@@ -71,12 +71,9 @@ def test_signal_watch_warns_once_after_a_window_with_the_cause(
 
 def test_signal_watch_is_quiet_when_groups_carry_signal_and_stops_when_asked() -> None:
     quiet = SignalWatch({}, temperature=1.0)
-    mixed = {"signal/flat_groups": 0.5, "signal/all_right": 0.2, "signal/all_wrong": 0.3}
-    assert not [
-        w
-        for s in range(50)
-        for w in quiet.observe(s, {**mixed, "signal/distinct_samples": 0.9, "signal/entropy": 1.0})
-    ]
+    varied = {"signal/distinct_samples": 0.9, "signal/entropy": 1.0}
+    mixed = {"signal/flat_groups": 0.5, "signal/all_right": 0.2, "signal/all_wrong": 0.3, **varied}
+    assert not [w for s in range(50) for w in quiet.observe(s, mixed)]
     stopping = SignalWatch({}, temperature=1.0, stop=True)
     flat = {"signal/flat_groups": 1.0, "signal/all_right": 0.0, "signal/all_wrong": 1.0}
     with pytest.raises(RuntimeError, match=r"stopped: train\.stop_without_signal is set"):
