@@ -4,6 +4,7 @@ settings that can learn give none."""
 
 from __future__ import annotations
 
+import html
 import json
 import re
 from pathlib import Path
@@ -13,6 +14,8 @@ import torch
 from transformers import AutoModelForCausalLM
 
 from verity.build import build_tasks
+from verity.cli import plot
+from verity.cli.report import render_report
 from verity.config import load_config
 from verity.data.images import item_key
 from verity.data.size import estimated_space, pool_warnings, question_pools
@@ -113,17 +116,19 @@ def shaped(make_config, *overrides: str):
     return make_config("train.steps=12", "train.checkpoint_every=100", "tracking.samples_every=0", *overrides)
 
 
-def test_twenty_questions_whose_held_out_half_is_unreachable(make_config) -> None:
+def test_twenty_questions_whose_held_out_half_is_unreachable(make_config, capsys, monkeypatch) -> None:
     """Held out q0..q9, trained on q10..q19, every training answer right and no held-out one: the pool, the
-    groups without signal and the train/held-out gap are each reported with their numbers."""
+    groups without signal and the train/held-out gap are each reported with their numbers, in summary.json, on
+    the console and in the report."""
     cfg = shaped(
         make_config,
         "data.tasks.0.function=helpers.loop_tasks:twenty_questions",
         "data.eval_items=10",
         "reward.verifiers=[helpers.loop_tasks:training_half_right]",
         "rollout.prompts_per_step=10",
+        "tracking.quiet=false",
     )
-    summary = train(cfg, quiet=True)
+    summary = train(cfg)
     warnings = summary["warnings"]
     assert (
         "task 'seven' has about 10 distinct training questions left after its held-out ones, and the run draws "
@@ -139,7 +144,13 @@ def test_twenty_questions_whose_held_out_half_is_unreachable(make_config) -> Non
         for w in warnings
     )
     saved = json.loads((cfg.run_dir / "summary.json").read_text())
-    assert saved["warnings"] == warnings
+    assert saved["warnings"] == warnings and len(warnings) == 3
+    shown = capsys.readouterr().err
+    monkeypatch.setattr(plot, "build_figures", lambda runs: [])
+    page = render_report(cfg.run_dir)
+    for warning in warnings:
+        assert f"warning: {warning}" in shown
+        assert html.escape(warning) in page
 
 
 def test_a_base_answering_one_answer_with_probability_one(
@@ -192,3 +203,11 @@ def test_the_say_seven_run_that_learns_gives_none_of_these_warnings(make_config)
     cfg = make_config("train.steps=12", "rollout.prompts_per_step=8", "rollout.group_size=8", "train.lr=1e-2")
     summary = train(cfg, quiet=True)
     assert not [w for w in summary["warnings"] if "all-equal" in w or "held-out accuracy" in w or "draws" in w]
+
+
+@pytest.mark.slow
+def test_the_quickstarts_first_50_steps_give_none_of_these_warnings(tmp_path: Path) -> None:
+    """The quickstart as shipped (its base built or reused from the cache), 50 steps with two held-out checks."""
+    overrides = ["train.steps=50", "eval.every=25", f"output_dir={tmp_path}"]
+    summary = train(load_config(REPO / "examples" / "quickstart.yaml", overrides), quiet=True)
+    assert summary["status"] == "finished" and summary["warnings"] == []
