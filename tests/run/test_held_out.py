@@ -15,7 +15,7 @@ from transformers import AutoModelForCausalLM
 from verity.build import build_parts, build_tasks
 from verity.data.images import item_key
 from verity.rewards.executor import RewardExecutor
-from verity.run.base import base_cache_dir, ensure_tiny_base
+from verity.run.base import base_cache_dir, base_warnings, ensure_tiny_base
 from verity.run.held_out import WARMUP_QUESTIONS, question_hash
 from verity.schema import ConfigError
 from verity.types import Score
@@ -109,3 +109,31 @@ def test_the_same_seed_builds_the_same_base_on_another_thread_count(tmp_path: Pa
         assert torch.get_num_threads() == threads  # the caller's count is given back
     assert weights[0].keys() == weights[1].keys()
     assert all(torch.equal(weights[0][k], weights[1][k]) for k in weights[0])
+
+
+@pytest.mark.parametrize(
+    ("scripted", "steps", "diverse"),
+    [([0.9, 0.6, 0.05, 0.9], 4, True), ([0.05, 0.9], 2, False)],
+)
+def test_the_warm_up_stops_when_its_samples_stop_differing(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, scripted: list[float], steps: int, diverse: bool
+) -> None:
+    """Checks every 2 steps, distinct samples as scripted, floor 0.1: the third check (0.05) goes back to the
+    base of the second (step 4); a first check already under the floor stops there, and the base is named."""
+    import verity.run.base as base_module
+
+    shares = iter(scripted)
+    monkeypatch.setattr(base_module, "sample_diversity", lambda *args, **kwargs: next(shares))
+    cfg = tiny_base_config(tmp_path, "model.warmup.max_steps=8")
+    path, log = build(cfg)
+    info = json.loads((path / "verity_base.json").read_text())
+    assert info["warmup_steps"] == steps and info["diverse"] is diverse
+    if diverse:
+        assert "warm-up: samples stopped differing; keeping the base of step 4" in log
+        assert info["distinct_samples"] == 0.6
+    else:
+        assert any(
+            m.startswith("warning: the tiny base samples one answer: distinct samples 0.05 at temperature 1")
+            for m in log
+        )
+        assert base_warnings(path)[0].startswith("the tiny base samples one answer: distinct samples 0.05")
