@@ -113,9 +113,9 @@ def ensure_tiny_base(cfg: Config, sources: list[TaskSource], held_out: set[str],
 
 @contextmanager
 def build_threads() -> Iterator[None]:
-    """One torch thread while the base is built: the sums inside a matrix product are split by thread count, so
-    the same seed gave different bases on machines with different core counts. On one thread the build is the
-    same wherever torch runs the same CPU kernels (another instruction set may still round differently)."""
+    """One torch thread while the base is built, whatever the caller set: torch may split a matrix product's sums
+    by thread count, which would make the base depend on the machine's cores. (Measured on a 2-core CPU, 1 and 2
+    threads gave equal weights at the tiny sizes anyway; a CPU with other kernels may still round differently.)"""
     previous = torch.get_num_threads()
     torch.set_num_threads(1)
     try:
