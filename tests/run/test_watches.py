@@ -211,3 +211,20 @@ def test_the_quickstarts_first_50_steps_give_none_of_these_warnings(tmp_path: Pa
     overrides = ["train.steps=50", "eval.every=25", f"output_dir={tmp_path}"]
     summary = train(load_config(REPO / "examples" / "quickstart.yaml", overrides), quiet=True)
     assert summary["status"] == "finished" and summary["warnings"] == []
+
+
+def test_a_tables_pool_is_its_distinct_training_rows(tmp_path: Path) -> None:
+    """40 rows, the last 10 held out, the first 30 asking 15 questions twice: 15 training questions exactly, which
+    12 steps x 20 prompts draw 16 times each (a warning)."""
+    rows = tmp_path / "rows.jsonl"
+    lines = [{"prompt": f"row {i % 15 if i < 30 else i}", "answer": "1"} for i in range(40)]
+    rows.write_text("".join(json.dumps(r) + "\n" for r in lines))
+    settings = {"data": {"tasks": [{"source": "jsonl", "name": "rows", "path": str(rows)}], "eval_items": 10}}
+    cfg = load_config(settings, ["train.steps=12", "rollout.prompts_per_step=20"])
+    sources, items = build_tasks(cfg)
+    pools = question_pools(sources, {item_key(it) for it in items})
+    assert pools == {"rows": 15}
+    (warning,) = pool_warnings(cfg, pools)
+    assert "task 'rows' has about 15 distinct training questions" in warning
+    demand = "draws 240 training prompts from it (train.steps=12 x rollout.prompts_per_step=20): about 16 times"
+    assert demand in warning
