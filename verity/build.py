@@ -107,6 +107,12 @@ def build_tasks(cfg: Config) -> tuple[list[TaskSource], list[Item]]:
     return sources, [item for source in sources for item in source.eval_items(n_eval)]
 
 
+def held_out_keys(cfg: Config) -> set[str]:
+    """The questions ``cfg``'s run holds out (``item_key``s), which neither its training nor its base's warm-up
+    may see."""
+    return {item_key(item) for item in build_tasks(cfg)[1]}
+
+
 def build_parts(cfg: Config, log: Log) -> Parts:
     if cfg.runtime.threads:
         torch.set_num_threads(cfg.runtime.threads)

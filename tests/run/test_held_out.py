@@ -12,7 +12,7 @@ import torch
 from test_base import build, tiny_base_config
 from transformers import AutoModelForCausalLM
 
-from verity.build import build_parts, build_tasks
+from verity.build import build_parts, build_tasks, held_out_keys
 from verity.data.images import item_key
 from verity.rewards.executor import RewardExecutor
 from verity.run.base import base_cache_dir, base_warnings, ensure_tiny_base
@@ -27,10 +27,6 @@ def trained_hashes(base: Path) -> set[str]:
     return set((base / WARMUP_QUESTIONS).read_text().split())
 
 
-def held_out_keys(cfg) -> set[str]:
-    return {item_key(item) for item in build_tasks(cfg)[1]}
-
-
 def test_a_base_built_for_one_held_out_size_never_serves_another(tmp_path: Path) -> None:
     """Thirty questions: held out q0..q3 the first time, q0..q9 the second. The first base trained on q4..q9;
     the second run gets its own base, which did not, and is refused the first one by name."""
@@ -43,7 +39,7 @@ def test_a_base_built_for_one_held_out_size_never_serves_another(tmp_path: Path)
     overlap = {k for k in large_held_out if question_hash(k) in trained_hashes(first)}
     assert overlap == {f"q{i}" for i in range(4, 10)}  # what the old cache key would have served
     second, _ = build(large)
-    assert second != first and second == base_cache_dir(large)
+    assert second != first and second == base_cache_dir(large, held_out_keys(large))
     assert not {question_hash(k) for k in large_held_out} & trained_hashes(second)
     refused = tiny_base_config(tmp_path, task, "data.eval_items=10", f"model.name={first}")
     with pytest.raises(ConfigError, match=rf"the base at {first} was warmed up on 6 of this run's 10 held-out"):

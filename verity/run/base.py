@@ -64,13 +64,9 @@ def demonstration_segments(item: Item) -> list[tuple[str, bool]]:
     return [(f"<answer>{item.answer}</answer>", True)]
 
 
-def base_cache_dir(cfg: Config, held_out: Collection[str] | None = None) -> Path:
-    """Where the tiny base for ``cfg`` is cached: a key of every setting that shapes it, the held-out questions
-    (``held_out``, the run's ``item_key``s; built from ``cfg`` when not given) among them."""
-    if held_out is None:
-        from verity.build import build_tasks  # verity.build imports this module
-
-        held_out = {item_key(item) for item in build_tasks(cfg)[1]}
+def base_cache_dir(cfg: Config, held_out: Collection[str]) -> Path:
+    """Where the tiny base for ``cfg`` is cached: a key of every setting that shapes it, the run's held-out
+    questions (``held_out``, their ``item_key``s: ``verity.build.held_out_keys``) among them."""
     root = cfg.model.cache_dir or os.environ.get("VERITY_CACHE") or Path.home() / ".cache" / "verity"
     shaping = {
         "format": FORMAT_VERSION,
