@@ -15,6 +15,7 @@ from typing import Any
 import torch
 from transformers import LlamaConfig, LlamaForCausalLM, PreTrainedModel
 
+from verity.build import held_out_keys
 from verity.config import Config, load_config
 from verity.data.prompts import encode_prompt
 from verity.data.sources import build_source
@@ -35,7 +36,8 @@ def quickstart_config(overrides: list[str] | None = None) -> Config:
 
 def quickstart_base(cfg: Config | None = None) -> Path:
     """Directory of the cached quickstart base model; a clear error when it has not been built yet."""
-    path = base_cache_dir(cfg or quickstart_config())
+    cfg = cfg or quickstart_config()
+    path = base_cache_dir(cfg, held_out_keys(cfg))
     if not (path / "config.json").is_file():
         raise SystemExit(f"no quickstart base model at {path}: run `verity init {QUICKSTART}` first")
     return path

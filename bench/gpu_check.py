@@ -24,7 +24,7 @@ from bench.bench_fsdp import print_logits_peaks, print_table, sharded_rows
 from bench.bench_rollout import bench_model
 from bench.bench_step import run_loop, summarize
 from bench.common import MODELS, QUICKSTART, machine_note, matmul_peak, quickstart_config, set_threads
-from verity.build import resolve_device
+from verity.build import held_out_keys, resolve_device
 from verity.cli.main import main as verity_cli
 from verity.run.base import base_cache_dir
 
@@ -37,7 +37,8 @@ def main() -> None:
     args = parser.parse_args()
     set_threads(args.threads)
     device = resolve_device(args.device)
-    if not (base_cache_dir(quickstart_config()) / "config.json").is_file():
+    quickstart = quickstart_config()
+    if not (base_cache_dir(quickstart, held_out_keys(quickstart)) / "config.json").is_file():
         verity_cli(["init", QUICKSTART])
     name = torch.cuda.get_device_name(device) if device.startswith("cuda") else "cpu"
     peak = matmul_peak(device=device)

@@ -30,6 +30,7 @@ from verity.rollout.registry import build_engine
 from verity.rollout.workflows.base import Workflow, WorkflowSpec
 from verity.rollout.workflows.registry import resolve_workflow
 from verity.run.base import BUILTINS, ensure_tiny_base
+from verity.run.held_out import check_held_out
 from verity.runtime.base import Runtime, RuntimeSpec
 from verity.runtime.registry import build_runtime, place_learners
 from verity.step.collect import Augment, Encode
@@ -106,6 +107,12 @@ def build_tasks(cfg: Config) -> tuple[list[TaskSource], list[Item]]:
     return sources, [item for source in sources for item in source.eval_items(n_eval)]
 
 
+def held_out_keys(cfg: Config) -> set[str]:
+    """The questions ``cfg``'s run holds out (``item_key``s), which neither its training nor its base's warm-up
+    may see."""
+    return {item_key(item) for item in build_tasks(cfg)[1]}
+
+
 def build_parts(cfg: Config, log: Log) -> Parts:
     if cfg.runtime.threads:
         torch.set_num_threads(cfg.runtime.threads)
@@ -116,6 +123,8 @@ def build_parts(cfg: Config, log: Log) -> Parts:
     model_path = cfg.model.name
     if model_path in BUILTINS:
         model_path = str(ensure_tiny_base(cfg, sources, held_out, executor.score, log))
+    else:
+        check_held_out(model_path, held_out)
     device = resolve_device(cfg.runtime.device)
     model, tokenizer = load_policy(model_path, cfg.model.dtype, device)
     seed_everything(cfg.seed)

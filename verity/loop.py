@@ -17,9 +17,11 @@ from typing import Any
 import torch
 
 from verity.algo.objective import advantage_inputs, compute_advantages, needs_proximal, shape_rewards
+from verity.algo.registry import resolve_estimator
 from verity.build import Parts, build_parts
 from verity.config import Config
 from verity.data.metrics import field_metrics, reward_range, task_metrics
+from verity.data.size import pool_warnings, question_pools
 from verity.eval import EvalConfig, evaluate, evaluate_episodes, pass_at_k
 from verity.rollout.turns import episode_metrics, turn_tensors
 from verity.run.base import BUILTINS, base_warnings
@@ -37,6 +39,7 @@ from verity.run.checks import (
 from verity.run.progress import RunProgress
 from verity.run.rundir import RunDir, RunDirError
 from verity.run.runs import read_summary
+from verity.run.watches import GapWatch, NoSignal, SignalWatch, group_signal
 from verity.runtime.base import WorkerRestart
 from verity.step.collect import collect_rollouts
 from verity.step.guidance import demonstration_updates
@@ -199,6 +202,8 @@ def _train_locked(cfg: Config, run: RunDir, resume: bool, quiet: bool) -> dict[s
         _warn(summary, progress, schedule_extension(cfg, step, summary["total_steps"]))
         summary.update(status="running", total_steps=cfg.train.steps, final_model=None)
     _warn(summary, progress, settings_warnings(cfg) + base_warnings(parts.model_path))
+    pools = question_pools(parts.sampler.sources, parts.sampler.held_out)
+    _warn(summary, progress, pool_warnings(cfg, pools))
     tracker = build_tracker(
         cfg.tracking.trackers, run.path, cfg.name, cfg.model_dump(mode="json"), cfg.tracking.project, time_offset
     )
@@ -213,11 +218,15 @@ def _train_locked(cfg: Config, run: RunDir, resume: bool, quiet: bool) -> dict[s
     stop = _StopFlag()
     watch = RewardWatch(cfg.reward.timeout_s)
     collapse = CollapseWatch(len(parts.eval_items), summary.get("eval_before"), collapse_remedies(cfg))
+    no_signal = SignalWatch(pools, cfg.rollout.temperature, cfg.train.stop_without_signal)
+    group_relative = resolve_estimator(cfg.algo.advantage).group_relative
+    gap = GapWatch(len(parts.eval_items))
     bad_steps = 0
     try:
         if not resume:
             summary["eval_before"] = _eval_and_log(parts, tracker, 0, progress)
             collapse.observe_eval(0, summary["eval_before"])
+            gap.observe_eval(0, summary["eval_before"])
             summary["best_accuracy"] = summary["eval_before"]["accuracy"]
             run.write_summary(summary)
         progress.start_step = step
@@ -250,6 +259,14 @@ def _train_locked(cfg: Config, run: RunDir, resume: bool, quiet: bool) -> dict[s
                 metrics["time/step"] = sum(metrics[k] for k in ("time/generate", "time/score", "time/train"))
                 metrics["throughput/tokens_per_s"] = metrics["tokens"] / max(metrics["time/step"], 1e-9)
                 metrics.update(reward_range(rollouts))
+                signal = group_signal(rollouts, cfg.eval.threshold)
+                metrics.update(signal)
+                try:
+                    if group_relative:
+                        _warn(summary, progress, no_signal.observe(step, signal))
+                except NoSignal as err:
+                    raise TrainingStopped(str(err)) from None
+                _warn(summary, progress, gap.observe_step(step, metrics["accuracy"]))
                 metrics.update(field_metrics(rollouts, cfg.tracking.group_by, cfg.eval.threshold))
                 if step % cfg.tracking.log_every == 0:
                     tracker.log(step, metrics)
@@ -260,6 +277,7 @@ def _train_locked(cfg: Config, run: RunDir, resume: bool, quiet: bool) -> dict[s
                     result = _eval_and_log(parts, tracker, step, progress)
                     summary["best_accuracy"] = max(summary["best_accuracy"], result["accuracy"])
                     _warn(summary, progress, collapse.observe_eval(step, result))
+                    gap.observe_eval(step, result)
                 progress.update(step, metrics)
                 summary["steps"] = step
                 # The last step too, so a finished run can be extended with --resume train.steps=...

@@ -57,3 +57,29 @@ def hangs_on_odd_items(completion: str, *, id: str, **fields: Any) -> float:
 def mostly_seven(seed: int, index: int) -> dict[str, Any]:
     """Nine answers in ten are 7: always saying 7 scores 90% without solving anything."""
     return {"prompt": f"q{seed % 1000}:{index}", "answer": "7" if index % 10 else str(index % 7)}
+
+
+def twenty_questions(seed: int, index: int) -> dict[str, Any]:
+    """Twenty prompts whatever the seed: held out with data.eval_items=10, q0..q9 leave q10..q19 to train on.
+    ``half`` says which half a question is in (a column verifiers read)."""
+    q = index % 20
+    return {"prompt": f"q{q}", "answer": str(q % 7), "half": "held" if q < 10 else "train"}
+
+
+def training_half_right(completion: str, *, half: str, **fields: Any) -> float:
+    """Every answer to a training question is right, none to a held-out one: a policy that has memorized its
+    training questions and can reach nothing else."""
+    return 1.0 if half == "train" else 0.0
+
+
+def thirty_questions(seed: int, index: int) -> dict[str, Any]:
+    """Thirty prompts whatever the seed: a larger held-out set takes questions another one trained on."""
+    return {"prompt": f"q{index % 30}", "answer": str(index % 30 % 7)}
+
+
+def unlearnable(seed: int, index: int) -> dict[str, Any]:
+    """An answer no model can infer from its prompt: eight random digits per item."""
+    import random
+
+    rng = random.Random(seed * 1_000_003 + index)
+    return {"prompt": f"u{index}", "answer": str(rng.randrange(10**7, 10**8))}

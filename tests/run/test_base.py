@@ -10,7 +10,7 @@ import pytest
 import torch
 from transformers import AutoModelForCausalLM, AutoTokenizer
 
-from verity.build import build_tasks
+from verity.build import build_tasks, held_out_keys
 from verity.config import load_config
 from verity.model.loading import load_policy
 from verity.rewards.executor import RewardExecutor
@@ -83,7 +83,7 @@ def build(cfg) -> tuple[Path, list[str]]:
 def test_tiny_base_is_built_once_and_cached(tmp_path: Path) -> None:
     cfg = tiny_base_config(tmp_path)
     path, log = build(cfg)
-    assert path == base_cache_dir(cfg) and path.parent == tmp_path / "models"
+    assert path == base_cache_dir(cfg, held_out_keys(cfg)) and path.parent == tmp_path / "models"
     assert log[0] == f"building tiny base model into {path}"
     info = json.loads((path / "verity_base.json").read_text())
     assert info["warmup_steps"] in (2, 3) and 0.0 <= info["warmup_accuracy"] <= 1.0
@@ -97,12 +97,18 @@ def test_tiny_base_is_built_once_and_cached(tmp_path: Path) -> None:
 
 
 def test_cache_key_follows_every_shaping_setting(tmp_path: Path) -> None:
-    base = base_cache_dir(tiny_base_config(tmp_path))
-    assert base_cache_dir(tiny_base_config(tmp_path)) == base
-    for override in ("model.warmup.max_steps=4", "model.tiny.hidden_size=8", "seed=1", "data.system_prompt=Hi"):
-        assert base_cache_dir(tiny_base_config(tmp_path, override)) != base, override
+    def key(*overrides: str) -> Path:
+        cfg = tiny_base_config(tmp_path, *overrides)
+        return base_cache_dir(cfg, held_out_keys(cfg))
+
+    base = key()
+    assert key() == base
+    shaping = ("model.warmup.max_steps=4", "model.tiny.hidden_size=8", "seed=1", "data.system_prompt=Hi")
+    held_out = ("data.eval_items=5", "eval.items=3")  # which questions are held out shapes the warm-up too
+    for override in shaping + held_out:
+        assert key(override) != base, override
     # settings that do not shape the base share it
-    assert base_cache_dir(tiny_base_config(tmp_path, "train.lr=0.5", "rollout.group_size=2")) == base
+    assert key("train.lr=0.5", "rollout.group_size=2") == base
 
 
 def test_a_majority_answer_guesser_is_not_called_competent(tmp_path: Path) -> None:

@@ -32,13 +32,14 @@ def dry_run(cfg: Config) -> str:
 def _prompt_tokenizer(cfg: Config) -> tuple[Any, str]:
     """The tokenizer whose chat template renders prompts: the model's own, or for a tiny base not built yet the
     same template on a character tokenizer."""
+    from verity.build import held_out_keys
     from verity.model.loading import load_tokenizer
     from verity.model.tokenizer import VL_CHAT_TEMPLATE, build_char_tokenizer
     from verity.run.base import BUILTIN_VL, BUILTINS, base_cache_dir
 
     if cfg.model.name not in BUILTINS:
         return load_tokenizer(cfg.model.name), f"chat template of {cfg.model.name}"
-    cached = base_cache_dir(cfg)
+    cached = base_cache_dir(cfg, held_out_keys(cfg))
     if (cached / "config.json").is_file():
         return load_tokenizer(str(cached)), f"chat template of the cached base {cached}"
     tokenizer = build_char_tokenizer()

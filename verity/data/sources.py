@@ -94,6 +94,10 @@ class TableSource:
     def eval_items(self, n: int) -> list[Item]:
         return self._eval[:n]
 
+    def train_rows(self) -> list[Item]:
+        """Every training row, in file order."""
+        return self._train
+
 
 def read_items(task: TaskConfig, rows: list[tuple[str, Any]], path: Path) -> list[Item]:
     """Items of a task's rows read from ``path`` (image paths are relative to its folder); a bad row is an error

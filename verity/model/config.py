@@ -60,7 +60,11 @@ class WarmupConfig(Section):
     batch_size: int = Field(64, gt=0, description="Demonstrations per SFT step.")
     lr: float = Field(3e-3, gt=0, description="Peak learning rate (linear warm-up, cosine decay).")
     stop_at_accuracy: float = Field(
-        0.3, ge=0, le=1, description="Stop once held-out greedy accuracy reaches this: RL needs room to improve."
+        0.3,
+        ge=0,
+        le=1,
+        description="Stop once greedy accuracy on the check items (questions neither held out nor trained on) "
+        "reaches this: RL needs room to improve.",
     )
     min_gain_over_majority: float = Field(
         0.05,
@@ -69,8 +73,21 @@ class WarmupConfig(Section):
         description="Stop only once check accuracy also beats always giving each task's most frequent answer by "
         "this much: a model that only learned the majority answer is not competent, however high it scores.",
     )
-    check_every: int = Field(25, gt=0, description="Steps between held-out accuracy checks.")
-    check_items: int = Field(100, gt=0, description="Held-out items per accuracy check.")
+    min_diversity: float = Field(
+        0.1,
+        ge=0,
+        le=1,
+        description="Stop, going back to the previous check, once 4 samples at temperature 1 of a check prompt "
+        "differ less than this ((distinct - 1) / 3, averaged): a base that answers one answer gives RL groups "
+        "with equal rewards, nothing to learn from.",
+    )
+    check_every: int = Field(25, gt=0, description="Steps between accuracy checks.")
+    check_items: int = Field(
+        100,
+        gt=0,
+        description="Items per accuracy check: training questions set aside (never held out, never trained on in "
+        "the warm-up); a task with fewer than three times its share of questions gets a third of them.",
+    )
 
 
 class LoraConfig(Section):

@@ -121,6 +121,11 @@ class TrainConfig(Section):
     checkpoint_every: int = Field(50, gt=0, description="Steps between checkpoints.")
     keep_checkpoints: int = Field(2, gt=0, description="How many recent checkpoints to keep.")
     max_bad_steps: int = Field(5, gt=0, description="Stop after this many non-finite losses in a row.")
+    stop_without_signal: bool = Field(
+        False,
+        description="Stop the run (status failed, checkpoint intact) when most groups have had all-equal rewards "
+        "for a sustained stretch; otherwise that is a warning only.",
+    )
 
     @model_validator(mode="after")
     def _strategy_fits(self) -> TrainConfig:
