@@ -1,7 +1,8 @@
 import pytest
 
 from verity.rewards.match import accuracy
-from verity.rewards.registry import register_verifier, registered_verifiers, resolve_verifier
+from verity.rewards.registry import registered_verifiers, resolve_verifier
+from verity.rewards.verifier import register_verifier
 
 
 def test_builtin_names_are_registered() -> None:
