@@ -71,20 +71,32 @@ def main(argv: list[str] | None = None) -> int:
         parser.error(f"unrecognized arguments: {' '.join(extra)}")
     if misplaced:
         args.overrides = [*args.overrides, *misplaced]
+    from verity.run.console import log_path, stop_children, terminal_err
     from verity.schema import ConfigError
 
     try:
         return _dispatch(args)
     except ConfigError as err:
-        print(f"verity: {err}", file=sys.stderr)
+        print(f"verity: {err}", file=terminal_err())
         return 2
     except KeyboardInterrupt:
+        stop_children()
         print(
             "verity: interrupted; every file written so far is complete (a run goes on from its last checkpoint "
             "with --resume; a base model being built is rebuilt next time)",
-            file=sys.stderr,
+            file=terminal_err(),
         )
         return 130
+    except Exception as err:
+        log = log_path()
+        if log is None:  # nothing hides the traceback: let Python print it
+            raise
+        import traceback
+
+        traceback.print_exc()  # into the log
+        first = str(err).splitlines()[0] if str(err) else ""
+        print(f"verity: {type(err).__name__}: {first} (traceback in {log})", file=terminal_err())
+        return 1
 
 
 def _dispatch(args: argparse.Namespace) -> int:
@@ -133,30 +145,46 @@ def _add_import_paths(config_dir: Path | None) -> None:
 
 
 def _train(cfg: Config, resume: bool, quiet: bool) -> int:
+    from verity.run.lock import lock_is_held
+    from verity.schema import ConfigError
+
+    if lock_is_held(cfg.run_dir):  # before the heavy imports, so a busy directory is refused at once
+        raise ConfigError(
+            f"{cfg.run_dir} is in use by another verity process; wait for it to end, or give this run another "
+            "name (name=...)"
+        )
     from verity.loop import TrainingStopped, train
+    from verity.run.console import terminal_err, terminal_out
     from verity.run.rundir import RunDirError
 
     try:
-        summary = train(cfg, resume=resume, quiet=quiet)
+        summary = train(cfg, resume=resume, quiet=quiet, log_output=True)
     except (TrainingStopped, RunDirError) as err:
-        print(f"verity: {err}", file=sys.stderr)
+        print(f"verity: {err}", file=terminal_err())
         return 1
-    before, after = summary.get("eval_before"), summary.get("eval_after")
-    print()
-    print(f"run directory : {cfg.run_dir}")
-    print(
-        f"status        : {summary['status']} after {summary['steps']} steps, "
-        f"{summary['wall_time_s']:.0f} s wall time"
-    )
-    if before and after:
+    if summary["status"] == "stopped":
         print(
+            f"verity: stopped at step {summary['steps']} with a checkpoint of it; resume with --resume "
+            f"({cfg.run_dir})",
+            file=terminal_err(),
+        )
+        return 130
+    before, after = summary.get("eval_before"), summary.get("eval_after")
+    lines = [
+        "",
+        f"run directory : {cfg.run_dir}",
+        f"status        : {summary['status']} after {summary['steps']} steps, "
+        f"{summary['wall_time_s']:.0f} s wall time",
+    ]
+    if before and after:
+        lines.append(
             f"held-out accuracy (greedy, {before['items']} items): "
             f"{before['accuracy']:.1%} before RL -> {after['accuracy']:.1%} after RL"
         )
     if summary.get("final_model"):
-        print(f"final model   : {summary['final_model']}")
-    for warning in summary.get("warnings", [])[:5]:
-        print(f"warning       : {warning}")
+        lines.append(f"final model   : {summary['final_model']}")
+    lines += [f"warning       : {warning}" for warning in summary.get("warnings", [])[:5]]
+    print("\n".join(lines), file=terminal_out())
     return 0 if summary["status"] == "finished" else 130
 
 
