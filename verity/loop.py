@@ -9,7 +9,9 @@ from __future__ import annotations
 import contextlib
 import errno
 import math
+import os
 import signal
+import threading
 import time
 from collections.abc import Callable
 from typing import Any
@@ -35,7 +37,7 @@ from verity.run.checks import (
     settings_warnings,
     unlogged_stage_metrics,
 )
-from verity.run.console import LOG_NAME, send_output_to, stop_children, terminal_err
+from verity.run.console import INTERRUPTED, LOG_NAME, send_output_to, stop_children, terminal_err
 from verity.run.progress import RunProgress
 from verity.run.rundir import RunDir, RunDirError
 from verity.run.runs import read_summary
@@ -194,6 +196,12 @@ def _train_locked(cfg: Config, run: RunDir, resume: bool, quiet: bool, stop: Sto
         **(read_summary(run.path) if resume else {}),  # what a start-up interrupted before resuming keeps
     }
     parts: Parts | None = None
+
+    def forced_stop() -> None:
+        summary["status"] = "stopped"
+        run.write_summary(summary)
+
+    stop.on_force = forced_stop
     try:
         parts = build_parts(cfg, progress.message)
         stop.check()  # a Ctrl-C that a library swallowed while the engine started
@@ -383,21 +391,35 @@ class StopFlag:
     """Ctrl-C (SIGINT) and SIGTERM during a run. While ``deferred`` (the steps), the first one asks to stop after
     the current step, which then writes a checkpoint; a second one interrupts at once (checkpoints and summaries
     are written aside and renamed, so the last one stays valid). Otherwise (base build, engine and Ray start-up,
-    evaluations before and after, the final model) the first one interrupts at once: it raises
-    ``KeyboardInterrupt`` and ends the processes this one started, because a library waiting on them may swallow
-    the exception (vLLM's start-up polls with pyzmq, which drops an exception raised by a signal handler)."""
+    evaluations before and after, the final model) the first one interrupts at once, with ``KeyboardInterrupt``.
 
-    def __init__(self) -> None:
+    A library waiting on other processes may swallow that exception (vLLM's start-up polls with pyzmq, which drops
+    an exception raised by a signal handler, then waits for its engine for minutes): when the process has not
+    ended ``grace_s`` seconds after an interruption, ``on_force`` runs (it writes the summary), the processes this
+    one started are ended and it exits with 130."""
+
+    def __init__(self, grace_s: float = 10.0) -> None:
         self.requested = False
         self.deferred = False
+        self.grace_s = grace_s
+        self.on_force: Callable[[], None] = lambda: None
         self._previous: dict[int, Any] = {}
 
     def _handle(self, signum: int, frame: Any) -> None:
         first, self.requested = not self.requested, True
         if first and self.deferred:
             return
-        stop_children()
+        timer = threading.Timer(self.grace_s, self._force)
+        timer.daemon = True
+        timer.start()
         raise KeyboardInterrupt
+
+    def _force(self) -> None:
+        with contextlib.suppress(Exception):
+            self.on_force()
+        stop_children()
+        print(INTERRUPTED, file=terminal_err(), flush=True)
+        os._exit(130)
 
     def check(self) -> None:
         """Raise ``KeyboardInterrupt`` if a stop was asked for (and swallowed on its way)."""

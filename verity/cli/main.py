@@ -71,7 +71,7 @@ def main(argv: list[str] | None = None) -> int:
         parser.error(f"unrecognized arguments: {' '.join(extra)}")
     if misplaced:
         args.overrides = [*args.overrides, *misplaced]
-    from verity.run.console import log_path, stop_children, terminal_err
+    from verity.run.console import INTERRUPTED, log_path, stop_children, terminal_err
     from verity.schema import ConfigError
 
     try:
@@ -81,11 +81,7 @@ def main(argv: list[str] | None = None) -> int:
         return 2
     except KeyboardInterrupt:
         stop_children()
-        print(
-            "verity: interrupted; every file written so far is complete (a run goes on from its last checkpoint "
-            "with --resume; a base model being built is rebuilt next time)",
-            file=terminal_err(),
-        )
+        print(INTERRUPTED, file=terminal_err())
         return 130
     except Exception as err:
         log = log_path()

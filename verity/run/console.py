@@ -21,6 +21,10 @@ from pathlib import Path
 from typing import TextIO
 
 LOG_NAME = "verity.log"
+INTERRUPTED = (
+    "verity: interrupted; every file written so far is complete (a run goes on from its last checkpoint with "
+    "--resume; a base model being built is rebuilt next time)"
+)
 
 _terminal: dict[str, TextIO] = {}
 _log_path: list[Path] = []
