@@ -106,16 +106,25 @@ def build_tasks(cfg: Config) -> tuple[list[TaskSource], list[Item]]:
     return sources, [item for source in sources for item in source.eval_items(n_eval)]
 
 
+def tasks_and_base(cfg: Config, score: Callable[..., Any], log: Log) -> tuple[list[TaskSource], list[Item], str]:
+    """The task sources, the held-out items and the policy's path, with the tiny base built (or reused) for a
+    built-in ``model.name``. Every command that needs a base (train, init, spark) goes through here, with the
+    threads ``verity.run.checks.resolve_threads`` set: one config gives one base whichever command builds it."""
+    seed_everything(cfg.seed)
+    sources, eval_items = build_tasks(cfg)
+    model_path = cfg.model.name
+    if model_path in BUILTINS:
+        held_out = {item_key(item) for item in eval_items}
+        model_path = str(ensure_tiny_base(cfg, sources, held_out, score, log))
+    return sources, eval_items, model_path
+
+
 def build_parts(cfg: Config, log: Log) -> Parts:
     if cfg.runtime.threads:
         torch.set_num_threads(cfg.runtime.threads)
-    seed_everything(cfg.seed)
-    sources, eval_items = build_tasks(cfg)
-    held_out = {item_key(item) for item in eval_items}
     executor = RewardExecutor(cfg.reward)
-    model_path = cfg.model.name
-    if model_path in BUILTINS:
-        model_path = str(ensure_tiny_base(cfg, sources, held_out, executor.score, log))
+    sources, eval_items, model_path = tasks_and_base(cfg, executor.score, log)
+    held_out = {item_key(item) for item in eval_items}
     device = resolve_device(cfg.runtime.device)
     model, tokenizer = load_policy(model_path, cfg.model.dtype, device)
     seed_everything(cfg.seed)

@@ -30,9 +30,9 @@ from verity.run.checks import (
     AllScoresFailed,
     CollapseWatch,
     RewardWatch,
-    apply_default_threads,
     check_device,
     collapse_remedies,
+    resolve_threads,
     schedule_extension,
     settings_warnings,
     unlogged_stage_metrics,
@@ -167,7 +167,7 @@ def train(cfg: Config, *, resume: bool = False, quiet: bool = False, log_output:
     """Run (or resume) the RL loop described by ``cfg``; returns the run summary (also in summary.json). With
     ``log_output`` (the ``verity`` command), everything but Verity's own lines goes to ``RUN_DIR/verity.log``."""
     check_device(cfg.runtime.device)
-    apply_default_threads(cfg, small_model=cfg.model.name in BUILTINS)
+    resolve_threads(cfg, small_model=cfg.model.name in BUILTINS)
     run = RunDir(cfg)
     run.prepare(resume)
     if log_output:

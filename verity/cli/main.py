@@ -6,6 +6,7 @@ from __future__ import annotations
 import argparse
 import json
 import sys
+from collections.abc import Callable
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -101,17 +102,16 @@ def _dispatch(args: argparse.Namespace) -> int:
 
         print(write_reference())
         return 0
-    from verity.config import load_config
+    from verity.cli.resolve import resolve_config, split_overrides
     from verity.schema import ConfigError
 
-    if args.config and "=" in args.config and not args.config.endswith((".yaml", ".yml")):
-        args.overrides, args.config = [args.config, *args.overrides], None
+    args.config, args.overrides = split_overrides(args.config, args.overrides)
     if args.command == "train" and args.config is None:
         raise ConfigError("train needs a config file, e.g. verity train examples/quickstart.yaml")
-    cfg = load_config(args.config, args.overrides)
-    _add_import_paths(Path(args.config).parent if args.config else None)
+    small_model = _evaluated_model_is_small(args.model) if args.command == "eval" else None
+    cfg = resolve_config(args.config, args.overrides, small_model)
     if args.command == "eval" and (args.task or args.k):
-        cfg = load_config(args.config, [*args.overrides, *_eval_overrides(args, cfg)])
+        cfg = resolve_config(args.config, [*args.overrides, *_eval_overrides(args, cfg)], small_model)
     if args.command == "train" and args.dry_run:
         from verity.cli.dryrun import dry_run
 
@@ -127,17 +127,17 @@ def _dispatch(args: argparse.Namespace) -> int:
     return _init(cfg)
 
 
-def _add_import_paths(config_dir: Path | None) -> None:
-    """Put the current directory and the config file's directory on the import path (``sys.path`` and, for
-    worker processes, ``PYTHONPATH``), so a config can name ``my_rewards:score`` kept beside it."""
-    import os
+def _evaluated_model_is_small(model: str) -> Callable[[Config], bool]:
+    """``verity eval``'s threads follow the size of the model it evaluates, not the config's ``model.name``."""
 
-    dirs = [str(Path.cwd()), *([str(config_dir.resolve())] if config_dir is not None else [])]
-    for directory in reversed(dirs):
-        if directory not in sys.path:
-            sys.path.insert(0, directory)
-    known = os.environ.get("PYTHONPATH", "").split(os.pathsep)
-    os.environ["PYTHONPATH"] = os.pathsep.join(dict.fromkeys(d for d in [*dirs, *known] if d))
+    def small(cfg: Config) -> bool:
+        from verity.model.loading import parameter_count
+        from verity.run.checks import SMALL_MODEL_PARAMETERS
+
+        count = parameter_count(model)
+        return count is not None and count < SMALL_MODEL_PARAMETERS
+
+    return small
 
 
 def _train(cfg: Config, resume: bool, quiet: bool) -> int:
@@ -223,18 +223,14 @@ def _eval(cfg: Config, model: str, out: str | None, ks: tuple[int, ...]) -> int:
     from verity.build import build_tasks, resolve_device
     from verity.data.prompts import TaskPrompts
     from verity.eval import evaluate
-    from verity.model.loading import load_tokenizer, parameter_count
+    from verity.model.loading import load_tokenizer
     from verity.model.vision import processor_at
     from verity.rewards.executor import RewardExecutor
     from verity.rollout.engine import EngineSpec
     from verity.rollout.registry import build_engine
-    from verity.run.checks import SMALL_MODEL_PARAMETERS, apply_default_threads, check_device
 
-    check_device(cfg.runtime.device)
     _, items = build_tasks(cfg)
     tokenizer = load_tokenizer(model)
-    count = parameter_count(model)
-    apply_default_threads(cfg, small_model=count is not None and count < SMALL_MODEL_PARAMETERS)
     device = resolve_device(cfg.runtime.device)
     spec = EngineSpec(
         model, tokenizer, cfg.model.dtype, device, cfg.seed, cfg.eval.batch_size, settings=cfg.rollout
@@ -269,17 +265,16 @@ def _eval(cfg: Config, model: str, out: str | None, ks: tuple[int, ...]) -> int:
 
 
 def _init(cfg: Config) -> int:
-    from verity.build import build_tasks
-    from verity.data.images import item_key
+    """The base ``verity train`` would build for this config, through the same steps (``tasks_and_base``)."""
+    from verity.build import tasks_and_base
     from verity.rewards.executor import RewardExecutor
-    from verity.run.base import BUILTINS, ensure_tiny_base
+    from verity.run.base import BUILTINS
 
     if cfg.model.name not in BUILTINS:
         print(f"model.name is {cfg.model.name!r}, not a built-in base {BUILTINS}: nothing to build")
         return 0
-    sources, items = build_tasks(cfg)
     with RewardExecutor(cfg.reward) as executor:
-        path = ensure_tiny_base(cfg, sources, {item_key(it) for it in items}, executor.score, print)
+        _, _, path = tasks_and_base(cfg, executor.score, print)
     print(path)
     return 0
 
