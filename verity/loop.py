@@ -37,7 +37,7 @@ from verity.run.checks import (
     settings_warnings,
     unlogged_stage_metrics,
 )
-from verity.run.console import INTERRUPTED, LOG_NAME, send_output_to, stop_children, terminal_err
+from verity.run.console import INTERRUPTED, LOG_NAME, output_to, stop_children, terminal_err
 from verity.run.progress import RunProgress
 from verity.run.rundir import RunDir, RunDirError
 from verity.run.runs import read_summary
@@ -170,10 +170,8 @@ def train(cfg: Config, *, resume: bool = False, quiet: bool = False, log_output:
     resolve_threads(cfg, small_model=cfg.model.name in BUILTINS)
     run = RunDir(cfg)
     run.prepare(resume)
-    if log_output:
-        send_output_to(run.path / LOG_NAME)
     try:
-        with StopFlag() as stop:
+        with output_to(run.path / LOG_NAME) if log_output else contextlib.nullcontext(), StopFlag() as stop:
             return _train_locked(cfg, run, resume, quiet, stop)
     finally:
         run.lock.release()

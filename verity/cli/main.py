@@ -90,7 +90,8 @@ def main(argv: list[str] | None = None) -> int:
             raise
         import traceback
 
-        traceback.print_exc()  # into the log
+        with log.open("a") as handle:
+            traceback.print_exc(file=handle)
         first = str(err).splitlines()[0] if str(err) else ""
         print(f"verity: {type(err).__name__}: {first} (traceback in {log})", file=terminal_err())
         return 1

@@ -2,8 +2,8 @@
 
 Verity's own lines (progress, warnings, the one ``verity:`` line of an error) go to the terminal. Everything else
 a run's processes print (vLLM's and Ray's logs, progress bars of other libraries, Python warnings, the tracebacks
-of reward workers and engine processes, C-level output) goes to the run's log file: ``send_output_to`` points
-the process's file descriptors 1 and 2 at it, so every child process started afterwards inherits it, and keeps
+of reward workers and engine processes, C-level output) goes to the run's log file: ``output_to`` points the
+process's file descriptors 1 and 2 at it, so every child process started meanwhile inherits it, and keeps
 duplicates of the terminal's descriptors for Verity.
 
 ``stop_children`` ends every process this one started (engine, reward workers, learner ranks, a local Ray),
@@ -17,6 +17,7 @@ import os
 import signal
 import sys
 import time
+from collections.abc import Iterator
 from pathlib import Path
 from typing import TextIO
 
@@ -31,7 +32,7 @@ _log_path: list[Path] = []
 
 
 def terminal_out() -> TextIO:
-    """Where Verity's own output lines go: the terminal's stdout, also after ``send_output_to``."""
+    """Where Verity's own output lines go: the terminal's stdout, also inside ``output_to``."""
     return _terminal.get("out", sys.stdout)
 
 
@@ -41,23 +42,35 @@ def terminal_err() -> TextIO:
 
 
 def log_path() -> Path | None:
-    """The log file third-party output goes to, once ``send_output_to`` was called."""
+    """The log file third-party output went to last (``output_to``), if any."""
     return _log_path[-1] if _log_path else None
 
 
-def send_output_to(path: Path) -> None:
-    """From now on, the process's stdout and stderr (and those of the processes it starts) append to ``path``;
-    ``terminal_out()`` and ``terminal_err()`` stay the terminal. For a command's process: it is not undone."""
+@contextlib.contextmanager
+def output_to(path: Path) -> Iterator[None]:
+    """Inside, the process's stdout and stderr (and those of the processes it starts, for their whole life)
+    append to ``path``, while ``terminal_out()`` and ``terminal_err()`` stay the terminal; restored on exit."""
     sys.stdout.flush()
     sys.stderr.flush()
-    if not _terminal:
-        _terminal["out"] = os.fdopen(os.dup(1), "w", buffering=1, encoding="utf-8", errors="replace")
-        _terminal["err"] = os.fdopen(os.dup(2), "w", buffering=1, encoding="utf-8", errors="replace")
+    saved = {"out": os.dup(1), "err": os.dup(2)}
+    _terminal.update({k: os.fdopen(os.dup(fd), "w", buffering=1, errors="replace") for k, fd in saved.items()})
     fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o644)
     os.dup2(fd, 1)
     os.dup2(fd, 2)
     os.close(fd)
     _log_path.append(path)
+    try:
+        yield
+    finally:
+        sys.stdout.flush()
+        sys.stderr.flush()
+        for stream in _terminal.values():
+            stream.close()
+        _terminal.clear()
+        os.dup2(saved["out"], 1)
+        os.dup2(saved["err"], 2)
+        os.close(saved["out"])
+        os.close(saved["err"])
 
 
 def children(pid: int | None = None) -> list[int]:
