@@ -180,7 +180,10 @@ def train(cfg: Config, *, resume: bool = False, quiet: bool = False, log_output:
 def _train_locked(cfg: Config, run: RunDir, resume: bool, quiet: bool, stop: StopFlag) -> dict[str, Any]:
     started = time.time()
     progress = RunProgress(
-        max(cfg.train.steps, 1), quiet=quiet or cfg.tracking.quiet, console=Console(file=terminal_err())
+        max(cfg.train.steps, 1),
+        quiet=quiet or cfg.tracking.quiet,
+        console=Console(file=terminal_err()),
+        time_limit_s=cfg.train.time_limit_s,
     )
     summary: dict[str, Any] = {
         "name": cfg.name,
@@ -191,6 +194,7 @@ def _train_locked(cfg: Config, run: RunDir, resume: bool, quiet: bool, stop: Sto
         "warnings": [],
         "restarts": restart_counts({}),
         "final_model": None,
+        **({"time_limit_s": cfg.train.time_limit_s} if cfg.train.time_limit_s is not None else {}),
         **(read_summary(run.path) if resume else {}),  # what a start-up interrupted before resuming keeps
     }
     parts: Parts | None = None
