@@ -1,0 +1,124 @@
+"""Every command resolves a config as ``verity train`` does (``verity.cli.resolve``): ``init`` builds the base
+``train`` builds, ``spark`` takes overrides wherever ``train`` does, and a data path given as an override is found
+beside the config like the same value in the YAML."""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import subprocess
+from pathlib import Path
+
+import pytest
+import yaml
+from conftest import subprocess_env, verity_command
+
+from verity.config import Config, load_config
+
+
+def tiny_base_run(tmp_path: Path) -> Path:
+    settings = {
+        "name": "run",
+        "output_dir": str(tmp_path / "runs"),
+        "model": {
+            "name": "tiny",
+            "tiny": {
+                "vocab_size": 300,
+                "hidden_size": 16,
+                "num_layers": 1,
+                "num_heads": 2,
+                "intermediate_size": 32,
+            },
+            "warmup": {"max_steps": 4, "batch_size": 4, "check_every": 2, "check_items": 4},
+        },
+        "data": {
+            "tasks": [{"source": "generator", "name": "seven", "function": "helpers.loop_tasks:say_seven"}],
+            "eval_items": 4,
+        },
+        "rollout": {"prompts_per_step": 2, "group_size": 2, "max_new_tokens": 3},
+        "reward": {"verifiers": ["helpers.loop_tasks:share_of_sevens"], "in_process": True},
+        "train": {"steps": 1},
+        "eval": {"every": 0, "k": 1},
+        "tracking": {"quiet": True},
+        "runtime": {"device": "cpu"},
+    }
+    path = tmp_path / "run.yaml"
+    path.write_text(yaml.safe_dump(settings))
+    return path
+
+
+def digest(directory: Path) -> dict[str, str]:
+    """The hash of every weight and config file of a base (its build record holds timings)."""
+    return {
+        p.name: hashlib.sha256(p.read_bytes()).hexdigest()
+        for p in sorted(directory.iterdir())
+        if p.is_file() and p.name != "verity_base.json"
+    }
+
+
+@pytest.mark.slow
+def test_init_builds_the_base_train_builds(tmp_path: Path) -> None:
+    """Without runtime.threads and without OMP_NUM_THREADS both take the one-thread default for the tiny base, and
+    the same key, seeds and held-out items: the same files."""
+    config = tiny_base_run(tmp_path)
+    env = {k: v for k, v in subprocess_env().items() if k != "OMP_NUM_THREADS"}
+    init = subprocess.run(
+        verity_command("init", str(config), f"model.cache_dir={tmp_path / 'by_init'}"),
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+    assert init.returncode == 0, init.stderr
+    by_init = Path(init.stdout.strip().splitlines()[-1])
+    train = subprocess.run(
+        verity_command("train", str(config), "--quiet", f"model.cache_dir={tmp_path / 'by_train'}"),
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+    assert train.returncode == 0, train.stderr
+    (by_train,) = [p for p in (tmp_path / "by_train").rglob("config.json") if p.parent.name == by_init.name]
+    assert digest(by_init) == digest(by_train.parent)
+
+
+def test_spark_takes_overrides_before_between_and_after_its_options(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import verity.recipes.spark.pipeline as pipeline
+    from verity.cli.spark import cli_main
+
+    seen: list[Config] = []
+
+    def fake_run(cfg: Config, opts: object, out: Path) -> dict:
+        seen.append(cfg)
+        raise SystemExit(0)
+
+    monkeypatch.setattr(pipeline, "run_spark", fake_run)
+    config = tiny_base_run(tmp_path)
+    for argv in (
+        [str(config), "seed=3", "--prompts", "2"],
+        [str(config), "--prompts", "2", "seed=3"],
+        [str(config), "--prompts", "2", "seed=3", "--solutions", "2"],
+    ):
+        with pytest.raises(SystemExit):
+            cli_main(argv)
+        assert seen[-1].seed == 3, argv
+
+
+def test_an_eval_path_override_is_found_beside_the_config_like_the_yaml_value(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    project = tmp_path / "project"
+    project.mkdir()
+    (project / "test.jsonl").write_text('{"prompt": "q", "answer": "7"}\n')
+    task = {"source": "jsonl", "name": "qa", "path": "test.jsonl"}
+    (project / "run.yaml").write_text(yaml.safe_dump({"data": {"tasks": [task]}}))
+    elsewhere = tmp_path / "elsewhere"
+    elsewhere.mkdir()
+    monkeypatch.chdir(elsewhere)
+    cfg = load_config(project / "run.yaml", ["data.tasks.0.eval_path=test.jsonl"])
+    assert cfg.data.tasks[0].eval_path == str(project / "test.jsonl")
+    assert cfg.data.tasks[0].path == str(project / "test.jsonl")
+    assert os.getcwd() == str(elsewhere)
