@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import copy
 import random
 from collections.abc import Callable
@@ -120,9 +121,19 @@ def tasks_and_base(cfg: Config, score: Callable[..., Any], log: Log) -> tuple[li
 
 
 def build_parts(cfg: Config, log: Log) -> Parts:
+    """Everything a run needs. When building fails part way (a config error found late, a Ctrl-C), what was
+    already started (reward workers, learner ranks, the engine) is closed, so no process outlives the error."""
+    with contextlib.ExitStack() as built:
+        parts = _build_parts(cfg, log, built)
+        built.pop_all()
+    return parts
+
+
+def _build_parts(cfg: Config, log: Log, built: contextlib.ExitStack) -> Parts:
     if cfg.runtime.threads:
         torch.set_num_threads(cfg.runtime.threads)
     executor = RewardExecutor(cfg.reward)
+    built.callback(executor.close)
     sources, eval_items, model_path = tasks_and_base(cfg, executor.score, log)
     held_out = {item_key(item) for item in eval_items}
     device = resolve_device(cfg.runtime.device)
@@ -147,6 +158,7 @@ def build_parts(cfg: Config, log: Log) -> Parts:
         # The ranks load the policy (and the reference) themselves; the engine keeps its own copy, which weight
         # syncs update. The reference is the group's handle to the copy its ranks hold sharded.
         learner: Learner | LearnerGroup = place_learners(cfg.runtime.kind, cfg, model_path, device)
+        built.callback(learner.close)
         ref_model = learner.reference
         if learner.spec.critic:
             critic = GroupCritic(learner)
@@ -164,6 +176,7 @@ def build_parts(cfg: Config, log: Log) -> Parts:
         model=None if sharded else model,
     )
     engine = build_engine(cfg.rollout.engine, spec)
+    built.callback(engine.close)
     sampler = Sampler(
         sources, cfg.data, cfg.rollout.sampling(), held_out=held_out, seed=cfg.seed, threshold=cfg.eval.threshold
     )

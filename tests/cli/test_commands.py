@@ -122,3 +122,29 @@ def test_an_eval_path_override_is_found_beside_the_config_like_the_yaml_value(
     assert cfg.data.tasks[0].eval_path == str(project / "test.jsonl")
     assert cfg.data.tasks[0].path == str(project / "test.jsonl")
     assert os.getcwd() == str(elsewhere)
+
+
+def test_a_config_error_found_with_reward_workers_running_is_one_line_and_no_worker_traceback(
+    tiny_model_dir: Path, tmp_path: Path
+) -> None:
+    """fsdp2 refuses LoRA once the reward workers run (in their own processes): they are closed, not killed
+    mid-read, so neither the terminal nor the run's log gets their ConnectionResetError tracebacks."""
+    from conftest import loop_settings
+
+    settings = loop_settings(tiny_model_dir, tmp_path / "runs")
+    settings["reward"]["in_process"] = False
+    config = tmp_path / "run.yaml"
+    config.write_text(yaml.safe_dump(settings))
+    done = subprocess.run(
+        verity_command(
+            "train", str(config), "--quiet", "train.strategy=fsdp2", "train.learners=2", "model.lora.r=8"
+        ),
+        env=subprocess_env(),
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+    assert done.returncode == 2
+    assert done.stderr.startswith("verity: train.strategy=fsdp2 does not support LoRA")
+    assert done.stderr.count("\n") == 1 and not done.stdout
+    assert "Traceback" not in (tmp_path / "runs" / "run" / "verity.log").read_text()

@@ -72,13 +72,13 @@ def main(argv: list[str] | None = None) -> int:
         parser.error(f"unrecognized arguments: {' '.join(extra)}")
     if misplaced:
         args.overrides = [*args.overrides, *misplaced]
-    from verity.run.console import INTERRUPTED, log_path, stop_children, terminal_err
+    from verity.run.console import INTERRUPTED, log_note, log_path, stop_children, terminal_err
     from verity.schema import ConfigError
 
     try:
         return _dispatch(args)
     except ConfigError as err:
-        print(f"verity: {err}", file=terminal_err())
+        print(f"verity: {err}{log_note()}", file=terminal_err())
         return 2
     except KeyboardInterrupt:
         stop_children()
@@ -151,13 +151,13 @@ def _train(cfg: Config, resume: bool, quiet: bool) -> int:
             "name (name=...)"
         )
     from verity.loop import TrainingStopped, train
-    from verity.run.console import terminal_err, terminal_out
+    from verity.run.console import log_note, terminal_err, terminal_out
     from verity.run.rundir import RunDirError
 
     try:
         summary = train(cfg, resume=resume, quiet=quiet, log_output=True)
     except (TrainingStopped, RunDirError) as err:
-        print(f"verity: {err}", file=terminal_err())
+        print(f"verity: {err}{log_note()}", file=terminal_err())
         return 1
     if summary["status"] == "stopped":
         print(

@@ -46,6 +46,17 @@ def log_path() -> Path | None:
     return _log_path[-1] if _log_path else None
 
 
+def log_note() -> str:
+    """`` (tracebacks of other processes: PATH)`` when the last run's log holds any, for its one error line."""
+    path = log_path()
+    if path is None or not path.is_file():
+        return ""
+    with path.open("rb") as handle:
+        handle.seek(max(0, path.stat().st_size - 2**20))
+        tail = handle.read()
+    return f" (tracebacks of other processes: {path})" if b"Traceback" in tail else ""
+
+
 @contextlib.contextmanager
 def output_to(path: Path) -> Iterator[None]:
     """Inside, the process's stdout and stderr (and those of the processes it starts, for their whole life)
