@@ -148,3 +148,21 @@ def test_a_config_error_found_with_reward_workers_running_is_one_line_and_no_wor
     assert done.stderr.startswith("verity: train.strategy=fsdp2 does not support LoRA")
     assert done.stderr.count("\n") == 1 and not done.stdout
     assert "Traceback" not in (tmp_path / "runs" / "run" / "verity.log").read_text()
+
+
+def test_a_hub_that_does_not_answer_is_one_error_within_model_hub_timeout_s(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    import time
+
+    import huggingface_hub
+
+    from verity.model.loading import check_hub_model
+    from verity.schema import ConfigError
+
+    monkeypatch.delenv("HF_HUB_OFFLINE", raising=False)
+    monkeypatch.setattr(huggingface_hub, "model_info", lambda name, timeout: time.sleep(60))
+    started = time.monotonic()
+    with pytest.raises(ConfigError, match=r"did not answer within 0.5 s \(model.hub_timeout_s\)"):
+        check_hub_model("someone/some-model", timeout_s=0.5)
+    assert time.monotonic() - started < 5

@@ -224,12 +224,13 @@ def _eval(cfg: Config, model: str, out: str | None, ks: tuple[int, ...]) -> int:
     from verity.build import build_tasks, resolve_device
     from verity.data.prompts import TaskPrompts
     from verity.eval import evaluate
-    from verity.model.loading import load_tokenizer
+    from verity.model.loading import check_hub_model, load_tokenizer
     from verity.model.vision import processor_at
     from verity.rewards.executor import RewardExecutor
     from verity.rollout.engine import EngineSpec
     from verity.rollout.registry import build_engine
 
+    check_hub_model(model, cfg.model.hub_timeout_s)
     _, items = build_tasks(cfg)
     tokenizer = load_tokenizer(model)
     device = resolve_device(cfg.runtime.device)
