@@ -166,3 +166,31 @@ def test_a_hub_that_does_not_answer_is_one_error_within_model_hub_timeout_s(
     with pytest.raises(ConfigError, match=r"did not answer within 0.5 s \(model.hub_timeout_s\)"):
         check_hub_model("someone/some-model", timeout_s=0.5)
     assert time.monotonic() - started < 5
+
+
+def test_a_busy_run_directory_is_refused_before_the_training_code_is_imported(
+    tiny_model_dir: Path, tmp_path: Path
+) -> None:
+    import sys
+
+    from conftest import loop_settings
+
+    from verity.run.lock import RunLock
+
+    config = tmp_path / "run.yaml"
+    config.write_text(yaml.safe_dump(loop_settings(tiny_model_dir, tmp_path / "runs")))
+    (tmp_path / "runs" / "run").mkdir(parents=True)
+    lock = RunLock(tmp_path / "runs" / "run")
+    lock.acquire()
+    try:
+        probe = (
+            "import sys; from verity.cli.main import main; "
+            f"code = main(['train', {str(config)!r}]); print(code, 'verity.loop' in sys.modules)"
+        )
+        done = subprocess.run(
+            [sys.executable, "-c", probe], env=subprocess_env(), capture_output=True, text=True, timeout=120
+        )
+    finally:
+        lock.release()
+    assert done.stdout.split() == ["2", "False"], done.stderr
+    assert f"is in use by another verity process (pid {os.getpid()})" in done.stderr

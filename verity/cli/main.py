@@ -110,7 +110,7 @@ def _dispatch(args: argparse.Namespace) -> int:
     if args.command == "train" and args.config is None:
         raise ConfigError("train needs a config file, e.g. verity train examples/quickstart.yaml")
     small_model = _evaluated_model_is_small(args.model) if args.command == "eval" else None
-    cfg = resolve_config(args.config, args.overrides, small_model)
+    cfg = resolve_config(args.config, args.overrides, small_model, writes_run_dir=args.command == "train")
     if args.command == "eval" and (args.task or args.k):
         cfg = resolve_config(args.config, [*args.overrides, *_eval_overrides(args, cfg)], small_model)
     if args.command == "train" and args.dry_run:
@@ -142,14 +142,6 @@ def _evaluated_model_is_small(model: str) -> Callable[[Config], bool]:
 
 
 def _train(cfg: Config, resume: bool, quiet: bool) -> int:
-    from verity.run.lock import lock_is_held
-    from verity.schema import ConfigError
-
-    if lock_is_held(cfg.run_dir):  # before the heavy imports, so a busy directory is refused at once
-        raise ConfigError(
-            f"{cfg.run_dir} is in use by another verity process; wait for it to end, or give this run another "
-            "name (name=...)"
-        )
     from verity.loop import TrainingStopped, train
     from verity.run.console import log_note, terminal_err, terminal_out
     from verity.run.rundir import RunDirError

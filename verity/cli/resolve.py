@@ -24,15 +24,25 @@ def split_overrides(config: str | None, rest: Sequence[str]) -> tuple[str | None
 
 
 def resolve_config(
-    config: str | None, overrides: Sequence[str], small_model: Callable[[Config], bool] | None = None
+    config: str | None,
+    overrides: Sequence[str],
+    small_model: Callable[[Config], bool] | None = None,
+    *,
+    writes_run_dir: bool = False,
 ) -> Config:
     """The command's config: loaded with its overrides, its directory importable, the device checked, and the
-    threads set (``runtime.threads``, else one thread on CPU for a small model: by default the built-in base)."""
+    threads set (``runtime.threads``, else one thread on CPU for a small model: by default the built-in base).
+    A command that ``writes_run_dir`` is refused first, before the slow imports, when another process holds it."""
     from verity.config import load_config
+    from verity.run.lock import lock_holder, locked_message
+    from verity.schema import ConfigError
+
+    cfg = load_config(config, list(overrides))
+    if writes_run_dir and (holder := lock_holder(cfg.run_dir)) is not None:
+        raise ConfigError(locked_message(cfg.run_dir, holder))
     from verity.run.base import BUILTINS
     from verity.run.checks import check_device, resolve_threads
 
-    cfg = load_config(config, list(overrides))
     add_import_paths(Path(config).parent if config else None)
     check_device(cfg.runtime.device)
     if cfg.model.name not in BUILTINS:
