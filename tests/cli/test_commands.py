@@ -194,3 +194,15 @@ def test_a_busy_run_directory_is_refused_before_the_training_code_is_imported(
         lock.release()
     assert done.stdout.split() == ["2", "False"], done.stderr
     assert f"is in use by another verity process (pid {os.getpid()})" in done.stderr
+
+
+def test_eval_of_a_missing_model_directory_and_merge_of_a_missing_base_are_one_line(
+    tmp_path: Path, tiny_model_dir: Path, capsys: pytest.CaptureFixture
+) -> None:
+    from verity.cli.main import main
+
+    assert main(["eval", str(tmp_path / "runs" / "nope" / "final_model")]) == 2
+    assert capsys.readouterr().err.startswith("verity: model.name: no model directory at ")
+    base = str(tmp_path / "no_base")
+    assert main(["merge", str(tmp_path / "out"), "--base", base, str(tiny_model_dir), str(tiny_model_dir)]) == 1
+    assert capsys.readouterr().err == f"verity merge: no such directory: --base {base}\n"

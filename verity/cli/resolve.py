@@ -46,9 +46,8 @@ def resolve_config(
     add_import_paths(Path(config).parent if config else None)
     check_device(cfg.runtime.device)
     if cfg.model.name not in BUILTINS:
-        from verity.model.loading import check_hub_model, check_model_path
+        from verity.model.loading import check_hub_model
 
-        check_model_path(cfg.model.name)
         check_hub_model(cfg.model.name, cfg.model.hub_timeout_s)
     resolve_threads(cfg, small_model(cfg) if small_model is not None else cfg.model.name in BUILTINS)
     return cfg

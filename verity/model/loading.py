@@ -53,6 +53,7 @@ def check_hub_model(name: str, timeout_s: float) -> None:
 
     from huggingface_hub import model_info, try_to_load_from_cache
 
+    check_model_path(name)  # a path that is no model directory: said as such, never asked of the hub
     if Path(name).expanduser().is_dir() or os.environ.get("HF_HUB_OFFLINE", "0") not in ("", "0"):
         return
     if isinstance(try_to_load_from_cache(name, "config.json"), str):
