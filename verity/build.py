@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import copy
 import random
 from collections.abc import Callable
@@ -113,18 +114,38 @@ def held_out_keys(cfg: Config) -> set[str]:
     return {item_key(item) for item in build_tasks(cfg)[1]}
 
 
-def build_parts(cfg: Config, log: Log) -> Parts:
-    if cfg.runtime.threads:
-        torch.set_num_threads(cfg.runtime.threads)
+def tasks_and_base(cfg: Config, score: Callable[..., Any], log: Log) -> tuple[list[TaskSource], list[Item], str]:
+    """The task sources, the held-out items and the policy's path, with the tiny base built (or reused) for a
+    built-in ``model.name``, and a model that was not trained on the run's held-out questions. Every command that
+    needs a base (train, init, spark) goes through here, with the threads ``verity.run.checks.resolve_threads``
+    set: one config gives one base whichever command builds it."""
     seed_everything(cfg.seed)
     sources, eval_items = build_tasks(cfg)
     held_out = {item_key(item) for item in eval_items}
-    executor = RewardExecutor(cfg.reward)
     model_path = cfg.model.name
     if model_path in BUILTINS:
-        model_path = str(ensure_tiny_base(cfg, sources, held_out, executor.score, log))
+        model_path = str(ensure_tiny_base(cfg, sources, held_out, score, log))
     else:
         check_held_out(model_path, held_out)
+    return sources, eval_items, model_path
+
+
+def build_parts(cfg: Config, log: Log) -> Parts:
+    """Everything a run needs. When building fails part way (a config error found late, a Ctrl-C), what was
+    already started (reward workers, learner ranks, the engine) is closed, so no process outlives the error."""
+    with contextlib.ExitStack() as built:
+        parts = _build_parts(cfg, log, built)
+        built.pop_all()
+    return parts
+
+
+def _build_parts(cfg: Config, log: Log, built: contextlib.ExitStack) -> Parts:
+    if cfg.runtime.threads:
+        torch.set_num_threads(cfg.runtime.threads)
+    executor = RewardExecutor(cfg.reward)
+    built.callback(executor.close)
+    sources, eval_items, model_path = tasks_and_base(cfg, executor.score, log)
+    held_out = {item_key(item) for item in eval_items}
     device = resolve_device(cfg.runtime.device)
     model, tokenizer = load_policy(model_path, cfg.model.dtype, device)
     seed_everything(cfg.seed)
@@ -147,6 +168,7 @@ def build_parts(cfg: Config, log: Log) -> Parts:
         # The ranks load the policy (and the reference) themselves; the engine keeps its own copy, which weight
         # syncs update. The reference is the group's handle to the copy its ranks hold sharded.
         learner: Learner | LearnerGroup = place_learners(cfg.runtime.kind, cfg, model_path, device)
+        built.callback(learner.close)
         ref_model = learner.reference
         if learner.spec.critic:
             critic = GroupCritic(learner)
@@ -164,6 +186,7 @@ def build_parts(cfg: Config, log: Log) -> Parts:
         model=None if sharded else model,
     )
     engine = build_engine(cfg.rollout.engine, spec)
+    built.callback(engine.close)
     sampler = Sampler(
         sources, cfg.data, cfg.rollout.sampling(), held_out=held_out, seed=cfg.seed, threshold=cfg.eval.threshold
     )

@@ -141,11 +141,12 @@ def load_config(source: str | Path | dict[str, Any] | None = None, overrides: li
     else:
         where = str(source)
         raw, lines = _read_yaml(Path(source))
-        _resolve_data_paths(raw, Path(source).parent)
     for override in overrides or []:
         _apply_override(raw, override)
         key = tuple(override.partition("=")[0].strip().split("."))
         lines[key] = 0  # line 0 marks a value given on the command line
+    if isinstance(source, str | Path):  # after the overrides: a path given as one is found beside the config too
+        _resolve_data_paths(raw, Path(source).parent)
     try:
         return Config.model_validate(raw)
     except ValidationError as err:

@@ -9,12 +9,15 @@ from __future__ import annotations
 import contextlib
 import errno
 import math
+import os
 import signal
+import threading
 import time
 from collections.abc import Callable
 from typing import Any
 
 import torch
+from rich.console import Console
 
 from verity.algo.objective import advantage_inputs, compute_advantages, needs_proximal, shape_rewards
 from verity.algo.registry import resolve_estimator
@@ -29,13 +32,14 @@ from verity.run.checks import (
     AllScoresFailed,
     CollapseWatch,
     RewardWatch,
-    apply_default_threads,
     check_device,
     collapse_remedies,
+    resolve_threads,
     schedule_extension,
     settings_warnings,
     unlogged_stage_metrics,
 )
+from verity.run.console import INTERRUPTED, LOG_NAME, output_to, stop_children, terminal_err
 from verity.run.progress import RunProgress
 from verity.run.rundir import RunDir, RunDirError
 from verity.run.runs import read_summary
@@ -162,43 +166,99 @@ def run_eval(parts: Parts) -> dict[str, Any]:
     return result
 
 
-def train(cfg: Config, *, resume: bool = False, quiet: bool = False) -> dict[str, Any]:
-    """Run (or resume) the RL loop described by ``cfg``; returns the run summary (also in summary.json)."""
+def train(cfg: Config, *, resume: bool = False, quiet: bool = False, log_output: bool = False) -> dict[str, Any]:
+    """Run (or resume) the RL loop described by ``cfg``; returns the run summary (also in summary.json). With
+    ``log_output`` (the ``verity`` command), everything but Verity's own lines goes to ``RUN_DIR/verity.log``."""
     check_device(cfg.runtime.device)
-    apply_default_threads(cfg, small_model=cfg.model.name in BUILTINS)
+    resolve_threads(cfg, small_model=cfg.model.name in BUILTINS)
     run = RunDir(cfg)
     run.prepare(resume)
     try:
-        return _train_locked(cfg, run, resume, quiet)
+        with output_to(run.path / LOG_NAME) if log_output else contextlib.nullcontext(), StopFlag() as stop:
+            return _train_locked(cfg, run, resume, quiet, stop)
     finally:
         run.lock.release()
 
 
-def _train_locked(cfg: Config, run: RunDir, resume: bool, quiet: bool) -> dict[str, Any]:
-    started, earlier_wall = time.time(), 0.0
-    progress = RunProgress(max(cfg.train.steps, 1), quiet=quiet or cfg.tracking.quiet)
-    parts = build_parts(cfg, progress.message)
+def _train_locked(cfg: Config, run: RunDir, resume: bool, quiet: bool, stop: StopFlag) -> dict[str, Any]:
+    started = time.time()
+    progress = RunProgress(
+        max(cfg.train.steps, 1),
+        quiet=quiet or cfg.tracking.quiet,
+        console=Console(file=terminal_err()),
+        time_limit_s=cfg.train.time_limit_s,
+    )
     summary: dict[str, Any] = {
         "name": cfg.name,
         "status": "running",
         "steps": 0,
         "total_steps": cfg.train.steps,
-        "base_model": parts.model_path,
+        "base_model": cfg.model.name,
         "warnings": [],
         "restarts": restart_counts({}),
         "final_model": None,
+        **({"time_limit_s": cfg.train.time_limit_s} if cfg.train.time_limit_s is not None else {}),
+        **(read_summary(run.path) if resume else {}),  # what a start-up interrupted before resuming keeps
     }
+    parts: Parts | None = None
+
+    def forced_stop() -> None:
+        summary["status"] = "stopped"
+        run.write_summary(summary)
+
+    stop.on_force = forced_stop
+    try:
+        parts = build_parts(cfg, progress.message)
+        stop.check()  # a Ctrl-C that a library swallowed while the engine started
+        summary["base_model"] = parts.model_path
+        return _run(cfg, run, resume, progress, stop, parts, summary, started)
+    except BaseException as err:
+        interrupted = stop.requested or isinstance(err, KeyboardInterrupt)
+        summary["status"] = "stopped" if interrupted else "failed"
+        if not interrupted:
+            summary["error"] = str(err).splitlines()[0] if str(err) else type(err).__name__
+        if isinstance(err, OSError) and err.errno in (errno.ENOSPC, errno.EDQUOT):
+            raise disk_full(run, err) from None  # summary, metrics or samples: checkpoints say it themselves
+        if interrupted and not isinstance(err, KeyboardInterrupt):
+            raise KeyboardInterrupt from None  # what the interruption broke (an engine start-up) is no error
+        raise
+    finally:
+        summary.setdefault("wall_time_s", time.time() - started)
+        with contextlib.suppress(OSError):  # a full disk must not hide the error that stopped the run
+            run.write_summary(summary)
+        if parts is not None:
+            # After an interruption the processes behind the parts may be gone already: closing is best effort.
+            with contextlib.suppress(Exception) if summary["status"] == "stopped" else contextlib.nullcontext():
+                parts.close()
+
+
+def _run(
+    cfg: Config,
+    run: RunDir,
+    resume: bool,
+    progress: RunProgress,
+    stop: StopFlag,
+    parts: Parts,
+    summary: dict[str, Any],
+    started: float,
+) -> dict[str, Any]:
+    earlier_wall = 0.0
     step, time_offset = 0, 0.0
     saved_at = -1  # the step of the last checkpoint this process wrote or resumed from
     if resume:
         previous = read_summary(run.path)
         state = run.load()
         parts.load_state_dict(state)
-        summary, step, saved_at = state["summary"], state["step"], state["step"]
+        summary.clear()
+        summary.update(state["summary"])
+        step, saved_at = state["step"], state["step"]
         earlier_wall = summary.get("wall_time_s", 0.0)
         time_offset = run.truncate_logs(step)
-        progress.message(f"resumed from step {step}")
-        _warn(summary, progress, [note_resume(summary, step, previous)])
+        resumed = note_resume(summary, step, previous)
+        if previous.get("status") == "stopped":  # a Ctrl-C or SIGTERM: nothing went wrong
+            progress.message(resumed)
+        else:
+            _warn(summary, progress, [resumed])
         _warn(summary, progress, schedule_extension(cfg, step, summary["total_steps"]))
         summary.update(status="running", total_steps=cfg.train.steps, final_model=None)
     _warn(summary, progress, settings_warnings(cfg) + base_warnings(parts.model_path))
@@ -215,7 +275,6 @@ def _train_locked(cfg: Config, run: RunDir, resume: bool, quiet: bool) -> dict[s
         saved_at = step
         run.write_summary(summary)
 
-    stop = _StopFlag()
     watch = RewardWatch(cfg.reward.timeout_s)
     collapse = CollapseWatch(len(parts.eval_items), summary.get("eval_before"), collapse_remedies(cfg))
     no_signal = SignalWatch(pools, cfg.rollout.temperature, cfg.train.stop_without_signal)
@@ -232,7 +291,8 @@ def _train_locked(cfg: Config, run: RunDir, resume: bool, quiet: bool) -> dict[s
         progress.start_step = step
         rl_started = time.time()
         limit = cfg.train.time_limit_s
-        with progress, stop:
+        stop.deferred = True  # from here a first Ctrl-C ends the step and writes a checkpoint
+        with progress:
             while step < cfg.train.steps and not stop.requested:
                 if limit is not None and step > progress.start_step and time.time() - rl_started >= limit:
                     progress.message(f"train.time_limit_s={limit:g} reached after {step} steps")
@@ -283,29 +343,20 @@ def _train_locked(cfg: Config, run: RunDir, resume: bool, quiet: bool) -> dict[s
                 # The last step too, so a finished run can be extended with --resume train.steps=...
                 if step % cfg.train.checkpoint_every == 0 or step == cfg.train.steps:
                     checkpoint()
+        stop.deferred = False
         if stop.requested:
             if saved_at != step:  # rewriting the checkpoint ``latest`` names would leave a moment with none
                 checkpoint()
             summary["status"] = "stopped"
-            progress.message(f"stopped at step {step}; resume with --resume")
         else:
             summary["eval_after"] = _eval_and_log(parts, tracker, step, progress)
             summary["best_accuracy"] = max(summary["best_accuracy"], summary["eval_after"]["accuracy"])
             _warn(summary, progress, collapse.observe_eval(step, summary["eval_after"]))
             summary["final_model"] = str(run.save_model(parts.learner, parts.processor or parts.tokenizer))
             summary["status"] = "finished"
-    except BaseException as err:
-        summary["status"] = "failed"
-        summary["error"] = str(err).splitlines()[0] if str(err) else type(err).__name__
-        if isinstance(err, OSError) and err.errno in (errno.ENOSPC, errno.EDQUOT):
-            raise disk_full(run, err) from None  # summary, metrics or samples: checkpoints say it themselves
-        raise
     finally:
         summary["wall_time_s"] = earlier_wall + time.time() - started
-        with contextlib.suppress(OSError):  # a full disk must not hide the error that stopped the run
-            run.write_summary(summary)
         tracker.close()
-        parts.close()
     return summary
 
 
@@ -356,20 +407,46 @@ def _eval_and_log(parts: Parts, tracker: Any, step: int, progress: RunProgress) 
     return result
 
 
-class _StopFlag:
-    """Turns the first Ctrl-C (or SIGTERM) into a request to stop after the current step, with a checkpoint; a
-    second one interrupts at once (checkpoints are atomic, so the last one stays valid)."""
+class StopFlag:
+    """Ctrl-C (SIGINT) and SIGTERM during a run. While ``deferred`` (the steps), the first one asks to stop after
+    the current step, which then writes a checkpoint; a second one interrupts at once (checkpoints and summaries
+    are written aside and renamed, so the last one stays valid). Otherwise (base build, engine and Ray start-up,
+    evaluations before and after, the final model) the first one interrupts at once, with ``KeyboardInterrupt``.
 
-    def __init__(self) -> None:
+    A library waiting on other processes may swallow that exception (vLLM's start-up polls with pyzmq, which drops
+    an exception raised by a signal handler, then waits for its engine for minutes): when the process has not
+    ended ``grace_s`` seconds after an interruption, ``on_force`` runs (it writes the summary), the processes this
+    one started are ended and it exits with 130."""
+
+    def __init__(self, grace_s: float = 10.0) -> None:
         self.requested = False
+        self.deferred = False
+        self.grace_s = grace_s
+        self.on_force: Callable[[], None] = lambda: None
         self._previous: dict[int, Any] = {}
 
     def _handle(self, signum: int, frame: Any) -> None:
+        first, self.requested = not self.requested, True
+        if first and self.deferred:
+            return
+        timer = threading.Timer(self.grace_s, self._force)
+        timer.daemon = True
+        timer.start()
+        raise KeyboardInterrupt
+
+    def _force(self) -> None:
+        with contextlib.suppress(Exception):
+            self.on_force()
+        stop_children()
+        print(INTERRUPTED, file=terminal_err(), flush=True)
+        os._exit(130)
+
+    def check(self) -> None:
+        """Raise ``KeyboardInterrupt`` if a stop was asked for (and swallowed on its way)."""
         if self.requested:
             raise KeyboardInterrupt
-        self.requested = True
 
-    def __enter__(self) -> _StopFlag:
+    def __enter__(self) -> StopFlag:
         self._previous = {sig: signal.signal(sig, self._handle) for sig in (signal.SIGINT, signal.SIGTERM)}
         return self
 

@@ -50,8 +50,9 @@ def test_report_times_phases_and_shows_early_and_late_samples(tmp_path, no_figur
     # time/generate is 1.25 s of each 2 s step over 20 steps
     assert row(page, "generate", "1.25", "25", "62.5%")
     assert row(page, "step", "2", "40", "100.0%")
-    assert "Early: step 1, mean reward 0.000" in page
-    assert "Late: step 20, mean reward 1.000" in page
+    # the step's logged reward/mean (over all its rollouts), not the mean of the few samples shown (0 and 1)
+    assert "Early: step 1, mean reward 0.140" in page
+    assert "Late: step 20, mean reward 0.900" in page
     assert "&lt;answer&gt;21&lt;/answer&gt;" in page
     assert "<script>" not in page and "&lt;script&gt;x&lt;/script&gt;" in page
 

@@ -112,6 +112,22 @@ def test_saved_models_merge_into_a_loadable_model(tmp_path: Path, char_tokenizer
     assert (out / "merge.json").is_file()
 
 
+def test_merge_json_records_the_settings_its_method_reads_and_no_other(tmp_path: Path, char_tokenizer) -> None:
+    import json
+
+    base = save(tiny_llama(char_tokenizer), char_tokenizer, tmp_path / "base")
+    a = save(shifted(tiny_llama(char_tokenizer), 1), char_tokenizer, tmp_path / "a")
+    b = save(shifted(tiny_llama(char_tokenizer), 2), char_tokenizer, tmp_path / "b")
+    everything = {"scale": 0.5, "density": 0.3, "drop": 0.9, "combine": "task_arithmetic", "seed": 0}
+    out = merge_models(base, [a, b], tmp_path / "ties", "ties", log=lambda m: None, **everything)
+    record = json.loads((out / "merge.json").read_text())
+    assert {k: v for k, v in record.items() if k not in ("base", "models")} == {
+        "method": "ties",
+        "scale": 0.5,
+        "density": 0.3,
+    }
+
+
 def test_lora_adapters_merge_like_the_models_they_make(tmp_path: Path, char_tokenizer) -> None:
     from peft import LoraConfig as PeftLoraConfig
     from peft import get_peft_model

@@ -348,3 +348,37 @@ def test_ray_rollout_actor_with_vllm_trains_in_sync_mode(char_tokenizer, tmp_pat
         ray.shutdown()
     first, last = sum(rewards[:5]) / 5, sum(rewards[-5:]) / 5
     assert last > first + 0.3, f"mean reward {first:.3f} -> {last:.3f}"
+
+
+@needs_vllm
+@pytest.mark.slow
+def test_quiet_training_with_vllm_prints_only_veritys_lines(char_tokenizer, tmp_path) -> None:
+    """vLLM's logs, its progress bars and Python warnings go to RUN_DIR/verity.log; the terminal gets Verity's
+    step lines and summary only. The reload warning about the rotary embedding (spurious) is dropped."""
+    import subprocess
+
+    import yaml
+    from conftest import subprocess_env, tiny_llama, verity_command
+
+    model_dir = tmp_path / "random64"
+    tiny_llama(char_tokenizer, **SHAPE).save_pretrained(model_dir)
+    char_tokenizer.save_pretrained(model_dir)
+    settings = loop_settings(model_dir, tmp_path / "runs")
+    settings["rollout"]["engine"] = "vllm"
+    settings["tracking"]["quiet"] = False
+    config = tmp_path / "run.yaml"
+    config.write_text(yaml.safe_dump(settings))
+    done = subprocess.run(
+        verity_command("train", str(config), "--quiet"),
+        env=subprocess_env(),
+        capture_output=True,
+        text=True,
+        timeout=400,
+    )
+    assert done.returncode == 0, done.stderr
+    ours = ("step ", "run directory", "status ", "held-out accuracy", "final model", "warning")
+    foreign = [line for line in (done.stdout + done.stderr).splitlines() if line and not line.startswith(ours)]
+    assert not foreign, foreign
+    log = (tmp_path / "runs" / "run" / "verity.log").read_text()
+    assert "vLLM" in log or "EngineCore" in log
+    assert "Failed to load weights" not in log

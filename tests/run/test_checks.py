@@ -4,6 +4,7 @@ and each start-up mistake is one ``verity: ...`` line."""
 
 from __future__ import annotations
 
+import json
 import math
 from collections.abc import Callable
 from pathlib import Path
@@ -151,7 +152,8 @@ def test_ctrl_c_while_building_leaves_a_run_that_starts_again(
     monkeypatch.setattr(verity.loop, "build_parts", interrupted)
     assert main(["train", str(config)]) == 130
     assert capsys.readouterr().err.startswith("verity: interrupted; every file written so far is complete")
-    assert not (tmp_path / "runs" / "run" / "summary.json").exists()
+    summary = json.loads((tmp_path / "runs" / "run" / "summary.json").read_text())
+    assert summary["status"] == "stopped" and summary["steps"] == 0  # listed by verity runs, nothing to resume
     monkeypatch.undo()
     assert main(["train", str(config), "train.steps=1"]) == 0
 

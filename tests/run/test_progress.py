@@ -41,11 +41,21 @@ def test_plain_lines_are_throttled_and_carry_rate_eta_and_last_eval():
     assert [line.split(" | ")[0] for line in lines] == ["step 1/10", "step 3/10", "step 10/10"]
     # step 3 at t=12 s: 4 s/step, 7 steps left -> 28 s
     assert lines[1] == (
-        "step 3/10 | reward 0.500 | train acc 0.250 | eval acc 0.125 | 4.00 s/step | ETA 28s"
+        "step 3/10 | reward 0.500 | train acc 0.250 | eval acc 0.125 (step 1) | 4.00 s/step | ETA 28s"
         " | generate 2.00s train 1.50s"
     )
     assert "ETA 0s" in lines[2]
     assert "\x1b" not in output(console)
+
+
+def test_the_last_step_is_one_line_and_the_evaluation_after_it_updates_no_line():
+    console, clock = plain_console(terminal=False), FakeClock()
+    with RunProgress(2, console=console, clock=clock) as progress:
+        progress.update(0, {"eval/accuracy": 0.25})
+        progress.update(2, TRAIN)
+        progress.update(2, {"eval/accuracy": 0.75})
+    lines = output(console).splitlines()
+    assert len(lines) == 1 and lines[0].startswith("step 2/2") and "eval acc 0.250 (step 0)" in lines[0]
 
 
 def test_resumed_run_counts_only_its_own_steps():
@@ -95,3 +105,12 @@ def test_format_duration(seconds, text):
 def test_total_steps_must_be_positive():
     with pytest.raises(ValueError, match="total_steps must be at least 1, got 0"):
         RunProgress(0)
+
+
+def test_the_eta_of_a_run_bounded_by_wall_time_ends_at_its_limit():
+    clock = FakeClock()
+    progress = RunProgress(100000, console=plain_console(terminal=False), clock=clock, time_limit_s=15.0)
+    with progress:
+        clock.now = 5.0
+        progress.update(50, TRAIN)  # 0.1 s/step: 99,950 steps would take 2h46m, the limit ends it in 10 s
+        assert progress.eta_seconds() == 10.0

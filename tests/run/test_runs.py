@@ -78,3 +78,9 @@ def test_fixture_run_is_consistent(tmp_path):
     summary = json.loads((run_dir / "summary.json").read_text())
     last_eval = [r for r in read_jsonl(run_dir / "metrics.jsonl") if "eval/accuracy" in r][-1]
     assert summary["eval_after"]["accuracy"] == last_eval["eval/accuracy"] == pytest.approx(0.7)
+
+
+def test_a_run_bounded_by_wall_time_shows_its_limit_not_an_unreachable_step_count():
+    row = RunRow("arm", None, 206, 100000, 0.5, 15.2, "finished", time_limit_s=15.0)
+    assert format_runs([row]).splitlines()[1].split()[1:3] == ["206", "(limit"]
+    assert "100000" not in format_runs([row])

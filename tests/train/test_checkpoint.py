@@ -67,6 +67,26 @@ class Died(BaseException):
     """Stands for the process dying: nothing after it runs (BaseException skips ``except Exception``)."""
 
 
+@pytest.mark.parametrize(("keep", "most"), [(1, 2), (2, 2), (3, 3)])
+def test_writing_a_checkpoint_needs_room_for_keep_of_them_not_one_more(
+    tmp_path: Path, monkeypatch, keep: int, most: int
+) -> None:
+    """With keep_checkpoints 2, a nearly full disk that holds two checkpoints can write the next one."""
+    on_disk = []
+    real_write = checkpoint_module._write_state
+
+    def counting(path: Path, state: dict) -> None:
+        on_disk.append(len([p for p in tmp_path.glob("step_*")]) + 1)  # + the one being written
+        real_write(path, state)
+
+    monkeypatch.setattr(checkpoint_module, "_write_state", counting)
+    for step in range(1, 6):
+        save_checkpoint(tmp_path, step, state(step), keep=keep)
+    assert max(on_disk) == most
+    assert load_checkpoint(latest_checkpoint(tmp_path))["step"] == 5
+    assert len(list(tmp_path.glob("step_*"))) == keep
+
+
 def test_death_while_writing_the_state_keeps_the_previous_latest(tmp_path: Path, monkeypatch) -> None:
     save_checkpoint(tmp_path, 1, state(1), keep=3)
     real_save = torch.save

@@ -6,6 +6,7 @@ from __future__ import annotations
 import argparse
 import json
 import sys
+from collections.abc import Callable
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -71,20 +72,29 @@ def main(argv: list[str] | None = None) -> int:
         parser.error(f"unrecognized arguments: {' '.join(extra)}")
     if misplaced:
         args.overrides = [*args.overrides, *misplaced]
+    from verity.run.console import INTERRUPTED, log_note, log_path, stop_children, terminal_err
     from verity.schema import ConfigError
 
     try:
         return _dispatch(args)
     except ConfigError as err:
-        print(f"verity: {err}", file=sys.stderr)
+        print(f"verity: {err}{log_note()}", file=terminal_err())
         return 2
     except KeyboardInterrupt:
-        print(
-            "verity: interrupted; every file written so far is complete (a run goes on from its last checkpoint "
-            "with --resume; a base model being built is rebuilt next time)",
-            file=sys.stderr,
-        )
+        stop_children()
+        print(INTERRUPTED, file=terminal_err())
         return 130
+    except Exception as err:
+        log = log_path()
+        if log is None:  # nothing hides the traceback: let Python print it
+            raise
+        import traceback
+
+        with log.open("a") as handle:
+            traceback.print_exc(file=handle)
+        first = str(err).splitlines()[0] if str(err) else ""
+        print(f"verity: {type(err).__name__}: {first} (traceback in {log})", file=terminal_err())
+        return 1
 
 
 def _dispatch(args: argparse.Namespace) -> int:
@@ -93,17 +103,16 @@ def _dispatch(args: argparse.Namespace) -> int:
 
         print(write_reference())
         return 0
-    from verity.config import load_config
+    from verity.cli.resolve import resolve_config, split_overrides
     from verity.schema import ConfigError
 
-    if args.config and "=" in args.config and not args.config.endswith((".yaml", ".yml")):
-        args.overrides, args.config = [args.config, *args.overrides], None
+    args.config, args.overrides = split_overrides(args.config, args.overrides)
     if args.command == "train" and args.config is None:
         raise ConfigError("train needs a config file, e.g. verity train examples/quickstart.yaml")
-    cfg = load_config(args.config, args.overrides)
-    _add_import_paths(Path(args.config).parent if args.config else None)
+    small_model = _evaluated_model_is_small(args.model) if args.command == "eval" else None
+    cfg = resolve_config(args.config, args.overrides, small_model, writes_run_dir=args.command == "train")
     if args.command == "eval" and (args.task or args.k):
-        cfg = load_config(args.config, [*args.overrides, *_eval_overrides(args, cfg)])
+        cfg = resolve_config(args.config, [*args.overrides, *_eval_overrides(args, cfg)], small_model)
     if args.command == "train" and args.dry_run:
         from verity.cli.dryrun import dry_run
 
@@ -119,44 +128,52 @@ def _dispatch(args: argparse.Namespace) -> int:
     return _init(cfg)
 
 
-def _add_import_paths(config_dir: Path | None) -> None:
-    """Put the current directory and the config file's directory on the import path (``sys.path`` and, for
-    worker processes, ``PYTHONPATH``), so a config can name ``my_rewards:score`` kept beside it."""
-    import os
+def _evaluated_model_is_small(model: str) -> Callable[[Config], bool]:
+    """``verity eval``'s threads follow the size of the model it evaluates, not the config's ``model.name``."""
 
-    dirs = [str(Path.cwd()), *([str(config_dir.resolve())] if config_dir is not None else [])]
-    for directory in reversed(dirs):
-        if directory not in sys.path:
-            sys.path.insert(0, directory)
-    known = os.environ.get("PYTHONPATH", "").split(os.pathsep)
-    os.environ["PYTHONPATH"] = os.pathsep.join(dict.fromkeys(d for d in [*dirs, *known] if d))
+    def small(cfg: Config) -> bool:
+        from verity.model.loading import parameter_count
+        from verity.run.checks import SMALL_MODEL_PARAMETERS
+
+        count = parameter_count(model)
+        return count is not None and count < SMALL_MODEL_PARAMETERS
+
+    return small
 
 
 def _train(cfg: Config, resume: bool, quiet: bool) -> int:
     from verity.loop import TrainingStopped, train
+    from verity.run.console import log_note, terminal_err, terminal_out
     from verity.run.rundir import RunDirError
 
     try:
-        summary = train(cfg, resume=resume, quiet=quiet)
+        summary = train(cfg, resume=resume, quiet=quiet, log_output=True)
     except (TrainingStopped, RunDirError) as err:
-        print(f"verity: {err}", file=sys.stderr)
+        print(f"verity: {err}{log_note()}", file=terminal_err())
         return 1
-    before, after = summary.get("eval_before"), summary.get("eval_after")
-    print()
-    print(f"run directory : {cfg.run_dir}")
-    print(
-        f"status        : {summary['status']} after {summary['steps']} steps, "
-        f"{summary['wall_time_s']:.0f} s wall time"
-    )
-    if before and after:
+    if summary["status"] == "stopped":
         print(
+            f"verity: stopped at step {summary['steps']} with a checkpoint of it; resume with --resume "
+            f"({cfg.run_dir})",
+            file=terminal_err(),
+        )
+        return 130
+    before, after = summary.get("eval_before"), summary.get("eval_after")
+    lines = [
+        "",
+        f"run directory : {cfg.run_dir}",
+        f"status        : {summary['status']} after {summary['steps']} steps, "
+        f"{summary['wall_time_s']:.0f} s wall time",
+    ]
+    if before and after:
+        lines.append(
             f"held-out accuracy (greedy, {before['items']} items): "
             f"{before['accuracy']:.1%} before RL -> {after['accuracy']:.1%} after RL"
         )
     if summary.get("final_model"):
-        print(f"final model   : {summary['final_model']}")
-    for warning in summary.get("warnings", [])[:5]:
-        print(f"warning       : {warning}")
+        lines.append(f"final model   : {summary['final_model']}")
+    lines += [f"warning       : {warning}" for warning in summary.get("warnings", [])[:5]]
+    print("\n".join(lines), file=terminal_out())
     return 0 if summary["status"] == "finished" else 130
 
 
@@ -199,18 +216,15 @@ def _eval(cfg: Config, model: str, out: str | None, ks: tuple[int, ...]) -> int:
     from verity.build import build_tasks, resolve_device
     from verity.data.prompts import TaskPrompts
     from verity.eval import evaluate
-    from verity.model.loading import load_tokenizer, parameter_count
+    from verity.model.loading import check_hub_model, load_tokenizer
     from verity.model.vision import processor_at
     from verity.rewards.executor import RewardExecutor
     from verity.rollout.engine import EngineSpec
     from verity.rollout.registry import build_engine
-    from verity.run.checks import SMALL_MODEL_PARAMETERS, apply_default_threads, check_device
 
-    check_device(cfg.runtime.device)
+    check_hub_model(model, cfg.model.hub_timeout_s)
     _, items = build_tasks(cfg)
     tokenizer = load_tokenizer(model)
-    count = parameter_count(model)
-    apply_default_threads(cfg, small_model=count is not None and count < SMALL_MODEL_PARAMETERS)
     device = resolve_device(cfg.runtime.device)
     spec = EngineSpec(
         model, tokenizer, cfg.model.dtype, device, cfg.seed, cfg.eval.batch_size, settings=cfg.rollout
@@ -245,17 +259,16 @@ def _eval(cfg: Config, model: str, out: str | None, ks: tuple[int, ...]) -> int:
 
 
 def _init(cfg: Config) -> int:
-    from verity.build import build_tasks
-    from verity.data.images import item_key
+    """The base ``verity train`` would build for this config, through the same steps (``tasks_and_base``)."""
+    from verity.build import tasks_and_base
     from verity.rewards.executor import RewardExecutor
-    from verity.run.base import BUILTINS, ensure_tiny_base
+    from verity.run.base import BUILTINS
 
     if cfg.model.name not in BUILTINS:
         print(f"model.name is {cfg.model.name!r}, not a built-in base {BUILTINS}: nothing to build")
         return 0
-    sources, items = build_tasks(cfg)
     with RewardExecutor(cfg.reward) as executor:
-        path = ensure_tiny_base(cfg, sources, {item_key(it) for it in items}, executor.score, print)
+        _, _, path = tasks_and_base(cfg, executor.score, print)
     print(path)
     return 0
 

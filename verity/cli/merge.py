@@ -27,6 +27,11 @@ def cli_main(argv: list[str]) -> int:
     parser.add_argument("--combine", choices=("task_arithmetic", "ties"), default="task_arithmetic", help="dare")
     parser.add_argument("--seed", type=int, default=0, help="dare: seed of the dropped entries")
     args = parser.parse_args(argv)
+    named = {"--base": args.base, **{f"model {i + 1}": path for i, path in enumerate(args.models)}}
+    missing = [f"{label} {path}" for label, path in named.items() if not Path(path).exists()]
+    if missing:
+        print(f"verity merge: no such directory: {'; '.join(missing)}", file=sys.stderr)
+        return 1
     if Path(args.out).exists():
         print(f"verity merge: {args.out} exists; choose a new directory", file=sys.stderr)
         return 1

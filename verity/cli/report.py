@@ -135,16 +135,29 @@ def _clip(text: Any) -> str:
     return text if len(text) <= MAX_TEXT_CHARS else text[:MAX_TEXT_CHARS] + " […]"
 
 
-def samples_section(samples: list[dict[str, Any]]) -> str:
-    """Completions at the first and the last sampled step, side by side in two tables."""
+def samples_section(samples: list[dict[str, Any]], rows: Sequence[dict[str, Any]] = ()) -> str:
+    """Completions at the first and the last sampled step, side by side in two tables, headed by that step's mean
+    reward as logged (``reward/mean`` over all its rollouts; the few samples shown are not its mean)."""
     if not samples:
         return _section("Samples", "<p>No samples were written.</p>")
     steps = sorted({int(sample.get("step", 0)) for sample in samples})
     parts = []
     for label, step in (("Early", steps[0]), ("Late", steps[-1]))[: 1 if len(steps) == 1 else 2]:
         chosen = [s for s in samples if int(s.get("step", 0)) == step][:SAMPLES_PER_TABLE]
+        logged = [
+            v
+            for row in rows
+            if int(row.get("step", -1)) == step and (v := finite(row.get("reward/mean"))) is not None
+        ]
         rewards = [r for s in chosen if (r := finite(s.get("reward"))) is not None]
-        mean = f", mean reward {sum(rewards) / len(rewards):.3f}" if rewards else ""
+        if logged:
+            mean = f", mean reward {logged[-1]:.3f}"
+        else:
+            mean = (
+                f", mean reward of these {len(rewards)} samples {sum(rewards) / len(rewards):.3f}"
+                if rewards
+                else ""
+            )
         parts.append(f"<h3>{label}: step {step}{html.escape(mean)}</h3>")
         fields = ("task", "prompt", "completion", "answer")
         table_rows = [[*(_clip(s.get(f)) for f in fields), format_number(s.get("reward"))] for s in chosen]
@@ -226,7 +239,7 @@ def render_report(run_dir: Path) -> str:
         image_answers_section(summary),
         figures_section(run_dir) if rows else _section("Curves", "<p>No metrics.jsonl.</p>"),
         timing_section(rows),
-        samples_section(read_samples(run_dir)),
+        samples_section(read_samples(run_dir), rows),
         metrics_section(rows),
         _section("Config", f"<pre>{html.escape(config_text)}</pre>"),
     ]

@@ -51,8 +51,8 @@ def cli_main(argv: list[str]) -> int:
         default=",".join(defaults.arms),
         help="RL arms, from grpo,process_exact,spark,prm_outcome,rm_outcome",
     )
-    args = parser.parse_args(argv)
-    from verity.config import load_config
+    args = parser.parse_intermixed_args(argv)  # overrides before, between or after the options, as in train
+    from verity.cli.resolve import resolve_config
     from verity.recipes.spark.pipeline import run_spark
 
     opts = SparkOptions(
@@ -69,7 +69,7 @@ def cli_main(argv: list[str]) -> int:
         prm_settings=json.loads(args.prm_settings),
         orm_steps=args.orm_steps,
     )
-    result = run_spark(load_config(args.config, args.overrides), opts, Path(args.out))
+    result = run_spark(resolve_config(args.config, args.overrides), opts, Path(args.out))
     print(format_report(result))
     return 0
 

@@ -127,5 +127,11 @@ class ModelConfig(Section):
     )
     warmup: WarmupConfig = Field(default_factory=WarmupConfig, description="SFT warm-up of the built-in base.")
     cache_dir: str | None = Field(None, description="Where built bases are cached (default ~/.cache/verity).")
+    hub_timeout_s: float = Field(
+        15.0,
+        gt=0,
+        description="Longest wait for the Hugging Face hub to answer whether a hub id exists, before a one-line "
+        "error (a model already in the local hub cache is not looked up).",
+    )
     dtype: Literal["float32", "bfloat16", "float16", "auto"] = Field("auto", description="Weights dtype.")
     lora: LoraConfig | None = Field(None, description="Train LoRA adapters instead of every weight.")

@@ -44,6 +44,53 @@ def check_model_path(name: str | Path) -> None:
         )
 
 
+def check_hub_model(name: str, timeout_s: float) -> None:
+    """For a hub id not in the local hub cache: fail within ``timeout_s`` seconds, in one line, when the hub does
+    not answer or has no such model (instead of retrying for a minute inside the first download). A local
+    directory, a cached model and ``HF_HUB_OFFLINE`` skip the question."""
+    import os
+    import threading
+
+    from huggingface_hub import model_info, try_to_load_from_cache
+
+    check_model_path(name)  # a path that is no model directory: said as such, never asked of the hub
+    if Path(name).expanduser().is_dir() or os.environ.get("HF_HUB_OFFLINE", "0") not in ("", "0"):
+        return
+    if isinstance(try_to_load_from_cache(name, "config.json"), str):
+        return
+    answer: list[BaseException | None] = []
+
+    def ask() -> None:
+        try:
+            model_info(name, timeout=timeout_s)
+            answer.append(None)
+        except Exception as err:  # every failure is reported below, by its kind
+            answer.append(err)
+
+    thread = threading.Thread(target=ask, daemon=True)  # a hung lookup must not keep the process alive
+    thread.start()
+    thread.join(timeout_s)
+    if not answer:
+        raise ConfigError(
+            f"model.name: the Hugging Face hub did not answer within {timeout_s:g} s "
+            f"(model.hub_timeout_s) whether {name!r} exists; check the connection, raise model.hub_timeout_s, or "
+            "use a local model directory"
+        )
+    err = answer[0]
+    if err is None:
+        return
+    kind = type(err).__name__
+    if kind in ("RepositoryNotFoundError", "GatedRepoError"):
+        raise ConfigError(
+            f"model.name: {name!r} is no model on the Hugging Face hub that this machine may read ({kind}); check "
+            "the id (org/name), log in with `hf auth login` for a gated or private model, or use a local directory"
+        )
+    raise ConfigError(
+        f"model.name: cannot reach the Hugging Face hub to fetch {name!r} ({kind}: {_first_line(err)}); check "
+        "the connection, or use a local model directory (or set HF_HUB_OFFLINE=1 to use the local hub cache only)"
+    )
+
+
 def load_tokenizer(name_or_path: str | Path) -> Any:
     """The tokenizer of a model directory or hub id, padding on the left, with a pad token."""
     check_model_path(name_or_path)

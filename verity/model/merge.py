@@ -18,6 +18,14 @@ from torch import Tensor
 
 Method = Literal["linear", "task_arithmetic", "ties", "dare", "varm"]
 METHODS: tuple[str, ...] = ("linear", "task_arithmetic", "ties", "dare", "varm")
+# The settings each method reads (merge.json records these alone); DARE's TIES step keeps every entry (density 1).
+SETTINGS: dict[str, tuple[str, ...]] = {
+    "linear": ("weights",),
+    "task_arithmetic": ("scale",),
+    "ties": ("scale", "density"),
+    "dare": ("scale", "drop", "combine", "seed"),
+    "varm": (),
+}
 
 
 def _normalized(weights: Sequence[float] | None, n: int) -> list[float]:
@@ -173,6 +181,7 @@ def merge_models(
     out = Path(out)
     model.save_pretrained(out)
     AutoTokenizer.from_pretrained(base_path).save_pretrained(out)
-    record = {"method": method, "base": str(base_path), "models": [str(p) for p in paths], **settings}
+    used = {key: value for key, value in settings.items() if key in SETTINGS.get(method, ())}
+    record = {"method": method, "base": str(base_path), "models": [str(p) for p in paths], **used}
     (out / "merge.json").write_text(json.dumps(record, indent=2))
     return out

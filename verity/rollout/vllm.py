@@ -364,7 +364,26 @@ class WeightReceiver:
         """Reload the weights in ``blob`` (safetensors bytes, the learner's names) in place."""
         from safetensors.torch import load
 
+        quiet_rotary_reload_warning()
         self.model_runner.reload_weights(weights_iterator=iter(load(blob).items()))
+
+
+def quiet_rotary_reload_warning() -> None:
+    """Drop vLLM's "RotaryEmbedding: Failed to load weights" warning of every in-place reload (in the worker
+    process that logs it). It is spurious: a rotary embedding's only tensor is its cos/sin cache, computed from the
+    config and absent from every checkpoint (and from the learner's weights); the reload counts it as a weight
+    that received nothing and keeps the cache it had, which is exactly right. Other layers still warn."""
+    import logging
+
+    logger = logging.getLogger("vllm.model_executor.model_loader.reload.layerwise")
+    if not any(isinstance(f, _RotaryReloadFilter) for f in logger.filters):
+        logger.addFilter(_RotaryReloadFilter())
+
+
+class _RotaryReloadFilter:
+    def filter(self, record: Any) -> bool:
+        layer = record.args[0] if isinstance(record.args, tuple) and record.args else ""
+        return not (record.msg == "%s: Failed to load weights" and str(layer).endswith("RotaryEmbedding"))
 
 
 def _request_input(prompt: list[int]) -> dict[str, Any]:

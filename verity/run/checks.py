@@ -55,6 +55,16 @@ def apply_default_threads(cfg: Config, small_model: bool) -> int | None:
     return 1
 
 
+def resolve_threads(cfg: Config, small_model: bool) -> int:
+    """The torch thread count of every command: ``runtime.threads`` when set, else one thread for a small model
+    on CPU (``apply_default_threads``), else torch's choice. Returns the count in use."""
+    if cfg.runtime.threads:
+        torch.set_num_threads(cfg.runtime.threads)
+    else:
+        apply_default_threads(cfg, small_model)
+    return torch.get_num_threads()
+
+
 def settings_warnings(cfg: Config) -> list[str]:
     """Settings that validate but leave nothing to learn or measure."""
     warnings = []

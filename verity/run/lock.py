@@ -34,10 +34,7 @@ class RunLock:
             handle.seek(0)
             holder = handle.read().strip() or "?"
             handle.close()
-            raise RunLocked(
-                f"{self.path.parent} is in use by another verity process (pid {holder}); wait for it to end, "
-                "or give this run another name (name=...)"
-            ) from None
+            raise RunLocked(locked_message(self.path.parent, holder)) from None
         handle.seek(0)
         handle.truncate()
         handle.write(str(os.getpid()))
@@ -52,15 +49,27 @@ class RunLock:
             self._file = None
 
 
-def lock_is_held(run_dir: Path) -> bool:
-    """Whether some process holds the run directory's lock now (False when there is no lock file)."""
+def locked_message(run_dir: Path, holder: str) -> str:
+    return (
+        f"{run_dir} is in use by another verity process (pid {holder}); wait for it to end, or give this run "
+        "another name (name=...)"
+    )
+
+
+def lock_holder(run_dir: Path) -> str | None:
+    """The process id (as written) of the process holding the run directory's lock now; None when none does."""
     path = Path(run_dir) / LOCK_FILE
     if not path.is_file():
-        return False
+        return None
     with path.open() as handle:
         try:
             fcntl.flock(handle, fcntl.LOCK_SH | fcntl.LOCK_NB)
         except BlockingIOError:
-            return True
+            return handle.read().strip() or "?"
         fcntl.flock(handle, fcntl.LOCK_UN)
-    return False
+    return None
+
+
+def lock_is_held(run_dir: Path) -> bool:
+    """Whether some process holds the run directory's lock now (False when there is no lock file)."""
+    return lock_holder(run_dir) is not None

@@ -58,6 +58,7 @@ class RunProgress:
         start_step: int = 0,
         line_every_s: float = 10.0,
         clock: Callable[[], float] = time.monotonic,
+        time_limit_s: float | None = None,
     ) -> None:
         if total_steps < 1:
             raise ValueError(f"total_steps must be at least 1, got {total_steps}")
@@ -66,12 +67,14 @@ class RunProgress:
         self.live_mode = not quiet and self.console.is_terminal
         self.start_step = start_step
         self.line_every_s = line_every_s
+        self.time_limit_s = time_limit_s  # train.time_limit_s: the run ends then, whatever the step count
         self._clock = clock
         self._started = clock()
         self._last_line: float | None = None
         self._step = start_step
         self._metrics: dict[str, float] = {}
         self._eval_accuracy: float | None = None
+        self._eval_step: int | None = None
         self._live: Live | None = None
 
     def __enter__(self) -> RunProgress:
@@ -90,13 +93,16 @@ class RunProgress:
             self._live = None
 
     def update(self, step: int, metrics: Mapping[str, float]) -> None:
-        """Record the metrics of step ``step`` (a training row, an eval row, or both) and redraw."""
+        """Record the metrics of step ``step`` (a training row, an eval row, or both) and redraw. In lines, an
+        eval row alone prints nothing: its result has a line of its own (``message``)."""
         self._step = step
         self._metrics = {**self._metrics, **metrics}
         if "eval/accuracy" in metrics:
-            self._eval_accuracy = float(metrics["eval/accuracy"])
+            self._eval_accuracy, self._eval_step = float(metrics["eval/accuracy"]), step
         if self._live is not None:
             self._live.update(self._render())
+            return
+        if metrics and all(key.startswith("eval/") for key in metrics):
             return
         now = self._clock()
         due = self._last_line is None or now - self._last_line >= self.line_every_s
@@ -117,7 +123,12 @@ class RunProgress:
 
     def eta_seconds(self) -> float | None:
         rate = self.seconds_per_step()
-        return None if rate is None else rate * max(0, self.total_steps - self._step)
+        if rate is None:
+            return None
+        eta = rate * max(0, self.total_steps - self._step)
+        if self.time_limit_s is not None:
+            eta = min(eta, max(0.0, self.time_limit_s - (self._clock() - self._started)))
+        return eta
 
     def status_line(self) -> str:
         """``step 12/100 | reward 0.420 | train acc 0.500 | eval acc 0.610 | 3.20 s/step | ETA 4m42s | ...``"""
@@ -126,7 +137,8 @@ class RunProgress:
             if key in self._metrics:
                 parts.append(f"{label} {self._metrics[key]:.3f}")
         if self._eval_accuracy is not None:
-            parts.append(f"eval acc {self._eval_accuracy:.3f}")
+            stale = f" (step {self._eval_step})" if self._eval_step != self._step else ""
+            parts.append(f"eval acc {self._eval_accuracy:.3f}{stale}")
         rate, eta = self.seconds_per_step(), self.eta_seconds()
         if rate is not None and eta is not None:
             parts += [f"{rate:.2f} s/step", f"ETA {format_duration(eta)}"]

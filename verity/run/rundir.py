@@ -68,6 +68,9 @@ class RunDir:
     def _check(self, resume: bool) -> None:
         summary = read_summary(self.path)
         has_checkpoint = latest_checkpoint(self.checkpoints) is not None
+        if not resume and not has_checkpoint and summary.get("status") == "stopped":
+            self._start_over()  # stopped before its first checkpoint: nothing in it can be resumed
+            summary = {}
         if not resume and (has_checkpoint or summary or (self.path / "metrics.jsonl").is_file()):
             status = summary.get("status", "unknown")
             status = "dead" if status == "running" else status  # this process holds the lock: nobody runs it
@@ -104,6 +107,10 @@ class RunDir:
                 f"--resume: {self.path} finished all {self.cfg.train.steps} steps; to train it further, raise "
                 f"train.steps (e.g. train.steps={2 * self.cfg.train.steps})"
             )
+
+    def _start_over(self) -> None:
+        for name in (*LOGS, "summary.json"):
+            (self.path / name).unlink(missing_ok=True)
 
     def truncate_logs(self, step: int) -> float:
         """Drop log rows written after checkpoint ``step`` (a killed run logged them, the resumed run logs them

@@ -117,6 +117,7 @@ class RunRow:
     best_accuracy: float | None
     wall_time_s: float | None
     status: str
+    time_limit_s: float | None = None  # train.time_limit_s: then the step count is not the run's end
 
 
 def describe_run(run_dir: Path) -> RunRow:
@@ -135,6 +136,7 @@ def describe_run(run_dir: Path) -> RunRow:
         best_accuracy=best if best is not None else max(evals, default=None),
         wall_time_s=wall if wall is not None else max((t for t in times if t is not None), default=None),
         status=live_status(run_dir, str(summary.get("status", "unknown"))),
+        time_limit_s=finite(summary.get("time_limit_s")),
     )
 
 
@@ -176,6 +178,13 @@ def format_wall_time(seconds: float | None) -> str:
     return f"{hours}h{minutes:02d}m" if hours else f"{minutes}m{secs:02d}s"
 
 
+def format_steps(row: RunRow) -> str:
+    """``12/100``; a run bounded by wall time shows its limit instead of a step count it never meant to reach."""
+    if row.time_limit_s is not None:
+        return f"{row.steps} (limit {format_wall_time(row.time_limit_s)})"
+    return f"{row.steps}/{row.total_steps}" if row.total_steps else str(row.steps)
+
+
 def format_runs(rows: list[RunRow]) -> str:
     """A plain-text table: name, steps (done/total), best held-out accuracy, wall time, status, path."""
     if not rows:
@@ -184,7 +193,7 @@ def format_runs(rows: list[RunRow]) -> str:
     table = [header] + [
         (
             row.name,
-            f"{row.steps}/{row.total_steps}" if row.total_steps else str(row.steps),
+            format_steps(row),
             "-" if row.best_accuracy is None else f"{row.best_accuracy:.3f}",
             format_wall_time(row.wall_time_s),
             row.status,

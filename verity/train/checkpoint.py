@@ -31,10 +31,13 @@ class ShardedPart:
 
 
 def save_checkpoint(root: Path, step: int, state: dict[str, Any], keep: int) -> Path:
-    """Write ``state`` as checkpoint ``step`` under ``root``; keep the ``keep`` newest; return its directory."""
+    """Write ``state`` as checkpoint ``step`` under ``root``; keep the ``keep`` newest; return its directory. The
+    oldest is dropped before the new one is written, so the disk holds at most ``keep`` checkpoints meanwhile (two
+    for ``keep=1``: the newest is never dropped before its successor is complete)."""
     root.mkdir(parents=True, exist_ok=True)
     final = root / f"step_{step:07d}"
     staging = root / f".staging_{step:07d}_{os.getpid()}"
+    _prune(root, max(keep - 1, 1))
     shutil.rmtree(staging, ignore_errors=True)
     try:
         staging.mkdir()

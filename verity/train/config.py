@@ -119,7 +119,11 @@ class TrainConfig(Section):
         default_factory=ExtrapolateConfig, description="Jumps along the adapters' low-rank trajectory (NExt)."
     )
     checkpoint_every: int = Field(50, gt=0, description="Steps between checkpoints.")
-    keep_checkpoints: int = Field(2, gt=0, description="How many recent checkpoints to keep.")
+    keep_checkpoints: int = Field(
+        2,
+        gt=0,
+        description="How many recent checkpoints to keep; also the most on disk while one is written (2 for 1).",
+    )
     max_bad_steps: int = Field(5, gt=0, description="Stop after this many non-finite losses in a row.")
     stop_without_signal: bool = Field(
         False,

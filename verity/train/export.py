@@ -20,7 +20,11 @@ def save_streamed(
     weights: Iterable[tuple[str, torch.Tensor]], path: Path, model_path: str, tokenizer: Any, shard_mb: float
 ) -> None:
     """``weights`` into ``model-NNNNN.safetensors`` files of about ``shard_mb`` MB with the index
-    ``from_pretrained`` reads, plus the config (and generation config) of ``model_path`` and the tokenizer."""
+    ``from_pretrained`` reads, plus the config (and generation config) of ``model_path`` and the tokenizer. With
+    tied word embeddings the output head is the input embedding: it is not stored twice (the sharded learner's
+    state dict names both, as separate tensors), as ``save_pretrained`` does."""
+    config = AutoConfig.from_pretrained(model_path)
+    tied = bool(getattr(config.get_text_config(), "tie_word_embeddings", False))
     path.mkdir(parents=True, exist_ok=True)
     weight_map: dict[str, str] = {}
     shard: dict[str, torch.Tensor] = {}
@@ -36,6 +40,8 @@ def save_streamed(
         shard, size = {}, 0
 
     for name, tensor in weights:
+        if tied and name.endswith("lm_head.weight"):
+            continue
         shard[name] = tensor.contiguous()
         size += tensor.numel() * tensor.element_size()
         total += tensor.numel() * tensor.element_size()
@@ -45,7 +51,7 @@ def save_streamed(
         flush()
     index = {"metadata": {"total_size": total}, "weight_map": weight_map}
     (path / INDEX).write_text(json.dumps(index, indent=2))
-    AutoConfig.from_pretrained(model_path).save_pretrained(path)
+    config.save_pretrained(path)
     with contextlib.suppress(OSError):  # a model without a generation config
         GenerationConfig.from_pretrained(model_path).save_pretrained(path)
     tokenizer.save_pretrained(path)

@@ -27,7 +27,7 @@ from typing import Any
 
 import torch
 
-from verity.build import build_tasks
+from verity.build import tasks_and_base
 from verity.config import Config
 from verity.data.prompts import TaskPrompts
 from verity.model.loading import load_policy
@@ -38,7 +38,6 @@ from verity.rewards.judging import parse_step_verdicts
 from verity.rewards.model_rewards import DEFAULT_PRM_TEMPLATE, fill, generate, reward_model
 from verity.rollout.engine import Engine, EngineSpec
 from verity.rollout.registry import build_engine
-from verity.run.base import BUILTIN, ensure_tiny_base
 from verity.train.sft import demonstration_batch, sft_loss
 from verity.types import Item, SamplingParams
 
@@ -168,12 +167,8 @@ def run_spark(cfg: Config, opts: SparkOptions, out: Path, log: Log = print) -> d
     """Stages 1-2 and the PRM's F1 (and, with ``opts.rl_seconds``, stage 3's comparison); written to
     ``out/spark.json``."""
     out.mkdir(parents=True, exist_ok=True)
-    torch.manual_seed(cfg.seed)
-    sources, eval_items = build_tasks(cfg)
-    base = cfg.model.name
-    if base == BUILTIN:
-        with RewardExecutor(cfg.reward) as executor:
-            base = str(ensure_tiny_base(cfg, sources, {i.prompt for i in eval_items}, executor.score, log))
+    with RewardExecutor(cfg.reward) as executor:  # the base verity train would build (or reuse) for cfg
+        sources, eval_items, base = tasks_and_base(cfg, executor.score, log)
     generator, tokenizer = load_policy(base)
     # The config's engine samples the solutions (the transformers one shares the generator's module).
     engine = build_engine(
