@@ -52,7 +52,7 @@ def test_a_user_estimator_and_engine_train_two_steps(make_config) -> None:
 def test_a_wrong_import_path_is_a_located_config_error(make_config) -> None:
     with pytest.raises(ConfigError, match=r"algo.advantage: .*has no callable 'above_tsk_mean'.*above_task_mean"):
         make_config("algo.advantage=helpers.user_plugins:above_tsk_mean")
-    with pytest.raises(ConfigError, match=r"decorate it with verity.algo.registry.advantage_estimator"):
+    with pytest.raises(ConfigError, match=r"decorate it with verity.algo.contract.advantage_estimator"):
         make_config("algo.advantage=helpers.user_plugins:build_recording_engine")
 
 
