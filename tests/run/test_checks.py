@@ -85,6 +85,12 @@ def test_settings_that_make_learning_impossible_are_warned_about() -> None:
     )
 
 
+def test_stages_without_their_own_group_size_keep_the_runs_and_are_not_warned_about() -> None:
+    stages = [{"name": "warm", "steps": 5}, {"name": "one", "group_size": 1}]
+    warnings = settings_warnings(load_config({"data": {"stages": stages}}))
+    assert len(warnings) == 1 and warnings[0].startswith("data.stages.1.group_size is 1 with algo.advantage=grpo")
+
+
 def test_a_group_size_of_one_reaches_the_summary(make_config: Callable[..., Config]) -> None:
     summary = train(make_config("rollout.group_size=1", "train.steps=1"), quiet=True)
     assert any(w.startswith("rollout.group_size is 1 with algo.advantage=grpo") for w in summary["warnings"])

@@ -69,7 +69,7 @@ def settings_warnings(cfg: Config) -> list[str]:
     """Settings that validate but leave nothing to learn or measure."""
     warnings = []
     sizes = [("rollout.group_size", cfg.rollout.group_size)]
-    sizes += [(f"data.stages.{i}.group_size", s.group_size) for i, s in enumerate(cfg.data.stages)]
+    sizes += [(f"data.stages.{i}.group_size", s.group_size) for i, s in enumerate(cfg.data.stages) if s.group_size]
     estimator = resolve_estimator(cfg.algo.advantage)
     for key, size in sizes:
         if size < estimator.min_group and not cfg.data.adaptive_group.enabled:
