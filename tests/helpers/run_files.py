@@ -10,7 +10,9 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
+import torch
 import yaml
+from safetensors.torch import load_file
 
 TRAIN_KEYS = (
     "reward/mean",
@@ -131,3 +133,9 @@ def write_run(
     }
     (run_dir / "summary.json").write_text(json.dumps(summary, indent=2))
     return run_dir
+
+
+def final_weights(run_dir: Path) -> dict[str, torch.Tensor]:
+    """Every tensor of a run's final model (one safetensors file, or the fsdp2 export's shards)."""
+    files = sorted((run_dir / "final_model").glob("*.safetensors"))
+    return {name: tensor for f in files for name, tensor in load_file(f).items()}

@@ -15,7 +15,7 @@ import pytest
 import torch
 import yaml
 from conftest import loop_settings, subprocess_env, verity_command
-from safetensors.torch import load_file
+from helpers.run_files import final_weights
 
 from verity.config import load_config
 from verity.loop import train
@@ -55,12 +55,6 @@ def wait_for_checkpoint(proc: subprocess.Popen, checkpoints: Path, timeout: floa
             proc.kill()
             pytest.fail("no checkpoint within the time limit")
         time.sleep(0.01)
-
-
-def final_weights(run_dir: Path) -> dict[str, torch.Tensor]:
-    """Every tensor of the final model (one safetensors file, or the fsdp2 export's shards)."""
-    files = sorted((run_dir / "final_model").glob("*.safetensors"))
-    return {name: tensor for f in files for name, tensor in load_file(f).items()}
 
 
 def test_sigkill_then_resume_reaches_the_uninterrupted_parameters(tiny_model_dir: Path, tmp_path: Path) -> None:

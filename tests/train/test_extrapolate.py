@@ -10,8 +10,8 @@ from collections.abc import Callable
 
 import pytest
 import torch
+from helpers.run_files import final_weights
 from test_lora import rewarded_batch, tiny_llama
-from test_resume import final_weights
 from torch import nn
 
 from verity.algo.config import AlgoConfig
